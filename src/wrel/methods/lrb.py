@@ -1,0 +1,179 @@
+"""LRB-WREL stage kinds: bank initialisation and inner-loop joint optimisation.
+
+Stage 1 of LRB-WREL (teacher warm-up) is a :class:`~wrel.methods.supervised.SupervisedStage`
+on the accurate samples. Stage 2 (:class:`BankInitStage`) fits only the bank through the frozen
+model in eval mode; there is no selection of the bank on the samples it was fitted to (the
+reference picks the bank by IoU on those same samples). Stage 3 (:class:`JointStage`) alternates
+bank steps through the frozen EMA teacher with student steps on detached bank prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from wrel.methods.bank import ReferenceBank, fill_prompts
+from wrel.methods.base import PreparedBatch, Stage, StageConfig, StageContext
+from wrel.methods.ema import EmaTeacher, ema_momentum
+from wrel.methods.losses import (
+    confidence_threshold,
+    consistency_loss,
+    per_sample_seg_loss,
+    seg_loss,
+)
+from wrel.methods.optim import build_optimizer, build_poly_scheduler, poly_factor
+
+__all__ = ["BankInitStage", "JointStage", "ensure_bank"]
+
+
+def ensure_bank(ctx: StageContext) -> ReferenceBank:
+    """The handed-over bank, or a fresh one over ``ctx.weak_ids`` (same seed on every rank)."""
+    if ctx.bank is None:
+        dim = int(
+            ctx.model.embed_tokens(torch.zeros(1, 1, dtype=torch.int64, device=ctx.device)).shape[
+                -1
+            ]
+        )
+        ctx.bank = ReferenceBank(ctx.weak_ids, dim, ctx.bank_cfg, ctx.device)
+    return ctx.bank
+
+
+class _BankStepMixin(Stage):
+    bank: ReferenceBank
+
+    def bank_step(self, net: nn.Module, b: PreparedBatch, lr: float, progress: float) -> Tensor:
+        """One bank update from the weak samples of ``b`` through the frozen ``net``.
+
+        A collective under torch.distributed: every rank calls it, with or without weak samples.
+
+        Returns:
+            The mean segmentation loss of this rank's weak samples (0 when there are none).
+        """
+        weak = b.is_weak
+        num_weak = int(weak.sum())
+        rows = self.bank.row_index(b.sample_ids[weak])  # (W,)
+        leaf = self.bank.rows[rows].clone().requires_grad_(True)  # (W, P, D)
+        loss_sum = torch.zeros((), device=self.ctx.device)
+        if num_weak:
+            with torch.no_grad():
+                embeds = net.embed_tokens(b.input_ids[weak])  # (W, L, D)
+            filled, mask = fill_prompts(
+                embeds, b.attention_mask[weak], leaf, torch.ones_like(rows, dtype=torch.bool)
+            )
+            with self.autocast():
+                out = net(b.images[weak], inputs_embeds=filled, attention_mask=mask)
+            loss_sum = per_sample_seg_loss(out.logits, b.masks[weak]).sum()
+        self.check_finite(loss_sum, "bank loss", progress)
+        if num_weak:
+            loss_sum.backward()
+        grads = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+        self.bank.apply_gradients(
+            rows, grads, num_weak, lr=lr, weight_decay=self.cfg.bank_weight_decay
+        )
+        return loss_sum.detach() / max(num_weak, 1)
+
+    def bank_lr(self, progress: float) -> float:
+        """Bank learning rate with the poly schedule over the stage."""
+        return self.cfg.bank_lr * poly_factor(progress, self.cfg.epochs, self.cfg.optim.poly_power)
+
+
+class BankInitStage(_BankStepMixin):
+    """Stage 2: train only the bank, on weak samples, through the frozen model (eval mode)."""
+
+    def __init__(self, cfg: StageConfig, ctx: StageContext) -> None:
+        super().__init__(cfg, ctx)
+        self.bank = ensure_bank(ctx)
+        self.frozen = EmaTeacher(self.model)  # a frozen eval-mode copy; the student is untouched
+
+    def training_step(self, batch: dict[str, Any], progress: float) -> dict[str, float]:
+        b = self.prepare(batch)
+        loss = self.bank_step(self.frozen.module, b, self.bank_lr(progress), progress)
+        return {"bank_loss": float(loss), "bank_lr": self.bank_lr(progress)}
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"model": self.model.state_dict(), "bank": self.bank.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+        self.model.load_state_dict(state["model"], strict=True)
+        self.frozen.module.load_state_dict(state["model"], strict=True)
+        self.bank.load_state_dict(state["bank"])
+
+
+class JointStage(_BankStepMixin):
+    """Stage 3: bank step(s) via the EMA teacher, student step, EMA update; every iteration."""
+
+    def __init__(self, cfg: StageConfig, ctx: StageContext) -> None:
+        super().__init__(cfg, ctx)
+        if cfg.bank_steps < 0 or cfg.bank_update_every < 1:
+            raise ValueError(
+                f"joint stage: bank_steps must be >= 0 and bank_update_every >= 1, got "
+                f"{cfg.bank_steps} and {cfg.bank_update_every}"
+            )
+        self.bank = ensure_bank(ctx)
+        self.teacher = EmaTeacher(self.model)  # starts from the handed-over (stage-1) weights
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_poly_scheduler(
+            self.optimizer, self.total_iters, cfg.optim.poly_power
+        )
+        self.__dict__["forward_model"] = ctx.wrap(self.model)
+
+    def training_step(self, batch: dict[str, Any], progress: float) -> dict[str, float]:
+        b = self.prepare(batch)
+        logs: dict[str, float] = {}
+        iteration = round(progress * self.ctx.iters_per_epoch)
+        if iteration % self.cfg.bank_update_every == 0:
+            for _ in range(self.cfg.bank_steps):
+                logs["bank_loss"] = float(
+                    self.bank_step(self.teacher.module, b, self.bank_lr(progress), progress)
+                )
+        self.model.train()
+        embeds = self.model.embed_tokens(b.input_ids)  # (B, L, D)
+        filled, mask = self.bank.fill(embeds, b.attention_mask, b.sample_ids, b.is_weak)
+        with self.autocast():
+            out = self.forward_model(b.images, inputs_embeds=filled, attention_mask=mask)
+        loss = seg_loss(out.logits, b.masks)
+        logs["seg_loss"] = float(loss.detach())
+        if self.cfg.consistency_weight > 0:
+            loss = loss + self.cfg.consistency_weight * self._consistency(out.logits, b, progress)
+        self.check_finite(loss, "student loss", progress)
+        self.optimizer_step(self.optimizer, loss, self.model.parameters())
+        logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        self.scheduler.step()
+        momentum = ema_momentum(progress)
+        self.teacher.update(self.model, momentum)
+        logs.update(loss=float(loss.detach()), ema_momentum=momentum)
+        return logs
+
+    def _consistency(self, student_logits: Tensor, b: PreparedBatch, progress: float) -> Tensor:
+        start, end = self.cfg.consistency_threshold
+        with torch.no_grad(), self.autocast():
+            embeds = self.teacher.module.embed_tokens(b.input_ids)
+            filled, mask = self.bank.fill(embeds, b.attention_mask, b.sample_ids, b.is_weak)
+            teacher_logits = self.teacher(
+                b.images, inputs_embeds=filled, attention_mask=mask
+            ).logits
+        threshold = confidence_threshold(progress, start, end, self.cfg.consistency_ramp_epochs)
+        return consistency_loss(
+            student_logits,
+            teacher_logits,
+            temperature=self.cfg.consistency_temperature,
+            threshold=threshold,
+        )
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {
+            "model": self.model.state_dict(),
+            "teacher": self.teacher.module.state_dict(),
+            "bank": self.bank.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+        self.model.load_state_dict(state["model"], strict=True)
+        self.teacher.module.load_state_dict(state["teacher"], strict=True)
+        self.bank.load_state_dict(state["bank"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])

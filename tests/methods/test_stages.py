@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from standin_model import make_batch
+
+from wrel.methods.bank import BankConfig
+from wrel.methods.base import NonFiniteLossError, StageConfig, StageContext
+from wrel.methods.lrb import BankInitStage, JointStage
+from wrel.methods.supervised import SupervisedStage
+
+
+def _ctx(model, **kw) -> StageContext:
+    return StageContext(
+        model=model,
+        device=torch.device("cpu"),
+        iters_per_epoch=4,
+        weak_ids=[11, 13, 20],
+        bank_cfg=BankConfig(num_prompts=3),
+        **kw,
+    )
+
+
+def _changed(a: dict, b: dict) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_supervised_step_trains_and_state_roundtrips(tiny_model) -> None:
+    stage = SupervisedStage(StageConfig(kind="supervised"), _ctx(tiny_model))
+    before = copy.deepcopy(tiny_model.state_dict())
+    logs = stage.training_step(make_batch(), 0.0)
+    assert logs["loss"] > 0 and logs["lr"] > 0
+    assert _changed(before, tiny_model.state_dict())
+    state = stage.state_dict()
+    fresh = SupervisedStage(StageConfig(kind="supervised"), _ctx(copy.deepcopy(tiny_model)))
+    fresh.load_state_dict(state)
+    assert fresh.scheduler.last_epoch == 1
+    assert fresh.optimizer.state_dict()["state"].keys() == state["optimizer"]["state"].keys()
+
+
+def test_bank_init_trains_only_bank(tiny_model) -> None:
+    stage = BankInitStage(StageConfig(kind="bank_init", samples="weak"), _ctx(tiny_model))
+    model_before = copy.deepcopy(tiny_model.state_dict())
+    rows_before = stage.bank.rows.clone()
+    logs = stage.training_step(make_batch(weak=[False, True, False, True]), 0.0)
+    assert logs["bank_loss"] > 0
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(value, model_before[key]), key  # frozen, BN stats included
+    assert not torch.equal(
+        stage.bank.rows[:2], rows_before[:2]
+    )  # ids 11 and 13 (rows 0, 1) were in the batch
+    assert torch.equal(stage.bank.rows[2], rows_before[2])  # id 20 not in the batch
+    assert stage.handover().bank is stage.bank
+
+
+def test_joint_step_updates_student_teacher_and_bank(tiny_model) -> None:
+    ctx = _ctx(tiny_model)
+    stage = JointStage(StageConfig(kind="joint"), ctx)
+    teacher_before = copy.deepcopy(stage.teacher.module.state_dict())
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in teacher_before.items())
+    rows_before = stage.bank.rows.clone()
+    logs = stage.training_step(make_batch(weak=[False, True, False, True]), 0.0)
+    assert {"bank_loss", "seg_loss", "loss", "lr", "ema_momentum"} <= logs.keys()
+    assert logs["ema_momentum"] == pytest.approx(0.95)
+    assert _changed(teacher_before, stage.teacher.module.state_dict())
+    assert not torch.equal(stage.bank.rows[:2], rows_before[:2])  # ids 11 and 13
+    assert torch.equal(stage.bank.rows[2], rows_before[2])
+    assert not stage.teacher.module.training
+    state = stage.state_dict()
+    assert {"model", "teacher", "bank", "optimizer", "scheduler"} <= state.keys()
+
+
+def test_joint_with_consistency_and_update_every(tiny_model) -> None:
+    cfg = StageConfig(kind="joint", consistency_weight=0.5, bank_update_every=2, bank_steps=2)
+    stage = JointStage(cfg, _ctx(tiny_model))
+    logs = stage.training_step(make_batch(weak=[False, True, False, True]), 0.25)  # iteration 1
+    assert "bank_loss" not in logs
+    logs = stage.training_step(make_batch(weak=[False, True, False, True]), 0.5)  # iteration 2
+    assert "bank_loss" in logs and stage.bank.steps.max().item() == 2
+
+
+def test_non_finite_loss_raises_before_step(tiny_model) -> None:
+    stage = SupervisedStage(StageConfig(kind="supervised"), _ctx(tiny_model))
+    with torch.no_grad():
+        tiny_model.decoder.weight.fill_(float("nan"))
+    before = copy.deepcopy(tiny_model.state_dict())
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        stage.training_step(make_batch(), 0.0)
+    assert stage.optimizer.state_dict()["state"] == {}
+    assert torch.equal(tiny_model.fusion.weight, before["fusion.weight"])
