@@ -1,0 +1,131 @@
+"""torchrun / DistributedDataParallel helpers.
+
+``torchrun --nproc_per_node=N -m wrel train ...`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
+:func:`init_distributed` then joins the process group (nccl on CUDA, gloo on CPU). The
+configured batch size is the *global* batch: each rank loads ``batch_size / world_size``
+samples per step, and DDP averages gradients, so a step equals a single-process step on the
+global batch. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "resolve_device",
+    "ddp_wrapper",
+    "barrier",
+    "shutdown",
+    "ResumableSampler",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    """Rank layout of this process (``world_size == 1`` without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # True when init_distributed created the process group
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> this rank's CUDA device when available, else CPU; otherwise ``name``."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available; use cpu or auto")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the torchrun process group if ``WORLD_SIZE > 1`` (or reuse an existing one)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(
+            dist.get_rank(),
+            dist.get_world_size(),
+            int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    info = DistInfo(
+        dist.get_rank(),
+        dist.get_world_size(),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        owns_group=True,
+    )
+    log.info("distributed: rank %d/%d on %s (%s)", info.rank, info.world_size, device, backend)
+    return info
+
+
+def ddp_wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], nn.Module]:
+    """A function wrapping a module in DDP (identity in a single process).
+
+    ``find_unused_parameters`` is on because the joint stage embeds tokens outside the forward
+    and text towers may hold parameters that a given forward does not use.
+    """
+    if not info.enabled:
+        return lambda module: module
+
+    def wrap(module: nn.Module) -> nn.Module:
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=ids, find_unused_parameters=True
+        )
+
+    return wrap
+
+
+def barrier(info: DistInfo) -> None:
+    """Synchronise the ranks (no-op in a single process)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    """Destroy the process group if this module created it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (per-epoch shuffle seeded by ``seed + epoch``) that can skip the
+    first ``skip`` indices of an epoch, to resume in the middle of it."""
+
+    skip: int = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        indices = list(super().__iter__())
+        return iter(indices[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self.skip)

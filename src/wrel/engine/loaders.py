@@ -1,0 +1,117 @@
+"""Data loading for the trainer: split samples, per-stage sample views and seeded loaders."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from wrel.engine.distributed import DistInfo, ResumableSampler
+from wrel.experiment import DataConfig, ExperimentConfig
+from wrel.methods.base import StageConfig
+
+__all__ = ["StageData", "load_split_samples", "stage_data", "eval_loader"]
+
+
+def load_split_samples(cfg: DataConfig) -> dict[str, list[Any]]:
+    """Train (with the configured weak split), val and test samples (always accurate)."""
+    from wrel.data.dataset import load_samples
+
+    out = {
+        "train": load_samples(
+            cfg.root,
+            cfg.train_split,
+            name=cfg.name,
+            accurate_ratio=cfg.accurate_ratio,
+            seed=cfg.split_seed,
+            split_file=cfg.split_file,
+        ),
+    }
+    for key, split in (("val", cfg.val_split), ("test", cfg.test_split)):
+        out[key] = load_samples(cfg.root, split, name=cfg.name) if split else []
+    if not out["train"]:
+        raise ValueError(f"no {cfg.train_split!r} samples under {cfg.root}; check data.root")
+    return out
+
+
+def _view(samples: list[Any], which: str) -> list[Any]:
+    if which == "all":
+        return list(samples)
+    return [s for s in samples if s.quality == which]
+
+
+@dataclass
+class StageData:
+    """The samples of one stage and how to iterate them on this rank."""
+
+    dataset: Any
+    per_rank_batch: int
+    iters_per_epoch: int
+    drop_last: bool
+    make_loader: Callable[[int, int], DataLoader]
+
+    def loader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
+        """This rank's loader for ``epoch``, starting after ``skip_batches`` batches."""
+        return self.make_loader(epoch, skip_batches)
+
+
+def stage_data(
+    cfg: ExperimentConfig, scfg: StageConfig, train_samples: list[Any], dist: DistInfo
+) -> StageData:
+    """Sample view of ``scfg`` with a distributed, per-epoch shuffled, resumable sampler."""
+    from wrel.data.dataset import RefSegDataset, collate_samples
+
+    samples = _view(train_samples, scfg.samples)
+    if not samples:
+        raise ValueError(
+            f"stage {scfg.name or scfg.kind!r} trains on {scfg.samples!r} samples but the train "
+            f"split has none (data.accurate_ratio={cfg.data.accurate_ratio}); change the ratio "
+            "or the stage's samples"
+        )
+    size = cfg.data.image_size
+    dataset = RefSegDataset(samples, image_size=(size, size))
+    per_rank = cfg.train.batch_size // dist.world_size
+    per_rank_samples = math.ceil(len(samples) / dist.world_size)
+    drop_last = cfg.train.drop_last and per_rank_samples >= per_rank
+    ipe = per_rank_samples // per_rank if drop_last else math.ceil(per_rank_samples / per_rank)
+
+    def make_loader(epoch: int, skip_batches: int) -> DataLoader:
+        sampler = ResumableSampler(
+            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.train.seed
+        )
+        sampler.set_epoch(epoch)
+        sampler.skip = skip_batches * per_rank
+        # An explicit generator keeps worker seeds (and the global RNG) independent of
+        # when the iterator is created, which resume relies on.
+        gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+        return DataLoader(
+            dataset,
+            batch_size=per_rank,
+            sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate_samples,
+            drop_last=drop_last,
+            generator=gen,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    return StageData(dataset, per_rank, max(ipe, 1), drop_last, make_loader)
+
+
+def eval_loader(cfg: ExperimentConfig, samples: list[Any]) -> DataLoader:
+    """Deterministic, unshuffled loader over ``samples`` (every rank sees all of them)."""
+    from wrel.data.dataset import RefSegDataset, collate_samples
+
+    size = cfg.data.image_size
+    return DataLoader(
+        RefSegDataset(samples, image_size=(size, size)),
+        batch_size=cfg.train.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_samples,
+        generator=torch.Generator().manual_seed(0),
+    )

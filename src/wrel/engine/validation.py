@@ -1,0 +1,65 @@
+"""Evaluation loop used by the trainer and ``wrel eval``: the student, real expressions, no bank."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+__all__ = ["evaluate_model", "metric_value"]
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    protocol: str = "input",
+    amp: str = "none",
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, Any]:
+    """Score ``model`` on every batch of ``loader`` with ``wrel.evaluation.Evaluator``.
+
+    Predictions are the argmax of the 2-class logits at the network input resolution, against
+    the (nearest-resized) masks of the dataset.
+
+    Returns:
+        The evaluator's metrics dict (oIoU, mIoU, Prec@X, ...).
+    """
+    from wrel.evaluation import Evaluator
+
+    was_training = model.training
+    model.eval()
+    evaluator = Evaluator(protocol)
+    evaluator.reset()
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if amp == "bf16"
+        else contextlib.nullcontext()
+    )
+    for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+        input_ids, attention_mask = model.tokenize(list(batch["text"]))
+        with autocast:
+            out = model(
+                batch["image"].to(device),
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+            )
+        pred = out.logits.argmax(dim=1).bool().cpu()  # (B, H, W)
+        evaluator.update(pred, batch["mask"].bool(), list(batch["category"]))
+    model.train(was_training)
+    return dict(evaluator.compute())
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float:
+    """Look up ``name`` (e.g. ``"mIoU"``) case-insensitively in an evaluator's result."""
+    for key, value in metrics.items():
+        if key.lower() == name.lower():
+            return float(value)
+    raise ValueError(f"metric {name!r} not in evaluation result keys {sorted(metrics)}")
