@@ -1,0 +1,98 @@
+"""Resume exactness: a crashed-and-resumed run ends bitwise equal to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
+from standin_model import install_standins  # noqa: E402
+
+install_standins()
+
+from wrel.experiment import build_experiment  # noqa: E402
+
+
+def _cfg(tmp_path: Path, name: str):
+    cfg = build_experiment(
+        "lrb",
+        assignments=[
+            f"train.output_dir={tmp_path}",
+            f"name={name}",
+            "train.batch_size=2",
+            "train.eval_batch_size=4",
+            "train.progress=false",
+            "train.checkpoint_every=2",
+            "data.image_size=16",
+            "data.accurate_ratio=0.5",
+            f"data.root={tmp_path}",
+        ],
+    )
+    for stage in cfg.stages:
+        stage.epochs = 2
+    return cfg
+
+
+def _final_state(run: Path) -> dict:
+    from wrel.engine.state import load_resume_state
+
+    return load_resume_state(run / "checkpoints" / "last")
+
+
+@pytest.mark.parametrize(
+    "crash_at", [5, 16]
+)  # mid stage 1; mid stage 3 (after a stage-2 -> 3 resume point)
+def test_resume_after_crash_matches_uninterrupted(tmp_path: Path, monkeypatch, crash_at) -> None:
+    from wrel.engine.trainer import train
+    from wrel.methods.base import Stage
+
+    reference = train(_cfg(tmp_path, "ref"))
+    calls = {"n": 0}
+    stage_classes = [c for c in Stage.__subclasses__()] + [
+        c for sub in Stage.__subclasses__() for c in sub.__subclasses__()
+    ]
+    originals = {
+        c: c.__dict__["training_step"] for c in stage_classes if "training_step" in c.__dict__
+    }
+
+    def crashing(original):
+        def step(self, batch, progress):
+            calls["n"] += 1
+            if calls["n"] == crash_at:
+                raise KeyboardInterrupt("simulated kill")
+            return original(self, batch, progress)
+
+        return step
+
+    for cls, original in originals.items():
+        monkeypatch.setattr(cls, "training_step", crashing(original))
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tmp_path, "crash"))
+    for cls, original in originals.items():
+        monkeypatch.setattr(cls, "training_step", original)
+    resumed = train(_cfg(tmp_path, "crash"), resume=True)
+
+    assert resumed["test"] == reference["test"]
+    ref_state, res_state = _final_state(tmp_path / "ref"), _final_state(tmp_path / "crash")
+    for part in ("model", "teacher", "bank"):
+        for key, value in ref_state["stage"][part].items():
+            assert torch.equal(value, res_state["stage"][part][key]), f"{part}.{key}"
+    ref_log = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+    res_log = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in ref_log] == [json.loads(x) for x in res_log]
+
+
+def test_resume_without_checkpoint_or_with_other_config_fails(tmp_path: Path) -> None:
+    from wrel.engine.trainer import train
+
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(_cfg(tmp_path, "none"), resume=True)
+    cfg = _cfg(tmp_path, "done")
+    train(cfg)
+    cfg.train.seed = 5
+    with pytest.raises(ValueError, match="differs"):
+        train(cfg, resume=True)

@@ -1,0 +1,99 @@
+"""End-to-end tests of the one training loop (tiny model, tiny data, CPU)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
+from standin_model import install_standins  # noqa: E402
+
+STANDINS = install_standins()
+
+from wrel.experiment import build_experiment  # noqa: E402
+
+
+def tiny_experiment(tmp_path: Path, method: str, *extra: str):
+    sets = [
+        f"train.output_dir={tmp_path / 'runs'}",
+        "train.batch_size=4",
+        "train.eval_batch_size=4",
+        "train.progress=false",
+        "train.log_every=1",
+        "data.image_size=16",
+        f"data.root={tmp_path / 'data'}",
+        *extra,
+    ]
+    cfg = build_experiment(method, assignments=sets)
+    for stage in cfg.stages:
+        stage.epochs = 1
+    return cfg
+
+
+@pytest.mark.parametrize("method", ["only-accurate", "naive", "full", "lrb"])
+def test_train_end_to_end_every_method(tmp_path: Path, method: str) -> None:
+    from wrel.engine.trainer import train
+
+    result = train(tiny_experiment(tmp_path, method))
+    run = Path(result["run_dir"])
+    assert 0.0 <= result["test"]["mIoU"] <= 1.0
+    assert json.loads((run / "final_metrics.json").read_text())["test"] == result["test"]
+    assert json.loads((run / "config.json").read_text())["method"] == method
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(x["event"] == "train" for x in lines) and any(x["event"] == "val" for x in lines)
+    assert (run / "checkpoints" / "last" / "state.json").is_file()
+    assert (run / "checkpoints" / "best").is_dir()
+    assert (run / "bank.safetensors").is_file() == (method == "lrb")
+
+
+def test_unknown_config_key_and_method_fail(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown config key"):
+        build_experiment("naive", assignments=["train.batch_szie=4"])
+    with pytest.raises(ValueError, match="valid methods"):
+        build_experiment("nope")
+    full = build_experiment("full", base={"data": {"accurate_ratio": 0.1}})
+    assert full.data.accurate_ratio == 1.0
+    assert [s.kind for s in build_experiment("lrb").stages] == ["supervised", "bank_init", "joint"]
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from wrel.engine.trainer import train
+    from wrel.methods.base import NonFiniteLossError
+    from wrel.methods.supervised import SupervisedStage
+
+    cfg = tiny_experiment(tmp_path, "naive", "train.checkpoint_every=1")
+    cfg.stages[0].epochs = 2
+    original = SupervisedStage.training_step
+    calls = {"n": 0}
+
+    def poisoned(self, batch, progress):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            with torch.no_grad():
+                next(self.model.decoder.parameters()).fill_(float("nan"))
+        return original(self, batch, progress)
+
+    monkeypatch.setattr(SupervisedStage, "training_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train(cfg)
+    run = tmp_path / "runs" / cfg.name
+    from wrel.engine.state import load_resume_state
+
+    state = load_resume_state(run / "checkpoints" / "last")
+    assert state["loop"]["global_step"] == 3  # the last good step; the poisoned one never saved
+    assert all(torch.isfinite(v).all() for v in state["stage"]["model"].values())
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["event"] == "error"
+
+
+def test_existing_run_requires_resume(tmp_path: Path) -> None:
+    from wrel.engine.trainer import train
+
+    cfg = tiny_experiment(tmp_path, "only-accurate")
+    train(cfg)
+    with pytest.raises(ValueError, match="--resume"):
+        train(cfg)
