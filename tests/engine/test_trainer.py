@@ -97,3 +97,39 @@ def test_existing_run_requires_resume(tmp_path: Path) -> None:
     train(cfg)
     with pytest.raises(ValueError, match="--resume"):
         train(cfg)
+
+
+def test_cli_train_then_eval(tmp_path: Path, capsys) -> None:
+    from wrel.cli import main
+
+    rc = main(
+        [
+            "train",
+            "--method",
+            "naive",
+            "--data",
+            str(tmp_path / "d"),
+            "--epochs",
+            "1",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--batch-size",
+            "4",
+            "--name",
+            "cli",
+            "--set",
+            "data.image_size=16",
+            "--set",
+            "train.progress=false",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    best = Path(result["run_dir"]) / "checkpoints" / "best"
+    assert (
+        main(["eval", str(best), "--data", str(tmp_path / "d"), "--json", "--device", "cpu"]) == 0
+    )
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["metrics"]["mIoU"] == pytest.approx(result["test"]["mIoU"])
+    assert main(["train", "--method", "naive", "--set", "train.nope=1"]) == 2

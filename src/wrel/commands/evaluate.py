@@ -1,0 +1,71 @@
+"""``wrel eval``: score an exported checkpoint on a split (student, real expressions, no bank)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``wrel eval``."""
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint (oIoU / mIoU / Prec@X)",
+        description=(
+            "Evaluate an exported model folder (e.g. runs/<name>/checkpoints/best) on a split "
+            "of a refer-format data set, with the real expressions."
+        ),
+    )
+    p.add_argument("checkpoint", help="model folder written by training (save_model)")
+    p.add_argument("--data", required=True, help="data root (refer layout)")
+    p.add_argument("--name", help="data set name under the root (auto-detected if unique)")
+    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--image-size", type=int, help="network input size (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--protocol", default=None, help="scoring protocol (default: the run's)")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load with ``load_model`` (strict), evaluate, print."""
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
+    from wrel.engine.checkpoint import load_model
+    from wrel.engine.distributed import resolve_device
+    from wrel.engine.validation import evaluate_model
+
+    if not Path(args.checkpoint).is_dir():
+        raise FileNotFoundError(f"checkpoint folder {args.checkpoint} does not exist")
+    device = resolve_device(args.device)
+    model, metadata = load_model(args.checkpoint, device=device)
+    meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
+    experiment = meta.get("experiment") or {}
+    size = args.image_size or experiment.get("data", {}).get("image_size", 64)
+    protocol = args.protocol or meta.get("protocol", "input")
+    samples = load_samples(args.data, args.split, name=args.name)
+    loader = DataLoader(
+        RefSegDataset(samples, image_size=(size, size)),
+        batch_size=args.batch_size,
+        collate_fn=collate_samples,
+    )
+    metrics = evaluate_model(
+        model, loader, device, protocol=protocol, progress=True, desc=f"eval {args.split}"
+    )
+    out = {
+        "checkpoint": str(args.checkpoint),
+        "split": args.split,
+        "protocol": protocol,
+        "num_samples": len(samples),
+        "metrics": metrics,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True, default=float))
+    else:
+        text = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float))
+        print(f"{args.split} ({protocol}, {len(samples)} expressions): {text}")
+    return 0

@@ -1,0 +1,99 @@
+"""``wrel train``: run a method (a preset list of stages) on a refer-format data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+METHODS = ["only-accurate", "naive", "full", "lrb"]  # keep in sync with wrel.experiment
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``wrel train``."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a method (only-accurate, naive, full, lrb)",
+        description=(
+            "Train a referring segmentation model with scarce expressions. The method is a "
+            "preset list of stages (see docs/training.md); YAML files and --set key=value "
+            "override any config key (unknown keys fail). The run folder is "
+            "<train.output_dir>/<name>. Works under torchrun: --batch-size is the global batch."
+        ),
+    )
+    p.add_argument("--method", choices=METHODS, default="lrb", help="training method")
+    p.add_argument("--data", help="data root (refer layout), sets data.root")
+    p.add_argument("--accurate-ratio", type=float, help="share of accurate train expressions")
+    p.add_argument("--split-file", help="published weak-split refs file (overrides the ratio)")
+    p.add_argument("--name", help="run name (default: the method)")
+    p.add_argument("--output-dir", help="parent of run folders (default: runs)")
+    p.add_argument("--epochs", type=int, help="epochs of every supervised/joint stage")
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--config", action="append", default=[], help="YAML overrides (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. train.amp=bf16",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run from checkpoints/last")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def _base(args: argparse.Namespace) -> dict:
+    base: dict = {"data": {}, "train": {}}
+    for key, value in (
+        ("root", args.data),
+        ("accurate_ratio", args.accurate_ratio),
+        ("split_file", args.split_file),
+    ):
+        if value is not None:
+            base["data"][key] = value
+    for key, value in (
+        ("output_dir", args.output_dir),
+        ("batch_size", args.batch_size),
+        ("device", args.device),
+    ):
+        if value is not None:
+            base["train"][key] = value
+    if args.name:
+        base["name"] = args.name
+    return base
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, train, print the final metrics."""
+    from wrel.engine.trainer import train
+    from wrel.experiment import build_experiment
+    from wrel.methods.base import NonFiniteLossError
+
+    cfg = build_experiment(
+        args.method, base=_base(args), yaml_files=args.config, assignments=args.assignments
+    )
+    if args.name:
+        cfg.name = args.name  # the preset names the run after the method otherwise
+    if args.epochs is not None:
+        for stage in cfg.stages:
+            if stage.kind != "bank_init":
+                stage.epochs = args.epochs
+    try:
+        result = train(cfg, resume=args.resume)
+    except NonFiniteLossError as err:
+        log.error("training stopped: %s", err)
+        return 1
+    if "test" not in result:  # non-zero ranks, or no test split
+        return 0
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        metrics = ", ".join(
+            f"{k} {v:.4f}" for k, v in result["test"].items() if isinstance(v, int | float)
+        )
+        print(f"{cfg.method} test ({result.get('protocol')}): {metrics}\nrun: {result['run_dir']}")
+    return 0
