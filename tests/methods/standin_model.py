@@ -16,12 +16,14 @@ class _Out:
 class TinyRefSeg(nn.Module):
     """Conv + BatchNorm image branch gated by mean-pooled word embeddings."""
 
-    def __init__(self, dim: int = 8, max_length: int = 8, vocab: int = 64) -> None:
+    def __init__(self, dim: int = 8, max_length: int = 8, vocab: int = 64, bn: bool = True) -> None:
         super().__init__()
         self.max_length = max_length
         self.vocab = vocab
         self.text_encoder = nn.Embedding(vocab, dim)
-        self.backbone = nn.Sequential(nn.Conv2d(3, dim, 3, padding=1), nn.BatchNorm2d(dim))
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, dim, 3, padding=1), nn.BatchNorm2d(dim) if bn else nn.Identity()
+        )
         self.fusion = nn.Linear(dim, dim)
         self.decoder = nn.Conv2d(dim, 2, 1)
 
@@ -67,10 +69,11 @@ def make_batch(n: int = 4, size: int = 16, weak: list[bool] | None = None, seed:
 class StandinModelConfig:
     dim: int = 8
     max_length: int = 8
+    bn: bool = True
 
 
 def standin_build_model(cfg: StandinModelConfig) -> TinyRefSeg:
-    return TinyRefSeg(dim=cfg.dim, max_length=cfg.max_length)
+    return TinyRefSeg(dim=cfg.dim, max_length=cfg.max_length, bn=cfg.bn)
 
 
 @dataclass
@@ -168,7 +171,11 @@ def standin_save_model(directory, model, metadata):
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(directory / "model.safetensors"),
     )
-    cfg = {"dim": model.text_encoder.embedding_dim, "max_length": model.max_length}
+    cfg = {
+        "dim": model.text_encoder.embedding_dim,
+        "max_length": model.max_length,
+        "bn": not isinstance(model.backbone[1], nn.Identity),
+    }
     (directory / "config.json").write_text(json.dumps({"model": cfg, "metadata": metadata}))
     return directory
 
