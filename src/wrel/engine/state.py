@@ -122,7 +122,7 @@ def load_resume_state(directory: str | Path) -> dict[str, Any]:
 
 def capture_rng() -> dict[str, Any]:
     """RNG states of torch (CPU and CUDA), numpy and ``random``."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

@@ -74,7 +74,7 @@ class Handover:
 class StageContext:
     """Everything a stage needs from the engine, built by the trainer."""
 
-    model: nn.Module  # the RefSegModel (student), already on ``device``
+    model: Any  # the RefSegModel (student), already on ``device``
     device: torch.device
     iters_per_epoch: int
     weak_ids: list[int]  # sample ids of the weak training samples (bank rows)
@@ -107,6 +107,9 @@ def all_finite(value: Tensor) -> bool:
 
 class Stage(nn.Module):
     """Base class of the stage kinds; see the module docstring for the contract."""
+
+    model: Any  # RefSegModel: tokenize / embed_tokens / forward
+    forward_model: Callable[..., Any]  # the (DDP-)wrapped model's forward
 
     def __init__(self, cfg: StageConfig, ctx: StageContext) -> None:
         super().__init__()

@@ -62,11 +62,11 @@ class EmaTeacher(nn.Module):
             raise ValueError("EMA teacher and student have different parameter lists")
         for t, s in zip(t_params, s_params, strict=True):
             t.lerp_(s.detach().to(t.dtype), weight)
-        for t, s in zip(self.module.buffers(), student.buffers(), strict=True):
-            if t.is_floating_point():
-                t.lerp_(s.to(t.dtype), weight)
+        for tb, sb in zip(self.module.buffers(), student.buffers(), strict=True):
+            if tb.is_floating_point():
+                tb.lerp_(sb.to(tb.dtype), weight)
             else:
-                t.copy_(s)
+                tb.copy_(sb)
 
     def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         """Run the teacher (no gradients to its weights; inputs may still require grad)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from wrel.methods.bank import ReferenceBank, fill_prompts
 from wrel.methods.base import PreparedBatch, Stage, StageConfig, StageContext
@@ -43,7 +43,7 @@ def ensure_bank(ctx: StageContext) -> ReferenceBank:
 class _BankStepMixin(Stage):
     bank: ReferenceBank
 
-    def bank_step(self, net: nn.Module, b: PreparedBatch, lr: float, progress: float) -> Tensor:
+    def bank_step(self, net: Any, b: PreparedBatch, lr: float, progress: float) -> Tensor:
         """One bank update from the weak samples of ``b`` through the frozen ``net``.
 
         A collective under torch.distributed: every rank calls it, with or without weak samples.
@@ -149,7 +149,7 @@ class JointStage(_BankStepMixin):
     def _consistency(self, student_logits: Tensor, b: PreparedBatch, progress: float) -> Tensor:
         start, end = self.cfg.consistency_threshold
         with torch.no_grad(), self.autocast():
-            embeds = self.teacher.module.embed_tokens(b.input_ids)
+            embeds = self.teacher.module.embed_tokens(b.input_ids)  # type: ignore[operator]
             filled, mask = self.bank.fill(embeds, b.attention_mask, b.sample_ids, b.is_weak)
             teacher_logits = self.teacher(
                 b.images, inputs_embeds=filled, attention_mask=mask
