@@ -1,0 +1,113 @@
+"""The referring segmentation model: built parts in, 2-class logits out.
+
+``RefSegModel`` takes a built backbone, text encoder, fusion modules and decoder (see
+:func:`wrel.models.build.build_model`). Language is fused after every backbone stage and the
+fused map feeds the next stage, as in LAVT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+from wrel.models.backbone import StagedBackbone
+from wrel.models.decoder import TopDownDecoder
+from wrel.models.text_encoder import TextEncoder
+
+if TYPE_CHECKING:
+    from wrel.models.build import ModelConfig
+
+__all__ = ["RefSegOutput", "RefSegModel"]
+
+
+@dataclass
+class RefSegOutput:
+    """Model output.
+
+    Attributes:
+        logits: ``(B, 2, H, W)`` at the input resolution (channel 1 = referred object).
+        features: The four fused maps ``(B, C_i, H_i, W_i)``, finest first.
+    """
+
+    logits: Tensor
+    features: list[Tensor]
+
+
+class RefSegModel(nn.Module):
+    """Language-aware backbone + top-down decoder.
+
+    Args:
+        backbone: Four-stage visual encoder.
+        text_encoder: BERT-family encoder with its tokenizer.
+        fusion: One gated pixel-word attention module per stage.
+        decoder: Top-down decoder over the four fused maps.
+        config: The config it was built from (saved with checkpoints); None for hand-built.
+    """
+
+    def __init__(
+        self,
+        backbone: StagedBackbone,
+        text_encoder: TextEncoder,
+        fusion: nn.ModuleList,
+        decoder: TopDownDecoder,
+        config: ModelConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if len(fusion) != len(backbone.stages):
+            raise ValueError(f"need one fusion module per stage, got {len(fusion)}")
+        self.backbone = backbone
+        self.text_encoder = text_encoder
+        self.fusion = fusion
+        self.decoder = decoder
+        self.config = config
+
+    @property
+    def text_dim(self) -> int:
+        """Width ``D`` of word embeddings and word features."""
+        return self.text_encoder.dim
+
+    @property
+    def max_length(self) -> int:
+        """Padded token length ``L``."""
+        return self.text_encoder.max_length
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """``(input_ids, attention_mask)``, both ``(B, L)`` int64 on CPU, right-padded to ``L``."""
+        return self.text_encoder.tokenize(texts)
+
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        """Word embeddings ``(B, L, D)`` of ``input_ids (B, L)``, before position/type terms."""
+        return self.text_encoder.word_embeddings(input_ids)
+
+    def forward(
+        self,
+        images: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> RefSegOutput:
+        """Segment the referred object.
+
+        Args:
+            images: ``(B, 3, H, W)`` ImageNet-normalised, any ``H, W``.
+            input_ids: ``(B, L)`` token ids (or give ``inputs_embeds``).
+            attention_mask: ``(B, L)``, 1 = real token (prompt slots count as real).
+            inputs_embeds: ``(B, L, D)`` word-space embeddings; BERT adds position/type terms.
+
+        Returns:
+            :class:`RefSegOutput` with ``logits (B, 2, H, W)``.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        if attention_mask is None:
+            raise ValueError("attention_mask is required (from model.tokenize)")
+        words = self.text_encoder(attention_mask, input_ids=input_ids, inputs_embeds=inputs_embeds)
+        padding = attention_mask == 0  # (B, L) True = ignored
+        feats, x = [], images
+        for index, fuse in enumerate(self.fusion):
+            x = fuse(self.backbone.forward_stage(index, x), words, padding)  # fused feeds next
+            feats.append(x)
+        logits = self.decoder(feats, size=(images.shape[-2], images.shape[-1]))
+        return RefSegOutput(logits=logits, features=feats)
