@@ -1,0 +1,319 @@
+"""Raster input and geodata output: band selection, percentile stretch, GeoTIFF and GeoJSON.
+
+Readers return 8-bit RGB because the model sees 8-bit RGB in training. Multi-band or 16-bit
+rasters are reduced to three bands (``bands``, 1-based as in GDAL) and stretched per band
+between two percentiles estimated on a decimated read of the whole scene, so every tile of a
+large scene gets the same stretch. :class:`GeoRaster` reads windows with ``rasterio`` so memory
+stays bounded by the tile size; :class:`ArrayRaster` wraps an image already in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from wrel.tiling import Tile
+
+__all__ = [
+    "Stretch",
+    "StretchMode",
+    "select_bands",
+    "compute_stretch",
+    "apply_stretch",
+    "to_rgb8",
+    "ArrayRaster",
+    "GeoRaster",
+    "write_mask_geotiff",
+    "mask_to_geojson",
+    "write_geojson",
+]
+
+log = logging.getLogger(__name__)
+
+StretchMode = Literal["auto", "percentile", "none"]
+# Decimated read used to estimate the stretch of a large raster: longest side in pixels.
+STRETCH_SAMPLE_SIDE = 1024
+DEFAULT_PERCENTILES = (2.0, 98.0)
+
+Stretch = tuple[np.ndarray, np.ndarray]  # per-band (low, high), float32 (3,)
+
+
+def select_bands(count: int, bands: tuple[int, ...] | list[int] | None) -> tuple[int, int, int]:
+    """Choose three 1-based band indices of a ``count``-band raster.
+
+    Defaults: bands 1-3 when there are at least three (RGBA and RGB+NIR keep RGB), band 1
+    repeated for one- and two-band rasters. One given band is repeated as grey.
+    """
+    if count <= 0:
+        raise ValueError("the image has no bands")
+    if not bands:
+        return (1, 2, 3) if count >= 3 else (1, 1, 1)
+    chosen = tuple(int(b) for b in bands)
+    bad = [b for b in chosen if not 1 <= b <= count]
+    if bad:
+        raise ValueError(
+            f"band index {bad} does not exist: the image has {count} band(s), numbered "
+            f"1..{count}; pass e.g. --bands {','.join(str(i) for i in range(1, min(count, 3) + 1))}"
+        )
+    if len(chosen) == 1:
+        return (chosen[0],) * 3
+    if len(chosen) != 3:
+        raise ValueError(f"give one band (grey) or three bands (R,G,B), got {list(chosen)}")
+    return (chosen[0], chosen[1], chosen[2])
+
+
+def compute_stretch(
+    sample: np.ndarray,
+    mode: StretchMode = "auto",
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> Stretch:
+    """Per-band stretch limits from a (possibly decimated) sample ``(h, w, 3)``.
+
+    ``auto`` keeps 8-bit data as is and stretches anything else between ``percentiles``;
+    ``none`` maps the dtype's range (0..255 for 8-bit, 0..65535 for 16-bit, 0..1 for floats).
+    """
+    if mode not in ("auto", "percentile", "none"):
+        raise ValueError(f"stretch must be auto, percentile or none, got {mode!r}")
+    if mode == "none" or (mode == "auto" and sample.dtype == np.uint8):
+        integer = np.issubdtype(sample.dtype, np.integer)
+        hi = float(np.iinfo(sample.dtype).max) if integer else 1.0
+        return np.zeros(3, np.float32), np.full(3, hi, np.float32)
+    flat = sample.reshape(-1, sample.shape[-1]).astype(np.float32)  # (h*w, 3)
+    finite = np.isfinite(flat).all(axis=1)
+    flat = flat[finite] if finite.any() else np.zeros((1, flat.shape[1]), np.float32)
+    lo, hi = np.percentile(flat, percentiles, axis=0).astype(np.float32)
+    hi = np.maximum(hi, lo + 1e-6)
+    return lo, hi
+
+
+def apply_stretch(array: np.ndarray, stretch: Stretch) -> np.ndarray:
+    """Map ``(h, w, 3)`` values linearly so that ``low -> 0`` and ``high -> 255`` (clipped)."""
+    lo, hi = stretch
+    if array.dtype == np.uint8 and np.all(lo == 0) and np.all(hi == 255):
+        return np.ascontiguousarray(array)
+    scaled = (array.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.nan_to_num(scaled) + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_rgb8(
+    array: np.ndarray,
+    bands: tuple[int, ...] | list[int] | None = None,
+    stretch: StretchMode = "auto",
+) -> np.ndarray:
+    """Turn an image array ``(H, W)`` or ``(H, W, C)`` of any dtype into uint8 RGB ``(H, W, 3)``."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"an image array must be (H, W) or (H, W, C), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0 or array.shape[2] == 0:
+        raise ValueError(f"the image is empty (shape {array.shape})")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    idx = [b - 1 for b in select_bands(array.shape[2], bands)]
+    rgb = array[:, :, idx]  # (H, W, 3)
+    return apply_stretch(rgb, compute_stretch(rgb, stretch))
+
+
+class ArrayRaster:
+    """An in-memory uint8 RGB image ``(H, W, 3)`` with the reader interface of GeoRaster."""
+
+    crs: Any = None
+    transform: Any = None
+    is_georeferenced = False
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+        self.height, self.width = int(rgb.shape[0]), int(rgb.shape[1])
+
+    def read_rgb(self, tile: Tile | None = None) -> np.ndarray:
+        """uint8 ``(h, w, 3)`` of ``tile`` (the whole image when None)."""
+        if tile is None:
+            return self.rgb
+        return self.rgb[tile.row : tile.row + tile.height, tile.col : tile.col + tile.width]
+
+    def read_rgb_resized(self, height: int, width: int) -> np.ndarray:
+        """The whole image resized (bilinear) to uint8 ``(height, width, 3)``."""
+        from PIL import Image
+
+        img = Image.fromarray(self.rgb).resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(img)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class GeoRaster:
+    """A raster file read window by window through rasterio (GeoTIFF, JPEG2000, ...).
+
+    Args:
+        path: raster file.
+        bands: three 1-based band indices (or one, for grey); default as :func:`select_bands`.
+        stretch: see :func:`compute_stretch`; estimated once on a decimated read.
+        percentiles: low/high percentiles of the stretch.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        bands: tuple[int, ...] | list[int] | None = None,
+        stretch: StretchMode = "auto",
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    ) -> None:
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        self.path = Path(path)
+        try:
+            self._ds = rasterio.open(self.path)
+        except RasterioIOError as err:
+            raise ValueError(
+                f"cannot read {self.path} as a raster ({err}); is the file complete and a "
+                "GeoTIFF or another GDAL-readable format?"
+            ) from err
+        ds = self._ds
+        self.height, self.width = int(ds.height), int(ds.width)
+        if self.height == 0 or self.width == 0:
+            raise ValueError(f"{self.path} has zero size ({self.width} x {self.height})")
+        self.bands = select_bands(ds.count, bands)
+        self.crs = ds.crs
+        self.transform = ds.transform
+        self.is_georeferenced = ds.crs is not None
+        self.dtype = np.dtype(ds.dtypes[self.bands[0] - 1])
+        scale = max(self.height, self.width) / STRETCH_SAMPLE_SIDE
+        sample = self._read((max(1, round(self.height / scale)), max(1, round(self.width / scale))))
+        self.stretch = compute_stretch(sample, stretch, percentiles)
+
+    def _read(self, out_shape: tuple[int, int] | None = None, window: Any = None) -> np.ndarray:
+        from rasterio.enums import Resampling
+        from rasterio.errors import RasterioIOError
+
+        kwargs: dict[str, Any] = {"window": window}
+        if out_shape is not None:
+            kwargs.update(out_shape=(3, *out_shape), resampling=Resampling.bilinear)
+        try:
+            data = self._ds.read(list(self.bands), **kwargs)  # (3, h, w)
+        except RasterioIOError as err:
+            raise ValueError(f"{self.path} is corrupt or truncated: {err}") from err
+        return np.moveaxis(data, 0, -1)  # (h, w, 3)
+
+    def read_rgb(self, tile: Tile | None = None) -> np.ndarray:
+        """Stretched uint8 ``(h, w, 3)`` of ``tile`` (the whole raster when None)."""
+        from rasterio.windows import Window
+
+        window = None if tile is None else Window(tile.col, tile.row, tile.width, tile.height)
+        return apply_stretch(self._read(window=window), self.stretch)
+
+    def read_rgb_resized(self, height: int, width: int) -> np.ndarray:
+        """The whole raster resampled to uint8 ``(height, width, 3)`` (memory ~ output size)."""
+        return apply_stretch(self._read(out_shape=(height, width)), self.stretch)
+
+    def close(self) -> None:
+        """Close the dataset."""
+        self._ds.close()
+
+
+def write_mask_geotiff(
+    path: str | Path, mask: np.ndarray, crs: Any = None, transform: Any = None
+) -> Path:
+    """Write ``mask`` uint8/bool ``(H, W)`` as a one-band tiled, compressed GeoTIFF.
+
+    The CRS and transform are the input raster's, so the mask overlays it in a GIS.
+    """
+    import rasterio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = mask.shape
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": 1,
+        "dtype": "uint8",
+        "compress": "deflate",
+    }
+    if height >= 256 and width >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    with rasterio.open(path, "w", **profile) as dst:
+        step = 1024  # write in row strips: no second full-size copy for the dtype cast
+        for r0 in range(0, height, step):
+            strip = mask[r0 : r0 + step].astype(np.uint8)
+            dst.write(strip, 1, window=((r0, r0 + strip.shape[0]), (0, width)))
+    return path
+
+
+def _crs_member(crs: Any) -> dict[str, Any] | None:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
+    return {"type": "name", "properties": {"name": name}}
+
+
+def mask_to_geojson(
+    mask: np.ndarray, transform: Any = None, crs: Any = None, simplify: float = 0.0
+) -> dict[str, Any]:
+    """Polygons of the ``True`` pixels of ``mask`` ``(H, W)`` as a GeoJSON FeatureCollection.
+
+    Coordinates are in the raster's CRS (through ``transform``), or in pixels (x = column,
+    y = row) when the input is not georeferenced. A ``crs`` member names the CRS (the pre-RFC
+    7946 convention that GDAL/QGIS read); RFC 7946 readers assume WGS84 without it.
+
+    Args:
+        mask: bool or uint8 ``(H, W)``.
+        transform: affine pixel -> CRS transform; identity when None.
+        crs: rasterio CRS or None.
+        simplify: Douglas-Peucker tolerance in CRS units (0 keeps pixel edges).
+    """
+    from rasterio.features import shapes
+    from shapely.geometry import mapping, shape
+
+    binary = mask.astype(np.uint8)
+    kwargs: dict[str, Any] = {"mask": binary.astype(bool), "connectivity": 8}
+    if transform is not None:
+        kwargs["transform"] = transform
+    features = []
+    for geom, _value in shapes(binary, **kwargs):
+        poly = shape(geom)
+        if simplify > 0:
+            poly = poly.simplify(simplify, preserve_topology=True)
+        if poly.is_empty:
+            continue
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"id": len(features), "area": float(poly.area)},
+                "geometry": mapping(poly),
+            }
+        )
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    member = _crs_member(crs)
+    if member is not None:
+        collection["crs"] = member
+    return collection
+
+
+def write_geojson(
+    path: str | Path,
+    mask: np.ndarray,
+    transform: Any = None,
+    crs: Any = None,
+    properties: dict[str, Any] | None = None,
+) -> Path:
+    """Write :func:`mask_to_geojson` to ``path``; ``properties`` are added to every feature."""
+    collection = mask_to_geojson(mask, transform, crs)
+    for feature in collection["features"]:
+        feature["properties"].update(properties or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(collection))
+    log.info("wrote %d polygon(s) to %s", len(collection["features"]), path)
+    return path

@@ -1,0 +1,347 @@
+"""``Predictor``: a trained model applied to images of any size, in the spirit of SamPredictor.
+
+Small images are resized to the model's input size (a stretch, as in training) and batched.
+Large scenes are either tiled with overlap and stitched (``mode="tile"``: objects keep their
+size in pixels, good for "all ships" style queries and small objects) or seen whole after a
+downscale (``mode="whole"``: keeps the global layout that expressions such as "the ship at the
+top left" refer to). Probabilities are kept as ``uint8`` (``round(255 p)``) at full resolution
+so an 8000 x 8000 scene costs 64 MB; tile work is bounded by ``tile_size`` and ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wrel.geo import StretchMode
+from wrel.inference.images import ImageInput, Raster, open_image
+from wrel.tiling import RowStitcher, tile_grid
+
+__all__ = [
+    "IMAGE_SIZE_KEY",
+    "IMAGE_MEAN_KEY",
+    "IMAGE_STD_KEY",
+    "DEFAULT_IMAGE_SIZE",
+    "PredictorConfig",
+    "Predictor",
+    "image_size_from_metadata",
+]
+
+log = logging.getLogger(__name__)
+
+# Checkpoint metadata keys read by the predictor (written by the trainer).
+IMAGE_SIZE_KEY = "image_size"  # [H, W] (or an int) of the training input
+IMAGE_MEAN_KEY = "image_mean"  # optional per-channel mean, default ImageNet
+IMAGE_STD_KEY = "image_std"  # optional per-channel std, default ImageNet
+DEFAULT_IMAGE_SIZE = 128
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Mode = Literal["auto", "whole", "tile"]
+
+
+@dataclass
+class PredictorConfig:
+    """How images are fed to the model."""
+
+    # auto: whole-image pass up to `max_whole_side`, tiles above; whole / tile force one.
+    mode: Mode = "auto"
+    # Scene pixels per tile, resized to the model input. 800 = the RRSIS-D image size the
+    # reference models were trained on; use your training images' native size.
+    tile_size: int = 800
+    overlap: int = 160  # pixels shared by neighbouring tiles (blended with a linear ramp)
+    max_whole_side: int = 1600  # auto mode tiles images whose longer side exceeds this
+    batch_size: int = 8  # images or tiles per forward pass
+    threshold: float = 0.5  # foreground probability threshold for masks
+    # Longest side of the image read for the whole-scene pass of large rasters (decimated).
+    whole_read_side: int = 2048
+
+
+def image_size_from_metadata(metadata: dict[str, Any]) -> tuple[int, int]:
+    """Model input ``(H, W)`` from checkpoint metadata (``IMAGE_SIZE_KEY``), else the default.
+
+    Also accepts the experiment config saved by the trainer (``experiment.data.image_size``).
+    """
+    meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
+    size = meta.get(IMAGE_SIZE_KEY)
+    if size is None:
+        size = ((meta.get("experiment") or {}).get("data") or {}).get("image_size")
+    if size is None:
+        log.warning("checkpoint metadata has no %r; using %d", IMAGE_SIZE_KEY, DEFAULT_IMAGE_SIZE)
+        size = DEFAULT_IMAGE_SIZE
+    if isinstance(size, int | float):
+        return int(size), int(size)
+    return int(size[0]), int(size[1])
+
+
+class Predictor:
+    """Segment the object an expression refers to.
+
+    Args:
+        model: a ``RefSegModel`` (``tokenize`` + forward returning ``.logits (B, 2, H, W)``).
+        image_size: model input ``(H, W)``.
+        mean: per-channel normalisation mean (0..1 scale).
+        std: per-channel normalisation std.
+        device: where the model runs.
+        config: tiling and batching; defaults to :class:`PredictorConfig`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        image_size: tuple[int, int] = (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        device: str | torch.device = "cpu",
+        config: PredictorConfig | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.config = config or PredictorConfig()
+        _validate(self.config)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        config: PredictorConfig | None = None,
+    ) -> Predictor:
+        """Load a model folder written by ``save_model`` (strict, no pickle)."""
+        from wrel.engine.checkpoint import load_model
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"checkpoint folder {path} does not exist; pass a folder written by training, "
+                "e.g. runs/<name>/checkpoints/best"
+            )
+        model, metadata = load_model(path, device=device)
+        meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
+        return cls(
+            model,
+            image_size=image_size_from_metadata(meta),
+            mean=meta.get(IMAGE_MEAN_KEY, IMAGENET_MEAN),
+            std=meta.get(IMAGE_STD_KEY, IMAGENET_STD),
+            device=device,
+            config=config,
+        )
+
+    # -- text -----------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask ``(1, L)`` of one expression; warns when truncated."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the expression is empty; describe the object, e.g. 'the red car'")
+        text = " ".join(text.split())
+        input_ids, attention_mask = self.model.tokenize([text])
+        max_len = int(input_ids.shape[1])
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is not None and callable(tokenizer):
+            used = len(tokenizer(text)["input_ids"])
+            if used > max_len:
+                log.warning(
+                    "expression has %d tokens, over the model's limit of %d: it was truncated "
+                    "to its first words (%r)",
+                    used,
+                    max_len,
+                    text,
+                )
+        elif int(attention_mask.sum()) >= max_len:
+            log.warning("expression fills all %d token slots and may be truncated", max_len)
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    # -- forward --------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _forward(self, images: torch.Tensor, tokens: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        """Foreground probabilities ``(B, H, W)`` of uint8 RGB ``(B, 3, h, w)`` and one text.
+
+        ``tokens`` may hold one row (repeated for the batch) or ``B`` rows.
+        """
+        x = images.to(self.device, torch.float32)
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, self.image_size, mode="bilinear", antialias=True)
+        x = (x / 255.0 - self._mean) / self._std  # (B, 3, H, W) ImageNet-normalised
+        ids, attn = tokens
+        if ids.shape[0] == 1 and x.shape[0] > 1:
+            ids, attn = ids.expand(x.shape[0], -1), attn.expand(x.shape[0], -1)
+        logits = self.model(x, input_ids=ids, attention_mask=attn).logits  # (B, 2, H, W)
+        return logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
+
+    def _probs_at(self, rgb: torch.Tensor, tokens: Any, size: tuple[int, int]) -> torch.Tensor:
+        """Probabilities of a batch ``(B, 3, h, w)`` resized to ``size`` -> ``(B, *size)``."""
+        probs = self._forward(rgb, tokens)
+        if tuple(probs.shape[-2:]) != size:
+            probs = F.interpolate(probs[:, None], size, mode="bilinear")[:, 0]
+        return probs.cpu()
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def predict(
+        self,
+        image: ImageInput | Raster,
+        text: str,
+        *,
+        return_probs: bool = False,
+        mode: Mode | None = None,
+        bands: Sequence[int] | None = None,
+        stretch: StretchMode = "auto",
+    ) -> np.ndarray:
+        """Mask of the object ``text`` refers to, at the image's original size.
+
+        Args:
+            image: file path, PIL image, array ``(H, W[, C])`` (8/16-bit, 1/3/4+ bands) or an
+                opened raster.
+            text: the referring expression.
+            return_probs: return float32 probabilities ``(H, W)`` instead of the mask.
+            mode: ``whole``, ``tile`` or ``auto``; overrides ``config.mode``.
+            bands: three 1-based bands (or one) of multi-band inputs.
+            stretch: 8-/16-bit handling, see :func:`wrel.geo.compute_stretch`.
+
+        Returns:
+            bool mask ``(H, W)``, or float32 probabilities ``(H, W)`` when ``return_probs``.
+        """
+        raster = _as_raster(image, bands, stretch)
+        probs = self.predict_raster(raster, text, mode)
+        return probs.astype(np.float32) / 255.0 if return_probs else self.to_mask(probs)
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput | Raster],
+        texts: Sequence[str],
+        *,
+        return_probs: bool = False,
+    ) -> list[np.ndarray]:
+        """:meth:`predict` for many image/expression pairs, images of whole size batched."""
+        if len(images) != len(texts):
+            raise ValueError(f"got {len(images)} images but {len(texts)} expressions")
+        rasters = [_as_raster(image, None, "auto") for image in images]
+        out: list[np.ndarray | None] = [None] * len(rasters)
+        small = [i for i, r in enumerate(rasters) if self._choose_mode(r) == "whole"]
+        for i in set(range(len(rasters))) - set(small):
+            out[i] = self.predict_raster(rasters[i], texts[i])
+        for start in range(0, len(small), self.config.batch_size):
+            chunk = small[start : start + self.config.batch_size]
+            tokens = [self.tokenize(texts[i]) for i in chunk]
+            ids = torch.cat([t[0] for t in tokens])  # (B, L)
+            attn = torch.cat([t[1] for t in tokens])  # (B, L)
+            batch = torch.stack([_model_input(rasters[i], self.image_size) for i in chunk])
+            probs = self._forward(batch, (ids, attn)).cpu()  # (B, H, W)
+            for i, p in zip(chunk, probs, strict=True):
+                out[i] = _upsample_u8(p, rasters[i].height, rasters[i].width)
+        results = [p for p in out if p is not None]
+        if return_probs:
+            return [p.astype(np.float32) / 255.0 for p in results]
+        return [self.to_mask(p) for p in results]
+
+    def to_mask(self, probs_u8: np.ndarray) -> np.ndarray:
+        """bool mask of uint8 probabilities ``(H, W)`` at ``config.threshold``."""
+        return probs_u8 >= max(1, round(self.config.threshold * 255))
+
+    def predict_raster(self, raster: Raster, text: str, mode: Mode | None = None) -> np.ndarray:
+        """uint8 probabilities ``(H, W)`` (``round(255 p)``) of a whole raster.
+
+        Args:
+            raster: an opened image (:func:`~wrel.inference.images.open_image`).
+            text: the referring expression.
+            mode: overrides ``config.mode``.
+        """
+        tokens = self.tokenize(text)
+        if self._choose_mode(raster, mode) == "whole":
+            return self._predict_whole(raster, tokens)
+        return self._predict_tiled(raster, tokens)
+
+    def _choose_mode(self, raster: Raster, mode: Mode | None = None) -> str:
+        mode = mode or self.config.mode
+        if mode not in ("auto", "whole", "tile"):
+            raise ValueError(f"mode must be auto, whole or tile, got {mode!r}")
+        if mode != "auto":
+            return mode
+        return "tile" if max(raster.height, raster.width) > self.config.max_whole_side else "whole"
+
+    def _predict_whole(self, raster: Raster, tokens: Any) -> np.ndarray:
+        side = max(raster.height, raster.width)
+        scale = min(1.0, self.config.whole_read_side / side)
+        h, w = max(1, round(raster.height * scale)), max(1, round(raster.width * scale))
+        rgb = raster.read_rgb_resized(h, w) if scale < 1 else raster.read_rgb()
+        batch = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, h, w)
+        probs = self._forward(batch, tokens)[0].cpu()  # (H_model, W_model)
+        return _upsample_u8(probs, raster.height, raster.width)
+
+    def _predict_tiled(self, raster: Raster, tokens: Any) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        grid = tile_grid(raster.height, raster.width, cfg.tile_size, cfg.overlap)
+        overlap = min(cfg.overlap, cfg.tile_size - 1)
+        stitcher = RowStitcher(raster.height, raster.width, overlap)
+        out = np.empty((raster.height, raster.width), dtype=np.uint8)
+        bar = tqdm(total=sum(len(r) for r in grid), desc="tiles", unit="tile", leave=False)
+        for index, row in enumerate(grid):
+            for start in range(0, len(row), cfg.batch_size):
+                tiles = row[start : start + cfg.batch_size]
+                rgb = np.stack([raster.read_rgb(t) for t in tiles])  # (B, th, tw, 3)
+                batch = torch.from_numpy(rgb).permute(0, 3, 1, 2)  # (B, 3, th, tw)
+                probs = self._probs_at(batch, tokens, (tiles[0].height, tiles[0].width))
+                for tile, p in zip(tiles, probs.numpy(), strict=True):
+                    stitcher.add(tile, p)
+                bar.update(len(tiles))
+            nxt = grid[index + 1][0].row if index + 1 < len(grid) else raster.height
+            for r0, block in stitcher.finish_row(nxt):
+                out[r0 : r0 + block.shape[0]] = block
+        for r0, block in stitcher.close():
+            out[r0 : r0 + block.shape[0]] = block
+        bar.close()
+        return out
+
+
+def _validate(cfg: PredictorConfig) -> None:
+    if cfg.mode not in ("auto", "whole", "tile"):
+        raise ValueError(f"mode must be auto, whole or tile, got {cfg.mode!r}")
+    if cfg.tile_size < 16:
+        raise ValueError(f"tile_size must be at least 16 pixels, got {cfg.tile_size}")
+    if not 0 <= cfg.overlap < cfg.tile_size:
+        raise ValueError(f"overlap must be in [0, tile_size={cfg.tile_size}), got {cfg.overlap}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not 0.0 < cfg.threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {cfg.threshold}")
+
+
+def _as_raster(image: Any, bands: Sequence[int] | None, stretch: StretchMode) -> Raster:
+    if hasattr(image, "read_rgb") and hasattr(image, "read_rgb_resized"):
+        return image  # type: ignore[no-any-return]
+    return open_image(image, list(bands) if bands else None, stretch)
+
+
+def _model_input(raster: Raster, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``(3, H, W)`` of a raster resized to the model input."""
+    rgb = raster.read_rgb()
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    return F.interpolate(x, size, mode="bilinear", antialias=True)[0]  # (3, H, W)
+
+
+def _upsample_u8(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Probabilities ``(h, w)`` -> uint8 ``(height, width)``; PIL keeps large outputs uint8."""
+    from PIL import Image
+
+    small = (probs.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    if small.shape == (height, width):
+        return small
+    if height * width <= 4_000_000:  # float path is more precise and cheap for small images
+        up = F.interpolate(probs[None, None].float(), (height, width), mode="bilinear")[0, 0]
+        return (up.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    img = Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img)
