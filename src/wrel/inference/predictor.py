@@ -147,7 +147,9 @@ class Predictor:
         text = " ".join(text.split())
         input_ids, attention_mask = self.model.tokenize([text])
         max_len = int(input_ids.shape[1])
-        tokenizer = getattr(self.model, "tokenizer", None)
+        tokenizer = getattr(self.model, "tokenizer", None) or getattr(
+            getattr(self.model, "text_encoder", None), "tokenizer", None
+        )
         if tokenizer is not None and callable(tokenizer):
             used = len(tokenizer(text)["input_ids"])
             if used > max_len:
