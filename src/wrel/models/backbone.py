@@ -56,10 +56,16 @@ class StagedBackbone(nn.Module):
         channels: Output channels of each stage.
         channels_last_output: True when the stages emit ``(B, H, W, C)`` (Swin in timm); the
             backbone then converts to and from ``(B, C, H, W)`` around each stage.
+        size_divisor: Input height and width must be multiples of this (patch embeddings);
+            the model zero-pads images up to it and crops the logits back.
     """
 
     def __init__(
-        self, stages: list[nn.Module], channels: list[int], channels_last_output: bool = False
+        self,
+        stages: list[nn.Module],
+        channels: list[int],
+        channels_last_output: bool = False,
+        size_divisor: int = 1,
     ) -> None:
         super().__init__()
         if len(stages) != 4 or len(channels) != 4:
@@ -67,6 +73,7 @@ class StagedBackbone(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.channels = list(channels)
         self.nhwc = channels_last_output
+        self.size_divisor = size_divisor
 
     def forward_stage(self, index: int, x: Tensor) -> Tensor:
         """Run stage ``index`` on ``(B, C, H, W)`` and return ``(B, channels[index], h, w)``."""
@@ -104,10 +111,11 @@ def build_tiny_backbone(cfg: BackboneConfig) -> StagedBackbone:
     return StagedBackbone(stages, c)
 
 
-def _ordered_children(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Top-level children in order, with ``nn.Sequential`` containers opened one level."""
+def _ordered_children(model: nn.Module, ends: list[str]) -> Iterator[tuple[str, nn.Module]]:
+    """Top-level children in order; a ``nn.Sequential`` child is opened one level when a
+    feature module lives inside it (``blocks.2`` inside ``blocks``)."""
     for name, child in model.named_children():
-        if isinstance(child, nn.Sequential):
+        if isinstance(child, nn.Sequential) and any(e.startswith(f"{name}.") for e in ends):
             for sub_name, sub in child.named_children():
                 yield f"{name}.{sub_name}", sub
         else:
@@ -128,7 +136,7 @@ def split_into_stages(model: nn.Module) -> StagedBackbone:
     info = info[-4:]
     ends = [entry["module"] for entry in info]
     groups: list[OrderedDict[str, nn.Module]] = [OrderedDict()]
-    for name, child in _ordered_children(model):
+    for name, child in _ordered_children(model, ends):
         groups[-1][name.replace(".", "_")] = child
         if name == ends[len(groups) - 1]:
             if len(groups) == 4:
@@ -141,7 +149,9 @@ def split_into_stages(model: nn.Module) -> StagedBackbone:
         )
     nhwc = str(getattr(model, "output_fmt", "NCHW")) == "NHWC"
     stages = [nn.Sequential(group) for group in groups]
-    return StagedBackbone(stages, [int(entry["num_chs"]) for entry in info], nhwc)
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", 1)
+    divisor = int(patch[0] if isinstance(patch, tuple | list) else patch)
+    return StagedBackbone(stages, [int(entry["num_chs"]) for entry in info], nhwc, divisor)
 
 
 def build_timm_backbone(cfg: BackboneConfig) -> StagedBackbone:

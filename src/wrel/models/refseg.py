@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wrel.models.backbone import StagedBackbone
@@ -105,9 +106,18 @@ class RefSegModel(nn.Module):
             raise ValueError("attention_mask is required (from model.tokenize)")
         words = self.text_encoder(attention_mask, input_ids=input_ids, inputs_embeds=inputs_embeds)
         padding = attention_mask == 0  # (B, L) True = ignored
-        feats, x = [], images
+        height, width = images.shape[-2:]
+        div = self.backbone.size_divisor
+        x = F.pad(images, (0, -width % div, 0, -height % div))  # (B, 3, H', W'), H' % div == 0
+        feats = []
         for index, fuse in enumerate(self.fusion):
             x = fuse(self.backbone.forward_stage(index, x), words, padding)  # fused feeds next
             feats.append(x)
-        logits = self.decoder(feats, size=(images.shape[-2], images.shape[-1]))
-        return RefSegOutput(logits=logits, features=feats)
+        logits = self.decoder(feats, size=padded_size(images, div))
+        return RefSegOutput(logits=logits[..., :height, :width], features=feats)
+
+
+def padded_size(images: Tensor, divisor: int) -> tuple[int, int]:
+    """Height and width of ``images (B, 3, H, W)`` rounded up to multiples of ``divisor``."""
+    height, width = images.shape[-2:]
+    return (-(-height // divisor) * divisor, -(-width // divisor) * divisor)

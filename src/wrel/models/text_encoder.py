@@ -144,6 +144,32 @@ def _load_tokenizer(folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+def _load_pretrained(folder: Path) -> nn.Module:
+    """Pretrained weights, strictly: only the (unused) pooler may be absent or extra."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the loading report is checked below instead
+    try:
+        bert, info = AutoModel.from_pretrained(
+            str(folder),
+            local_files_only=True,
+            add_pooling_layer=False,
+            output_loading_info=True,
+            **_NO_DROPOUT,
+        )
+    finally:
+        hf_logging.set_verbosity(level)
+    problems = {
+        kind: sorted(k for k in info.get(kind, []) if "pooler" not in k)
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    if any(problems.values()):
+        raise ValueError(f"{folder}: weights do not match its config.json: {problems}")
+    return bert
+
+
 def from_folder(folder: Path, cfg: TextEncoderConfig) -> TextEncoder:
     """Tokenizer and BERT from a local folder; pretrained weights when ``cfg.pretrained``."""
     from transformers import AutoConfig, AutoModel
@@ -154,15 +180,7 @@ def from_folder(folder: Path, cfg: TextEncoderConfig) -> TextEncoder:
             "model.text.path to a folder holding config.json and the tokenizer files"
         )
     if cfg.pretrained:
-        bert, info = AutoModel.from_pretrained(
-            str(folder),
-            local_files_only=True,
-            add_pooling_layer=False,
-            output_loading_info=True,
-            **_NO_DROPOUT,
-        )
-        if info.get("missing_keys"):
-            raise ValueError(f"{folder}: weights missing for {sorted(info['missing_keys'])[:8]}")
+        bert = _load_pretrained(folder)
     else:
         hf_cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True, **_NO_DROPOUT)
         bert = AutoModel.from_config(hf_cfg, add_pooling_layer=False)
