@@ -93,20 +93,25 @@ class StagedBackbone(nn.Module):
         return feats
 
 
-def _conv_bn_relu(in_dim: int, out_dim: int, stride: int) -> nn.Sequential:
+def _conv_norm_relu(in_dim: int, out_dim: int, stride: int, batch_norm: bool) -> nn.Sequential:
+    norm = nn.BatchNorm2d(out_dim) if batch_norm else nn.GroupNorm(1, out_dim)
     return nn.Sequential(
         nn.Conv2d(in_dim, out_dim, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_dim),
+        norm,
         nn.ReLU(inplace=True),
     )
 
 
 def build_tiny_backbone(cfg: BackboneConfig) -> StagedBackbone:
-    """A randomly initialised 4-stage conv net (strides 4, 8, 16, 32) for fast tests."""
+    """A randomly initialised 4-stage conv net (strides 4, 8, 16, 32) for fast tests.
+
+    Stage 0 uses BatchNorm, so the tiny model has running-statistics buffers like the real
+    backbones; deeper stages use GroupNorm so training on a batch of one 16-px image works.
+    """
     c = list(cfg.tiny_channels)
     stages: list[nn.Module] = [
-        nn.Sequential(_conv_bn_relu(3, c[0], 2), _conv_bn_relu(c[0], c[0], 2)),
-        *[_conv_bn_relu(c[i - 1], c[i], 2) for i in range(1, 4)],
+        nn.Sequential(_conv_norm_relu(3, c[0], 2, True), _conv_norm_relu(c[0], c[0], 2, True)),
+        *[_conv_norm_relu(c[i - 1], c[i], 2, False) for i in range(1, 4)],
     ]
     return StagedBackbone(stages, c)
 

@@ -24,12 +24,19 @@ class DecoderConfig:
     num_classes: int = 2  # background / referred object
 
 
-def _conv_bn_relu(in_dim: int, out_dim: int, kernel: int) -> nn.Sequential:
+def _conv_gn_relu(in_dim: int, out_dim: int, kernel: int) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: per-GPU batches are tiny (the paper: 8 over several GPUs) and
+    # the 1/32 map can be 1x1, where BatchNorm cannot train on a batch of one.
     return nn.Sequential(
         nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(out_dim),
+        nn.GroupNorm(_groups(out_dim), out_dim),
         nn.ReLU(inplace=True),
     )
+
+
+def _groups(dim: int) -> int:
+    """Largest of 32, 16, 8, 4, 2 that divides ``dim`` leaving >= 4 channels a group, else 1."""
+    return next((g for g in (32, 16, 8, 4, 2) if dim % g == 0 and dim // g >= 4), 1)
 
 
 class TopDownDecoder(nn.Module):
@@ -45,8 +52,8 @@ class TopDownDecoder(nn.Module):
         super().__init__()
         if dim < 1:
             raise ValueError(f"decoder dim must be positive, got {dim}")
-        self.lateral = nn.ModuleList(_conv_bn_relu(c, dim, 1) for c in in_dims)
-        self.refine = nn.ModuleList(_conv_bn_relu(2 * dim, dim, 3) for _ in in_dims[:-1])
+        self.lateral = nn.ModuleList(_conv_gn_relu(c, dim, 1) for c in in_dims)
+        self.refine = nn.ModuleList(_conv_gn_relu(2 * dim, dim, 3) for _ in in_dims[:-1])
         self.classifier = nn.Conv2d(dim, num_classes, 1)
 
     def forward(self, feats: list[Tensor], size: tuple[int, int]) -> Tensor:
