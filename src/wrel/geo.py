@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 StretchMode = Literal["auto", "percentile", "none"]
 # Decimated read used to estimate the stretch of a large raster: longest side in pixels.
 STRETCH_SAMPLE_SIDE = 1024
+# GDAL block cache while reading (MB). GDAL's default (5% of RAM) would dominate peak memory;
+# this holds about one row of 800-pixel tiles of an 8000-pixel-wide 16-bit RGB scene.
+GDAL_CACHE_MB = 128
 DEFAULT_PERCENTILES = (2.0, 98.0)
 
 Stretch = tuple[np.ndarray, np.ndarray]  # per-band (low, high), float32 (3,)
@@ -95,8 +98,13 @@ def apply_stretch(array: np.ndarray, stretch: Stretch) -> np.ndarray:
     lo, hi = stretch
     if array.dtype == np.uint8 and np.all(lo == 0) and np.all(hi == 255):
         return np.ascontiguousarray(array)
-    scaled = (array.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.nan_to_num(scaled) + 0.5, 0, 255).astype(np.uint8)
+    scaled = array.astype(np.float32)  # one float buffer, updated in place
+    scaled -= lo
+    scaled *= 255.0 / (hi - lo)
+    np.nan_to_num(scaled, copy=False)
+    scaled += 0.5
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def to_rgb8(
@@ -194,8 +202,11 @@ class GeoRaster:
         kwargs: dict[str, Any] = {"window": window}
         if out_shape is not None:
             kwargs.update(out_shape=(3, *out_shape), resampling=Resampling.bilinear)
+        import rasterio
+
         try:
-            data = self._ds.read(list(self.bands), **kwargs)  # (3, h, w)
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                data = self._ds.read(list(self.bands), **kwargs)  # (3, h, w)
         except RasterioIOError as err:
             raise ValueError(f"{self.path} is corrupt or truncated: {err}") from err
         return np.moveaxis(data, 0, -1)  # (h, w, 3)
@@ -221,7 +232,8 @@ def write_mask_geotiff(
 ) -> Path:
     """Write ``mask`` uint8/bool ``(H, W)`` as a one-band tiled, compressed GeoTIFF.
 
-    The CRS and transform are the input raster's, so the mask overlays it in a GIS.
+    bool masks are written as 0/255. The CRS and transform are the input raster's, so the
+    mask overlays it in a GIS.
     """
     import rasterio
 
@@ -245,7 +257,10 @@ def write_mask_geotiff(
     with rasterio.open(path, "w", **profile) as dst:
         step = 1024  # write in row strips: no second full-size copy for the dtype cast
         for r0 in range(0, height, step):
-            strip = mask[r0 : r0 + step].astype(np.uint8)
+            strip = mask[r0 : r0 + step]
+            strip = (
+                strip.astype(np.uint8) * 255 if strip.dtype == np.bool_ else strip.astype(np.uint8)
+            )
             dst.write(strip, 1, window=((r0, r0 + strip.shape[0]), (0, width)))
     return path
 
@@ -276,8 +291,9 @@ def mask_to_geojson(
     from rasterio.features import shapes
     from shapely.geometry import mapping, shape
 
-    binary = mask.astype(np.uint8)
-    kwargs: dict[str, Any] = {"mask": binary.astype(bool), "connectivity": 8}
+    valid = mask if mask.dtype == np.bool_ else mask > 0
+    binary = valid.view(np.uint8)  # no copy: bool and uint8 share the layout
+    kwargs: dict[str, Any] = {"mask": valid, "connectivity": 8}
     if transform is not None:
         kwargs["transform"] = transform
     features = []

@@ -120,9 +120,12 @@ class RowStitcher:
         n = until - self._origin
         if n <= 0:
             return
-        weight = np.maximum(self._weight[:n], 1e-6)
-        block = np.clip(self._sum[:n] / weight * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        yield self._origin, block
+        block = self._sum[:n]  # a view, finished with: scaled in place
+        np.divide(block, np.maximum(self._weight[:n], 1e-6), out=block)
+        block *= 255.0
+        block += 0.5
+        np.clip(block, 0, 255, out=block)
+        yield self._origin, block.astype(np.uint8)
         self._sum = self._sum[n:]
         self._weight = self._weight[n:]
         self._origin = until

@@ -27,10 +27,11 @@ def overlay_mask(
     alpha: float = 0.5,
 ) -> np.ndarray:
     """Blend ``color`` over the ``True`` pixels: uint8 ``(H, W, 3)`` and bool ``(H, W)``."""
-    out = rgb.astype(np.float32)
+    out = rgb.copy()
     tint = np.asarray(color, dtype=np.float32)
-    out[mask] = (1.0 - alpha) * out[mask] + alpha * tint
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    blended = (1.0 - alpha) * rgb[mask].astype(np.float32) + alpha * tint  # (N, 3)
+    out[mask] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def save_mask(path: str | Path, mask: np.ndarray, raster: Raster | None = None) -> Path:
@@ -42,7 +43,7 @@ def save_mask(path: str | Path, mask: np.ndarray, raster: Raster | None = None) 
     if path.suffix.lower() in (".tif", ".tiff"):
         crs = getattr(raster, "crs", None)
         transform = getattr(raster, "transform", None)
-        return write_mask_geotiff(path, mask.astype(np.uint8) * 255, crs, transform)
+        return write_mask_geotiff(path, mask.astype(bool, copy=False), crs, transform)
     if path.suffix.lower() != ".png":
         raise ValueError(f"mask output {path} must end in .png or .tif")
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
@@ -59,8 +60,9 @@ def save_overlay(
     if scale < 1.0:
         h, w = max(1, round(raster.height * scale)), max(1, round(raster.width * scale))
         rgb = raster.read_rgb_resized(h, w)
-        small = Image.fromarray(mask.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)
-        mask = np.asarray(small).astype(bool)
+        full = Image.fromarray(mask.astype(bool, copy=False).view(np.uint8))
+        mask = np.asarray(full.resize((w, h), Image.Resampling.NEAREST)).astype(bool)
+        del full
     else:
         rgb = raster.read_rgb()
     path = Path(path)
