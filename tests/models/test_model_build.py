@@ -12,18 +12,25 @@ from wrel.config import apply_overrides
 from wrel.models import BackboneConfig, ModelConfig, TextEncoderConfig, build_model
 
 
+def _best_time(fn, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` wall-clock runs (robust to a shared, busy CPU)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def test_tiny_builds_fast_and_forwards_in_milliseconds() -> None:
     build_model(ModelConfig.tiny())  # warm the imports
-    start = time.perf_counter()
+    assert _best_time(lambda: build_model(ModelConfig.tiny())) < 1.0
     model = build_model(ModelConfig.tiny()).eval()
-    assert time.perf_counter() - start < 1.0
     ids, mask = model.tokenize(["a", "b", "c"])
     images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
-        model(images, ids, mask)
-        start = time.perf_counter()
         logits = model(images, ids, mask).logits
-    assert time.perf_counter() - start < 0.5
+        assert _best_time(lambda: model(images, ids, mask), repeats=5) < 0.2
     assert logits.shape == (3, 2, 64, 64)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -15,7 +17,6 @@ from wrel.models import (
     TextEncoderConfig,
     build_model,
 )
-from wrel.models.text_encoder import minilm_folder
 
 TINY_BACKBONE = BackboneConfig(name="tiny", pretrained=False)
 TINY_TEXT = TextEncoderConfig(name="tiny", pretrained=False)
@@ -48,9 +49,9 @@ CASES = {
         text=TextEncoderConfig(name="minilm", pretrained=False),
         decoder=DecoderConfig(dim=16),
     ),
-    "local": ModelConfig(
+    "local": ModelConfig(  # text.path is set to a tiny saved folder by the fixture
         backbone=TINY_BACKBONE,
-        text=TextEncoderConfig(name="local", path=str(minilm_folder()), pretrained=False),
+        text=TextEncoderConfig(name="local", pretrained=False),
         fusion=FusionConfig(num_heads=4),
         decoder=DecoderConfig(dim=16),
     ),
@@ -65,10 +66,21 @@ def test_every_registered_name_is_covered() -> None:
     assert set(TEXT_ENCODERS) <= covered_text
 
 
+@pytest.fixture(scope="module")
+def local_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Hugging Face folder (tokenizer + config, no weights) of a tiny BERT."""
+    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
+    build_model(ModelConfig.tiny()).text_encoder.save(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
-def model(request: pytest.FixtureRequest) -> torch.nn.Module:
+def model(request: pytest.FixtureRequest, local_folder: str) -> torch.nn.Module:
+    cfg = copy.deepcopy(CASES[request.param])
+    if cfg.text.name == "local":
+        cfg.text.path = local_folder
     torch.manual_seed(0)
-    return build_model(CASES[request.param])
+    return build_model(cfg)
 
 
 def _batch(model: torch.nn.Module, size: tuple[int, int] = (37, 50)):
