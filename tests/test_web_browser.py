@@ -1,0 +1,121 @@
+"""End to end: the demo page in headless Chromium against a server with a tiny checkpoint.
+
+Needs Debian's ``chromium`` and the ``playwright`` package (``make test`` installs both; never
+``playwright install``). Set ``WREL_DEMO_SCREENSHOT=path.png`` to save a screenshot of the page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def aerial_scene(seed: int, size: int = 96) -> np.ndarray:
+    """A toy aerial image: textured ground, a road and a few coloured 'vehicles'."""
+    rng = np.random.default_rng(seed)
+    img = (rng.normal(0, 6, (size, size, 3)) + [96, 110, 84]).clip(0, 255)
+    img[size // 2 - 6 : size // 2 + 6] = [70, 70, 74]
+    for _ in range(5):
+        r, c = rng.integers(4, size - 12, 2)
+        img[r : r + 6, c : c + 10] = rng.integers(120, 255, 3)
+    return img.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (scripts/install_browser.sh)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    import torch
+
+    from wrel.engine.checkpoint import save_model
+    from wrel.inference import Predictor
+    from wrel.models import ModelConfig, build_model
+    from wrel.web.server import DemoApp, Example, make_server
+
+    root = tmp_path_factory.mktemp("demo")
+    torch.manual_seed(0)
+    ckpt = save_model(root / "ckpt", build_model(ModelConfig.tiny()), {"image_size": [32, 32]})
+    examples = []
+    for i, text in enumerate(["the red vehicle on the left", "the long grey road"]):
+        Image.fromarray(aerial_scene(i)).save(root / f"ex{i}.png")
+        examples.append(Example(str(i), root / f"ex{i}.png", text, "vehicle"))
+    server = make_server(DemoApp(Predictor.from_checkpoint(ckpt), examples), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(demo_url: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        try:
+            chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as err:  # a chromium that playwright cannot drive
+            pytest.skip(f"cannot start chromium through playwright: {err}")
+        yield chromium
+        chromium.close()
+
+
+def test_upload_predict_and_bad_upload(browser, demo_url: str, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1100, "height": 720})
+    page.goto(demo_url)
+    page.wait_for_selector("#examples button")  # examples listed from the server
+    image = tmp_path / "scene.png"
+    Image.fromarray(aerial_scene(5, 80)).save(image)
+    page.set_input_files("#file", str(image))
+    page.fill("#text", "the red vehicle at the top")
+    page.click("#submit")
+    page.wait_for_selector("#overlay[src^='data:image/png']", state="visible", timeout=30_000)
+    assert page.evaluate("document.getElementById('overlay').naturalWidth") == 80
+    assert page.get_attribute("#download", "href").startswith("data:image/png;base64,")
+    assert page.is_hidden("#error")
+
+    page.set_input_files(
+        "#file", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}
+    )
+    page.click("#submit")
+    page.wait_for_selector("#error", state="visible", timeout=30_000)
+    assert "not a supported image" in page.inner_text("#error")
+    assert page.is_hidden("#result-panel")
+    page.close()
+
+
+def test_example_pick_and_screenshot(browser, demo_url: str, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1100, "height": 640})
+    page.goto(demo_url)
+    page.click("#examples button >> nth=0")
+    assert page.input_value("#text") == "the red vehicle on the left"
+    page.click("#submit")
+    page.wait_for_selector("#overlay[src^='data:image/png']", state="visible", timeout=30_000)
+    assert "96 x 96" in page.inner_text("#caption")
+    shot = Path(os.environ.get("WREL_DEMO_SCREENSHOT") or tmp_path / "demo.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 1000
+    page.close()
