@@ -20,10 +20,13 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from wrel.models import RefSegModel
 
 __all__ = [
     "FORMAT_VERSION",
@@ -149,7 +152,7 @@ def _model_card(model: nn.Module, config: dict[str, Any], metadata: dict[str, An
     return "\n".join(lines) + "\n"
 
 
-def save_model(directory: str | Path, model: nn.Module, metadata: dict[str, Any]) -> Path:
+def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, Any]) -> Path:
     """Export ``model`` (a RefSegModel built by ``build_model``) into ``directory``, atomically.
 
     ``metadata`` should name the data set, method, metrics and the protocol they were measured
@@ -221,7 +224,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Any, dict]:
+def load_model(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[RefSegModel, dict[str, Any]]:
     """Rebuild and strictly load a model saved by :func:`save_model`.
 
     Returns:

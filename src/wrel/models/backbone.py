@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,8 @@ class StagedBackbone(nn.Module):
 
     def __init__(
         self,
-        stages: list[nn.Module],
-        channels: list[int],
+        stages: Sequence[nn.Module],
+        channels: Sequence[int],
         channels_last_output: bool = False,
         size_divisor: int = 1,
     ) -> None:

@@ -68,6 +68,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, bert: nn.Module, tokenizer: Any, max_length: int) -> None:
         super().__init__()
+        self.bert: Any  # a transformers PreTrainedModel (typed loosely: HF stubs are partial)
         if max_length < 3:
             raise ValueError(f"text max_length must be at least 3, got {max_length}")
         self.bert = bert
@@ -199,7 +200,8 @@ def build_tiny_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
         num_attention_heads=cfg.tiny_heads,
         intermediate_size=2 * cfg.tiny_dim,
         max_position_embeddings=max(64, cfg.max_length),
-        **_NO_DROPOUT,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     return TextEncoder(BertModel(hf_cfg, add_pooling_layer=False), tokenizer, cfg.max_length)
 
