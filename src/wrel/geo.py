@@ -296,7 +296,7 @@ def mask_to_geojson(
     kwargs: dict[str, Any] = {"mask": valid, "connectivity": 8}
     if transform is not None:
         kwargs["transform"] = transform
-    features = []
+    features: list[dict[str, Any]] = []
     for geom, _value in shapes(binary, **kwargs):
         poly = shape(geom)
         if simplify > 0:

@@ -145,7 +145,7 @@ class Predictor:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the expression is empty; describe the object, e.g. 'the red car'")
         text = " ".join(text.split())
-        input_ids, attention_mask = self.model.tokenize([text])
+        input_ids, attention_mask = self.model.tokenize([text])  # type: ignore[operator]
         max_len = int(input_ids.shape[1])
         tokenizer = getattr(self.model, "tokenizer", None) or getattr(
             getattr(self.model, "text_encoder", None), "tokenizer", None

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -114,7 +115,7 @@ class DemoApp:
         self,
         method: str,
         target: str,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Message,
         read_body: Callable[[int], bytes] | None = None,
     ) -> Response:
         """Answer one request; ``read_body(n)`` is called only for accepted uploads."""
@@ -155,7 +156,7 @@ class DemoApp:
         }
 
     def _read_upload(
-        self, headers: Mapping[str, str], read_body: Callable[[int], bytes] | None
+        self, headers: Mapping[str, str] | Message, read_body: Callable[[int], bytes] | None
     ) -> bytes | Response:
         raw_length = headers.get("Content-Length") or headers.get("content-length")
         if raw_length is None or not raw_length.strip().isdigit():
@@ -174,7 +175,7 @@ class DemoApp:
     def _predict(
         self,
         query: dict[str, list[str]],
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Message,
         read_body: Callable[[int], bytes] | None,
     ) -> Response:
         from wrel.inference.images import decode_picture
