@@ -133,3 +133,29 @@ def test_config_validation_and_metadata_size() -> None:
     assert image_size_from_metadata({"image_size": [96, 64]}) == (96, 64)
     assert image_size_from_metadata({"experiment": {"data": {"image_size": 48}}}) == (48, 48)
     assert image_size_from_metadata({}) == (128, 128)
+
+
+def test_tiled_geotiff_reads_only_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rasterio
+
+    from wrel.geo import GeoRaster
+
+    img = scene(130, 170, (60, 70, 80, 100))
+    with rasterio.open(
+        tmp_path / "s.tif", "w", driver="GTiff", height=130, width=170, count=3, dtype="uint8"
+    ) as dst:
+        dst.write(np.moveaxis(img, -1, 0))
+    reads: list[object] = []
+    original = GeoRaster.read_rgb
+
+    def spy(self, tile=None):
+        reads.append(tile)
+        return original(self, tile)
+
+    monkeypatch.setattr(GeoRaster, "read_rgb", spy)
+    cfg = PredictorConfig(mode="tile", tile_size=40, overlap=8)
+    mask = Predictor(BrightnessModel(), image_size=(32, 32), config=cfg).predict(
+        tmp_path / "s.tif", "the bright field"
+    )
+    assert reads and all(t is not None and t.height <= 40 and t.width <= 40 for t in reads)
+    assert iou(mask, img[..., 0] > 128) > 0.8

@@ -137,3 +137,34 @@ def test_server_on_port_zero(app: DemoApp) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_load_examples_prefers_accurate_test_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    from wrel.web.server import load_examples
+
+    def fake_load_samples(root, split, **kwargs):  # stands in for wrel.data.dataset
+        if split == "test":
+            return []
+        return [
+            SimpleNamespace(
+                sample_id=i,
+                image_path=str(tmp_path / f"{i}.png"),
+                text=f"t{i}",
+                category="ship",
+                quality="weak" if i % 2 else "accurate",
+            )
+            for i in range(6)
+        ]
+
+    module = types.ModuleType("wrel.data.dataset")
+    module.load_samples = fake_load_samples  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wrel.data.dataset", module)
+    examples = load_examples(tmp_path, limit=2)
+    assert [(e.example_id, e.text) for e in examples] == [("0", "t0"), ("2", "t2")]
+    with pytest.raises(FileNotFoundError, match="generate the benchmark"):
+        load_examples(tmp_path / "missing")
