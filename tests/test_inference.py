@@ -141,9 +141,11 @@ def test_tiled_geotiff_reads_only_windows(tmp_path: Path, monkeypatch: pytest.Mo
     from wrel.geo import GeoRaster
 
     img = scene(130, 170, (60, 70, 80, 100))
-    with rasterio.open(
-        tmp_path / "s.tif", "w", driver="GTiff", height=130, width=170, count=3, dtype="uint8"
-    ) as dst:
+    profile = {"driver": "GTiff", "height": 130, "width": 170, "count": 3, "dtype": "uint8"}
+    with (
+        pytest.warns(rasterio.errors.NotGeoreferencedWarning),
+        rasterio.open(tmp_path / "s.tif", "w", **profile) as dst,
+    ):
         dst.write(np.moveaxis(img, -1, 0))
     reads: list[object] = []
     original = GeoRaster.read_rgb

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,11 +173,13 @@ class GeoRaster:
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     ) -> None:
         import rasterio
-        from rasterio.errors import RasterioIOError
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
         self.path = Path(path)
         try:
-            self._ds = rasterio.open(self.path)
+            with warnings.catch_warnings():  # plain TIFFs are fine: outputs then use pixels
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.path)
         except RasterioIOError as err:
             raise ValueError(
                 f"cannot read {self.path} as a raster ({err}); is the file complete and a "
