@@ -3,8 +3,9 @@
 Writes a synthetic georeferenced scene strip by strip, then runs the tiled (or whole-scene)
 prediction and writes the GeoTIFF mask, GeoJSON polygons and PNG overlay, reporting wall time
 and peak resident memory (``resource.getrusage``) plus the peak of Python/numpy allocations
-(``tracemalloc``). Without ``--checkpoint`` a tiny random model is used: it measures the
-pipeline's own memory and overheads, not a trained model's speed.
+(``tracemalloc``). Without ``--checkpoint`` an untrained model is built (``--model tiny``
+measures the pipeline's own memory and overheads; ``--model default`` the real architecture's
+speed).
 
     .venv/bin/python benchmarks/bench_large_scene.py --size 8000 --out /tmp/bench_scene
 """
@@ -73,7 +74,13 @@ def write_scene(path: Path, size: int, seed: int = 0) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8000, help="scene side in pixels")
-    parser.add_argument("--checkpoint", help="model folder (default: a tiny random model)")
+    parser.add_argument("--checkpoint", help="model folder (default: an untrained --model)")
+    parser.add_argument(
+        "--model",
+        choices=["tiny", "default"],
+        default="tiny",
+        help="without --checkpoint: ModelConfig.tiny() or ModelConfig() (pretrained parts)",
+    )
     parser.add_argument("--mode", choices=["tile", "whole"], default="tile")
     parser.add_argument("--tile-size", type=int, default=800)
     parser.add_argument("--overlap", type=int, default=160)
@@ -105,7 +112,9 @@ def main() -> int:
 
         torch.manual_seed(0)
         size = (args.image_size, args.image_size)
-        predictor = Predictor(build_model(ModelConfig.tiny()), image_size=size, config=cfg)
+        model_cfg = ModelConfig.tiny() if args.model == "tiny" else ModelConfig()
+        model = build_model(model_cfg)
+        predictor = Predictor(model, image_size=size, device=args.device, config=cfg)
     before = current_rss_mb()
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -129,7 +138,7 @@ def main() -> int:
         "tile_size": args.tile_size,
         "overlap": args.overlap,
         "batch_size": args.batch_size,
-        "model": args.checkpoint or f"tiny random ({args.image_size}px input)",
+        "model": args.checkpoint or f"untrained {args.model} ({args.image_size}px input)",
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "predict_s": round(t_predict, 1),

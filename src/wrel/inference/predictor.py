@@ -215,8 +215,12 @@ class Predictor:
         Returns:
             bool mask ``(H, W)``, or float32 probabilities ``(H, W)`` when ``return_probs``.
         """
-        raster = _as_raster(image, bands, stretch)
-        probs = self.predict_raster(raster, text, mode)
+        raster, owned = _as_raster(image, bands, stretch)
+        try:
+            probs = self.predict_raster(raster, text, mode)
+        finally:
+            if owned:
+                raster.close()
         return probs.astype(np.float32) / 255.0 if return_probs else self.to_mask(probs)
 
     def predict_batch(
@@ -229,7 +233,19 @@ class Predictor:
         """:meth:`predict` for many image/expression pairs, images of whole size batched."""
         if len(images) != len(texts):
             raise ValueError(f"got {len(images)} images but {len(texts)} expressions")
-        rasters = [_as_raster(image, None, "auto") for image in images]
+        opened = [_as_raster(image, None, "auto") for image in images]
+        try:
+            results = self._predict_rasters([r for r, _ in opened], texts)
+        finally:
+            for raster, owned in opened:
+                if owned:
+                    raster.close()
+        if return_probs:
+            return [p.astype(np.float32) / 255.0 for p in results]
+        return [self.to_mask(p) for p in results]
+
+    def _predict_rasters(self, rasters: list[Raster], texts: Sequence[str]) -> list[np.ndarray]:
+        """uint8 probabilities of each raster; whole-image passes share batched forwards."""
         out: list[np.ndarray | None] = [None] * len(rasters)
         small = [i for i, r in enumerate(rasters) if self._choose_mode(r) == "whole"]
         for i in set(range(len(rasters))) - set(small):
@@ -239,14 +255,11 @@ class Predictor:
             tokens = [self.tokenize(texts[i]) for i in chunk]
             ids = torch.cat([t[0] for t in tokens])  # (B, L)
             attn = torch.cat([t[1] for t in tokens])  # (B, L)
-            batch = torch.stack([_model_input(rasters[i], self.image_size) for i in chunk])
+            batch = torch.stack([self._model_input(rasters[i]) for i in chunk])  # (B, 3, H, W)
             probs = self._forward(batch, (ids, attn)).cpu()  # (B, H, W)
             for i, p in zip(chunk, probs, strict=True):
                 out[i] = _upsample_u8(p, rasters[i].height, rasters[i].width)
-        results = [p for p in out if p is not None]
-        if return_probs:
-            return [p.astype(np.float32) / 255.0 for p in results]
-        return [self.to_mask(p) for p in results]
+        return [p for p in out if p is not None]
 
     def to_mask(self, probs_u8: np.ndarray) -> np.ndarray:
         """bool mask of uint8 probabilities ``(H, W)`` at ``config.threshold``."""
@@ -273,13 +286,21 @@ class Predictor:
             return mode
         return "tile" if max(raster.height, raster.width) > self.config.max_whole_side else "whole"
 
-    def _predict_whole(self, raster: Raster, tokens: Any) -> np.ndarray:
+    def _model_input(self, raster: Raster) -> torch.Tensor:
+        """The whole raster as uint8 ``(3, H, W)`` at the model input size.
+
+        Large rasters are first read decimated to ``config.whole_read_side`` (bounded memory).
+        """
         side = max(raster.height, raster.width)
         scale = min(1.0, self.config.whole_read_side / side)
         h, w = max(1, round(raster.height * scale)), max(1, round(raster.width * scale))
         rgb = raster.read_rgb_resized(h, w) if scale < 1 else raster.read_rgb()
-        batch = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, h, w)
-        probs = self._forward(batch, tokens)[0].cpu()  # (H_model, W_model)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, h, w)
+        x = F.interpolate(x.float(), self.image_size, mode="bilinear", antialias=True)
+        return x[0].round().clamp(0, 255).to(torch.uint8)  # (3, H, W)
+
+    def _predict_whole(self, raster: Raster, tokens: Any) -> np.ndarray:
+        probs = self._forward(self._model_input(raster)[None], tokens)[0].cpu()  # (H, W)
         return _upsample_u8(probs, raster.height, raster.width)
 
     def _predict_tiled(self, raster: Raster, tokens: Any) -> np.ndarray:
@@ -322,17 +343,13 @@ def _validate(cfg: PredictorConfig) -> None:
         raise ValueError(f"threshold must be in (0, 1), got {cfg.threshold}")
 
 
-def _as_raster(image: Any, bands: Sequence[int] | None, stretch: StretchMode) -> Raster:
+def _as_raster(
+    image: Any, bands: Sequence[int] | None, stretch: StretchMode
+) -> tuple[Raster, bool]:
+    """``(raster, owned)``: owned readers were opened here and must be closed by the caller."""
     if hasattr(image, "read_rgb") and hasattr(image, "read_rgb_resized"):
-        return image  # type: ignore[no-any-return]
-    return open_image(image, list(bands) if bands else None, stretch)
-
-
-def _model_input(raster: Raster, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 ``(3, H, W)`` of a raster resized to the model input."""
-    rgb = raster.read_rgb()
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-    return F.interpolate(x, size, mode="bilinear", antialias=True)[0]  # (3, H, W)
+        return image, False
+    return open_image(image, list(bands) if bands else None, stretch), True
 
 
 def _upsample_u8(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
