@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 480])
     parser.add_argument("--repeats", type=int, default=10, help="timed runs (x5 on GPU)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--gpu-batch", type=int, default=8, help="batch size on the GPU")
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--set", action="append", default=[], help="model config key=value")
