@@ -180,9 +180,3 @@ def build_timm_backbone(cfg: BackboneConfig) -> StagedBackbone:
             cfg.name,
         )
     return split_into_stages(model)
-
-
-def describe(backbone: StagedBackbone) -> str:
-    """One line naming the stage channels, for logs and model cards."""
-    params = sum(p.numel() for p in backbone.parameters())
-    return f"4 stages, channels {backbone.channels}, {params / 1e6:.2f} M parameters"
