@@ -1,0 +1,124 @@
+"""Choose verified attribute combinations for a target and phrase them in the RRSIS-D style."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from wrel.data.synth.categories import CATEGORY_SPECS, spoken_name
+from wrel.data.synth.geometry import CELL_NAMES, EXTREMES, SIZES, Instance, singles_out
+
+__all__ = ["candidate_attributes", "choose_attributes", "phrase_expression"]
+
+_POSITION_PHRASES: dict[str, list[str]] = {
+    "upper left": ["on the upper left", "in the upper left", "at the top left"],
+    "top": ["on the top", "at the top", "in the upper middle"],
+    "upper right": ["on the upper right", "in the upper right", "at the top right"],
+    "left": ["on the left", "on the left side", "in the middle left"],
+    "middle": ["in the middle", "in the center", "at the center"],
+    "right": ["on the right", "on the right side", "in the middle right"],
+    "lower left": ["on the lower left", "in the lower left", "at the bottom left"],
+    "bottom": ["at the bottom", "on the bottom", "in the lower middle"],
+    "lower right": ["on the lower right", "in the lower right", "at the bottom right"],
+}
+_SUPERLATIVES: dict[str, list[str]] = {
+    "leftmost": ["leftmost"],
+    "rightmost": ["rightmost"],
+    "topmost": ["topmost", "uppermost"],
+    "bottommost": ["bottommost", "lowest"],
+    "largest": ["largest", "biggest"],
+    "smallest": ["smallest", "tiniest"],
+}
+_FAR_SIDE = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
+_NEAR_WORDS = ["next to", "beside", "near", "close to"]
+_COLOUR_WORDS = {"grey": "gray"}  # RRSIS-D spells it "gray"
+_PAIRABLE = ("position", "colour", "next_to")  # conjunctions read naturally in any order
+
+
+def candidate_attributes(target: Instance, instances: list[Instance]) -> list[dict[str, Any]]:
+    """Every single attribute the target might be described by (not yet verified)."""
+    options: list[dict[str, Any]] = [{"position": name} for name in CELL_NAMES.values()]
+    options += [{"extreme": name} for name in EXTREMES] + [{"size": name} for name in SIZES]
+    if len(CATEGORY_SPECS[target.category].colours) > 1:
+        options.append({"colour": target.colour})
+    others = sorted({o.category for o in instances if o.category != target.category})
+    options += [{"next_to": name} for name in others]
+    return options
+
+
+def choose_attributes(
+    target_index: int, instances: list[Instance], size: int, rng: np.random.Generator
+) -> dict[str, Any] | None:
+    """Pick a verified attribute combination that singles out the target, or ``None``.
+
+    Kinds (position, extreme, size, colour, relation, combination) are drawn uniformly among
+    those with at least one verified option, so every kind stays frequent. A target that is the
+    only instance of its class may be referred to by its class alone (``{}``) as a last resort.
+    """
+    target = instances[target_index]
+    singles = [
+        a
+        for a in candidate_attributes(target, instances)
+        if singles_out(a, target_index, instances, size)
+    ]
+    pairable = [a for a in candidate_attributes(target, instances) if next(iter(a)) in _PAIRABLE]
+    pairs = [
+        {**a, **b}
+        for a, b in itertools.combinations(pairable, 2)
+        if next(iter(a)) != next(iter(b)) and singles_out({**a, **b}, target_index, instances, size)
+    ]
+    pairs += [{**s, "colour": target.colour} for s in singles if next(iter(s)) in ("extreme", "size")
+              and len(CATEGORY_SPECS[target.category].colours) > 1]  # fmt: skip
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for option in singles:
+        by_kind.setdefault(next(iter(option)), []).append(option)
+    if pairs:
+        by_kind["combination"] = pairs
+    if not by_kind:
+        alone = not any(
+            o.category == target.category for i, o in enumerate(instances) if i != target_index
+        )
+        return {} if alone else None
+    kinds = sorted(by_kind)
+    options = by_kind[kinds[int(rng.integers(len(kinds)))]]
+    return dict(options[int(rng.integers(len(options)))])
+
+
+def _pick(words: list[str], rng: np.random.Generator) -> str:
+    return words[int(rng.integers(len(words)))]
+
+
+def phrase_expression(
+    category: str, attributes: dict[str, Any], instances: list[Instance], rng: np.random.Generator
+) -> str:
+    """Write an expression for ``attributes`` ("The red vehicle on the left", ...).
+
+    Args:
+        category: the target's class name.
+        attributes: a verified combination from :func:`choose_attributes`.
+        instances: every instance of the image (decides "the storage tank" vs "a storage tank").
+        rng: draws the phrasing.
+    """
+    noun = spoken_name(category)
+    superlative = attributes.get("extreme") or attributes.get("size")
+    if set(attributes) == {"extreme"} and rng.random() < 0.4:
+        side = _FAR_SIDE[attributes["extreme"]]
+        far = f"on the far {side}" if side in ("left", "right") else f"at the very {side}"
+        return f"The {noun} {_pick([far, f'closest to the {side}'], rng)}"
+    before = [_pick(_SUPERLATIVES[superlative], rng)] if superlative else []
+    if "colour" in attributes:
+        before.append(_COLOUR_WORDS.get(attributes["colour"], attributes["colour"]))
+    after = []
+    if "position" in attributes:
+        after.append(_pick(_POSITION_PHRASES[attributes["position"]], rng))
+    if "next_to" in attributes:
+        other = attributes["next_to"]
+        article = "the" if sum(o.category == other for o in instances) == 1 else "a"
+        after.append(f"{_pick(_NEAR_WORDS, rng)} {article} {spoken_name(other)}")
+    det = "The" if superlative else _pick(["The", "A"], rng)
+    head = " ".join([det, *before, noun])
+    if after and rng.random() < 0.25:
+        return f"{head} is {' '.join(after)}"
+    return " ".join([head, *after])

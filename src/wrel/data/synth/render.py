@@ -1,0 +1,112 @@
+"""Compose a scene: background, cast shadows, objects, optical blur and sensor noise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wrel.data.synth.background import render_background
+from wrel.data.synth.categories import CATEGORY_SPECS
+from wrel.data.synth.scene import PlacedObject, Scene, _place, plan_categories
+
+__all__ = ["compose_scene", "gaussian_blur", "render_scene"]
+
+Array = np.ndarray
+_SHADOW_FACTOR = 0.55  # brightness left in a shadow
+_POLE_SHAPES = ("rotor", "disc")  # tall thin objects cast a long pole shadow
+
+
+def gaussian_blur(image: Array, sigma: float) -> Array:
+    """Separable Gaussian blur of ``(H, W, C)`` float32 (edges replicated)."""
+    if sigma <= 0:
+        return image
+    radius = max(1, int(np.ceil(2.0 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
+    taps /= taps.sum()
+    h, w = image.shape[:2]
+    for axis, n in ((0, h), (1, w)):
+        padded = np.pad(
+            image, [(radius, radius) if a == axis else (0, 0) for a in range(3)], "edge"
+        )
+        out = np.zeros_like(image)
+        for k, tap in enumerate(taps):
+            out += tap * (padded[k : k + n] if axis == 0 else padded[:, k : k + n])
+        image = out
+    return image
+
+
+def _paste(target: Array, mask: Array, y0: int, x0: int) -> None:
+    """OR ``mask`` into ``target`` at ``(y0, x0)``, clipping at the image border."""
+    h, w = mask.shape
+    size_y, size_x = target.shape
+    ty0, tx0, ty1, tx1 = max(0, y0), max(0, x0), min(size_y, y0 + h), min(size_x, x0 + w)
+    if ty0 < ty1 and tx0 < tx1:
+        target[ty0:ty1, tx0:tx1] |= mask[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
+
+
+def _shadows(objects: list[PlacedObject], size: int, sun: float) -> Array:
+    """Union of cast shadows ``(S, S)`` bool for a sun azimuth ``sun`` (radians)."""
+    shadow = np.zeros((size, size), dtype=bool)
+    direction = np.array([np.cos(sun), np.sin(sun)])
+    for obj in objects:
+        if obj.height <= 0:
+            continue
+        shift = np.rint(direction * max(1.0, obj.height)).astype(int)
+        if CATEGORY_SPECS[obj.category].shape in _POLE_SHAPES:
+            h, w = obj.mask.shape
+            steps = np.linspace(0.0, 1.0, int(obj.height) + 2)
+            pole_x = np.rint(obj.x0 + w / 2 + steps * shift[0]).astype(int)
+            pole_y = np.rint(obj.y0 + h / 2 + steps * shift[1]).astype(int)
+            inside = (pole_x >= 0) & (pole_x < size) & (pole_y >= 0) & (pole_y < size)
+            shadow[pole_y[inside], pole_x[inside]] = True
+        _paste(shadow, obj.mask, obj.y0 + shift[1], obj.x0 + shift[0])
+    return shadow
+
+
+def compose_scene(
+    background: Array,
+    objects: list[PlacedObject],
+    rng: np.random.Generator,
+    *,
+    blur_sigma: float,
+    noise_std: float,
+) -> Array:
+    """Draw shadows and objects on ``background`` ``(S, S, 3)``; returns uint8 ``(S, S, 3)``."""
+    size = background.shape[0]
+    image = background.copy()
+    image[_shadows(objects, size, rng.uniform(0.0, 2.0 * np.pi))] *= _SHADOW_FACTOR
+    for obj in objects:
+        h, w = obj.mask.shape
+        region = image[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
+        region[obj.mask] = obj.rgb[obj.mask]
+    image = gaussian_blur(image, blur_sigma)
+    image += rng.normal(0.0, noise_std, size=image.shape).astype(np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def render_scene(
+    size: int,
+    categories: list[str],
+    rng: np.random.Generator,
+    *,
+    min_instances: int,
+    max_instances: int,
+    max_per_class: int,
+    single_prob: float,
+    blur_sigma: float,
+    noise_std: float,
+) -> Scene:
+    """Plan, place and render one scene (every random draw comes from ``rng``)."""
+    plan = plan_categories(
+        categories, min_instances, max_instances, max_per_class, single_prob, rng
+    )
+    water = any(CATEGORY_SPECS[n].on_water for n in plan) or rng.random() < 0.2
+    background, water_mask = render_background(size, rng, water=water)
+    occupied = np.zeros((size, size), dtype=bool)
+    objects: list[PlacedObject] = []
+    scale = size / 128.0
+    for name in plan:
+        obj = _place(CATEGORY_SPECS[name], scale, objects, occupied, water_mask, rng)
+        if obj is not None:
+            objects.append(obj)
+    image = compose_scene(background, objects, rng, blur_sigma=blur_sigma, noise_std=noise_std)
+    return Scene(image=image, objects=objects)

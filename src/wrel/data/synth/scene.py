@@ -1,0 +1,153 @@
+"""Scene planning, non-overlapping object placement and rendering of one synthetic image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wrel.data.synth.categories import CATEGORY_SPECS, COLOURS, CategorySpec
+from wrel.data.synth.shapes import draw_shape
+
+__all__ = ["PlacedObject", "Scene", "plan_categories"]
+
+Array = np.ndarray
+_REFERENCE_SIZE = 128.0  # sizes in CategorySpec are pixels at this image size
+_NEAR_PROB = 0.5  # chance that an object is placed right beside another category's object
+_MAX_TRIES = 25  # placement attempts per object before it is dropped
+
+
+@dataclass
+class PlacedObject:
+    """One object: its mask and colours on a patch whose top-left pixel is ``(y0, x0)``."""
+
+    category: str
+    colour: str
+    y0: int
+    x0: int
+    mask: Array  # (h, w) bool
+    rgb: Array  # (h, w, 3) float32
+    height: float  # shadow length in pixels
+
+    def full_mask(self, size: int) -> Array:
+        """The object's mask on the whole image, ``(S, S)`` bool."""
+        out = np.zeros((size, size), dtype=bool)
+        h, w = self.mask.shape
+        out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.mask
+        return out
+
+
+@dataclass
+class Scene:
+    """A rendered image ``(S, S, 3)`` uint8 and its objects (masks never overlap)."""
+
+    image: Array
+    objects: list[PlacedObject]
+
+
+def plan_categories(
+    categories: list[str],
+    min_instances: int,
+    max_instances: int,
+    max_per_class: int,
+    single_prob: float,
+    rng: np.random.Generator,
+) -> list[str]:
+    """Choose the class of every object of a scene: a few classes, most of them repeated.
+
+    Returns:
+        Class names, largest objects first (they are the hardest to place).
+    """
+    num_classes = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
+    chosen = rng.choice(categories, size=min(num_classes, len(categories)), replace=False)
+    plan: list[str] = []
+    for name in chosen:
+        cap = int(np.clip(80.0 / CATEGORY_SPECS[name].length[1], 2, max_per_class))
+        count = 1 if rng.random() < single_prob else int(rng.integers(2, cap + 1))
+        plan += [str(name)] * count
+    while len(plan) < min_instances:
+        plan.append(str(rng.choice(categories)))
+    plan = plan[:max_instances]
+    return sorted(plan, key=lambda n: -CATEGORY_SPECS[n].length[1])
+
+
+def _patch(
+    spec: CategorySpec, centre: Array, length: float, width: float, angle: float, rgb: Array
+) -> tuple[int, int, Array, Array]:
+    radius = int(np.ceil(0.5 * np.hypot(length, width))) + 1
+    y0, x0 = int(np.floor(centre[1])) - radius, int(np.floor(centre[0])) - radius
+    yy, xx = np.mgrid[y0 : y0 + 2 * radius + 1, x0 : x0 + 2 * radius + 1].astype(np.float32)
+    dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]  # pixel centres relative to the object
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    mask, colours = draw_shape(spec.shape, u, v, length, width, rgb)
+    return y0, x0, mask, colours
+
+
+def _candidate_centre(
+    spec: CategorySpec,
+    radius: float,
+    placed: list[PlacedObject],
+    water: Array,
+    rng: np.random.Generator,
+) -> Array:
+    size = water.shape[0]
+    others = [p for p in placed if p.category != spec.name]
+    if others and rng.random() < _NEAR_PROB:
+        anchor = others[int(rng.integers(len(others)))]
+        h, w = anchor.mask.shape
+        anchor_centre = np.array([anchor.x0 + w / 2, anchor.y0 + h / 2])
+        direction = rng.uniform(0.0, 2.0 * np.pi)
+        dist = radius + max(h, w) / 2 * rng.uniform(0.6, 0.9) + rng.uniform(0.5, 2.0)
+        return anchor_centre + dist * np.array([np.cos(direction), np.sin(direction)])
+    if spec.on_water and water.any():
+        ys, xs = np.nonzero(water)
+        k = int(rng.integers(len(ys)))
+        return np.array([xs[k] + 0.5, ys[k] + 0.5])
+    return rng.uniform(radius + 1, size - radius - 1, size=2)
+
+
+def _spans(centre: Array, length: float, angle: float, water: Array, both: bool) -> bool:
+    """Whether the ends of a bridge rest on land (both, or at least one when ``both`` is false)."""
+    size = water.shape[0]
+    half = 0.5 * length * np.array([np.cos(angle), np.sin(angle)])
+    ends = np.clip(np.stack([centre - half, centre + half]).astype(int), 0, size - 1)
+    on_land = ~water[ends[:, 1], ends[:, 0]]
+    return bool(on_land.all() if both else on_land.any())
+
+
+def _place(
+    spec: CategorySpec,
+    scale: float,
+    placed: list[PlacedObject],
+    occupied: Array,
+    water: Array,
+    rng: np.random.Generator,
+) -> PlacedObject | None:
+    size = occupied.shape[0]
+    length = rng.uniform(*spec.length) * scale
+    width = length * rng.uniform(*spec.aspect)
+    angle = rng.uniform(0.0, np.pi)
+    colour = str(rng.choice(spec.colours))
+    rgb = np.asarray(COLOURS[colour], dtype=np.float32) + rng.normal(0, 7, 3).astype(np.float32)
+    radius = 0.5 * np.hypot(length, width) + 1
+    for attempt in range(_MAX_TRIES):
+        centre = _candidate_centre(spec, radius, placed, water, rng)
+        if not (radius + 1 <= centre.min() and centre.max() <= size - radius - 1):
+            continue
+        on_water = bool(water[int(centre[1]), int(centre[0])])
+        if on_water != (spec.on_water and water.any()):
+            continue
+        if spec.spans_water and not _spans(centre, length, angle, water, attempt < _MAX_TRIES // 2):
+            angle = rng.uniform(0.0, np.pi)
+            continue
+        y0, x0, mask, colours = _patch(spec, centre, length, width, angle, rgb)
+        ys, xs = np.nonzero(mask)
+        if len(ys) < 12:
+            continue
+        box = occupied[y0 + ys.min() - 1 : y0 + ys.max() + 2, x0 + xs.min() - 1 : x0 + xs.max() + 2]
+        if box.any():
+            continue
+        occupied[y0 + ys.min() : y0 + ys.max() + 1, x0 + xs.min() : x0 + xs.max() + 1] = True
+        return PlacedObject(spec.name, colour, y0, x0, mask, colours, spec.height * scale)
+    return None

@@ -1,0 +1,120 @@
+"""Statistics of a written synthetic benchmark (``wrel data stats``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wrel.data.synth.writer import DATASET_NAME
+
+__all__ = ["benchmark_stats", "format_stats", "load_refs", "read_benchmark"]
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads pickles of plain lists / dicts / str / int only: every global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: refs files may hold plain types only"
+        )
+
+
+def load_refs(path: Path) -> list[dict[str, Any]]:
+    """Read a ``refs(unc).p`` file of plain types without running any code from it."""
+    refs = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
+    if not isinstance(refs, list):
+        raise ValueError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
+    return refs
+
+
+def read_benchmark(root: str | Path) -> dict[str, Any]:
+    """Load the annotation files of ``<root>/synthetic`` (refs, instances, attributes, meta).
+
+    Raises:
+        FileNotFoundError: a file is missing, with the command that creates it.
+    """
+    ann_dir = Path(root) / DATASET_NAME
+    names = {"refs": "refs(unc).p", "instances": "instances.json",
+             "attributes": "attributes.json", "meta": "meta.json"}  # fmt: skip
+    for name in names.values():
+        if not (ann_dir / name).is_file():
+            raise FileNotFoundError(
+                f"{ann_dir / name} does not exist; create the benchmark with "
+                f"`wrel data synth --out {root}`"
+            )
+    out: dict[str, Any] = {"refs": load_refs(ann_dir / names["refs"])}
+    for key in ("instances", "attributes", "meta"):
+        out[key] = json.loads((ann_dir / names[key]).read_text())
+    return out
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": round(float(arr.mean()), 3), "median": float(np.median(arr)),
+            "min": float(arr.min()), "max": float(arr.max())}  # fmt: skip
+
+
+def _kind(attributes: dict[str, Any]) -> str:
+    if not attributes:
+        return "class name only"
+    return next(iter(attributes)) if len(attributes) == 1 else "combination"
+
+
+def benchmark_stats(root: str | Path) -> dict[str, Any]:
+    """Statistics of the benchmark under ``root``.
+
+    Returns:
+        A JSON-able dict: image / ref counts per split, instances per image, the share of refs
+        whose class occurs two or more times in the image (``ambiguous_share``: the class name
+        alone does not say which instance is meant), expression length in words, and the share
+        of each expression kind and category.
+    """
+    data = read_benchmark(root)
+    refs, attrs = data["refs"], data["attributes"]
+    per_image = Counter(a["image_id"] for a in data["instances"]["annotations"])
+    instance_counts = [per_image.get(im["id"], 0) for im in data["instances"]["images"]]
+    entries = [attrs[str(r["ref_id"])] for r in refs]
+    ambiguous = [e["num_same_class"] >= 2 for e in entries]
+    lengths = [len(e["expression"].split()) for e in entries]
+    splits = Counter(r["split"] for r in refs)
+    images = {s: len({r["image_id"] for r in refs if r["split"] == s}) for s in splits}
+    num = max(1, len(refs))
+    return {
+        "num_images": len(instance_counts),
+        "num_refs": len(refs),
+        "splits": {s: {"images": images[s], "refs": splits[s]} for s in sorted(splits)},
+        "image_size": data["meta"].get("config", {}).get("image_size"),
+        "instances_per_image": _summary([float(c) for c in instance_counts]),
+        "ambiguous_share": round(sum(ambiguous) / num, 4),
+        "single_instance_share": round(1 - sum(ambiguous) / num, 4) if refs else 0.0,
+        "same_class_instances_per_ref": _summary([float(e["num_same_class"]) for e in entries]),
+        "expression_words": _summary([float(n) for n in lengths]),
+        "expression_kinds": {k: round(v / num, 4) for k, v in sorted(Counter(_kind(e["attributes"]) for e in entries).items())},
+        "categories": dict(sorted(Counter(e["class_name"] for e in entries).items())),
+    }  # fmt: skip
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """Human-readable text of :func:`benchmark_stats`."""
+    inst, words = stats["instances_per_image"], stats["expression_words"]
+    lines = [
+        f"images: {stats['num_images']}  refs (samples): {stats['num_refs']}  "
+        f"image size: {stats['image_size']}",
+        "splits: " + ", ".join(f"{s} {v['images']} images / {v['refs']} refs" for s, v in stats["splits"].items()),
+        f"instances per image: mean {inst['mean']:.2f} (min {inst['min']:.0f}, max {inst['max']:.0f})",
+        f"ambiguous class names (target class occurs >= 2 times): {stats['ambiguous_share']:.1%}",
+        f"single-instance targets: {stats['single_instance_share']:.1%}",
+        f"expression length (words): mean {words['mean']:.2f}, median {words['median']:.0f}, "
+        f"min {words['min']:.0f}, max {words['max']:.0f}",
+        "expression kinds: " + ", ".join(f"{k} {v:.1%}" for k, v in stats["expression_kinds"].items()),
+        "refs per category: " + ", ".join(f"{k} {v}" for k, v in stats["categories"].items()),
+    ]  # fmt: skip
+    return "\n".join(lines)
