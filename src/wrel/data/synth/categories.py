@@ -79,40 +79,35 @@ class CategorySpec:
     spans_water: bool = False
 
 
+# fmt: off
 CATEGORY_SPECS: dict[str, CategorySpec] = {
     spec.name: spec
     for spec in [
-        # Vehicles stay at least 4 px wide at size 128 so they survive the 1/4-resolution decoder.
-        CategorySpec(
-            "vehicle",
-            "car",
-            (6.0, 9.0),
-            (0.5, 0.65),
-            ("white", "black", "red", "blue", "grey"),
-            1.0,
-        ),
+        # Vehicles stay at least 4 px wide at size 128 (width >= 6.5 * 0.62) so that a
+        # 1/4-resolution decoder still sees them.
+        CategorySpec("vehicle", "car", (6.5, 9.0), (0.62, 0.7),
+                     ("white", "black", "red", "blue", "grey"), 1.0),
         CategorySpec("storagetank", "tank", (7.0, 17.0), (1.0, 1.0), ("white", "grey"), 2.0),
         CategorySpec("airplane", "plane", (13.0, 22.0), (1.0, 1.0), ("white", "grey"), 1.0),
-        CategorySpec(
-            "ship", "hull", (10.0, 22.0), (0.28, 0.38), ("white", "grey", "red", "black"), 1.0, True
-        ),
-        CategorySpec(
-            "tenniscourt", "court", (11.0, 16.0), (0.5, 0.55), ("green", "blue", "red"), 0.0
-        ),
-        CategorySpec(
-            "basketballcourt", "court", (11.0, 16.0), (0.55, 0.62), ("orange", "blue"), 0.0
-        ),
+        CategorySpec("ship", "hull", (10.0, 22.0), (0.28, 0.38),
+                     ("white", "grey", "red", "black"), 1.0, on_water=True),
+        CategorySpec("tenniscourt", "court", (11.0, 16.0), (0.5, 0.55),
+                     ("green", "blue", "red"), 0.0),
+        CategorySpec("basketballcourt", "court", (11.0, 16.0), (0.55, 0.62),
+                     ("orange", "blue"), 0.0),
         CategorySpec("baseballfield", "sector", (16.0, 24.0), (1.0, 1.0), ("green",), 0.0),
         CategorySpec("groundtrackfield", "track", (24.0, 34.0), (0.5, 0.6), ("red", "blue"), 0.0),
         # Windmills and chimneys are told apart mostly by their long pole shadows.
         CategorySpec("windmill", "rotor", (9.0, 13.0), (1.0, 1.0), ("white",), 9.0),
         CategorySpec("chimney", "disc", (4.0, 6.0), (1.0, 1.0), ("grey", "red"), 12.0),
-        CategorySpec(
-            "bridge", "rect", (32.0, 50.0), (0.1, 0.14), ("grey", "white"), 1.0, True, True
-        ),
-        CategorySpec("harbor", "comb", (16.0, 26.0), (0.45, 0.6), ("grey", "white"), 0.5, True),
+        # Bridges are long enough to span a river from bank to bank.
+        CategorySpec("bridge", "rect", (32.0, 50.0), (0.1, 0.14), ("grey", "white"), 1.0,
+                     on_water=True, spans_water=True),
+        CategorySpec("harbor", "comb", (16.0, 26.0), (0.45, 0.6), ("grey", "white"), 0.5,
+                     on_water=True),
     ]
 }
+# fmt: on
 
 #: Categories drawn by default: every class above.
 DEFAULT_CATEGORIES: tuple[str, ...] = tuple(CATEGORY_SPECS)

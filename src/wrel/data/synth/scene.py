@@ -143,7 +143,7 @@ def _place(
             continue
         y0, x0, mask, colours = _patch(spec, centre, length, width, angle, rgb)
         ys, xs = np.nonzero(mask)
-        if len(ys) < 12:
+        if len(ys) < max(4.0, 12.0 * scale**2):  # too small to see: try another draw
             continue
         box = occupied[y0 + ys.min() - 1 : y0 + ys.max() + 2, x0 + xs.min() - 1 : x0 + xs.max() + 2]
         if box.any():
