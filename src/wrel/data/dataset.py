@@ -1,0 +1,241 @@
+"""Samples, the torch ``Dataset`` and its collate function.
+
+A :class:`Sample` is one referred object with the text the model sees: the expression for
+accurate samples, the class name for weak ones (no field of a weak sample holds its original
+expression). :func:`load_samples` reads the refer layout (``wrel.data.refer``) or the RefSegRS /
+RISBench layout (``wrel.data.refsegrs``) and applies a WREL weak split to the train split.
+
+Example:
+    >>> samples = load_samples("data", "train", accurate_ratio=0.1, seed=0)
+    >>> batch = collate_samples([RefSegDataset(samples, image_size=(64, 64))[0]])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from wrel.data.images import decode_segmentation, read_mask_file, read_rgb
+from wrel.data.transforms import hflip_sample, normalize_image, resize_mask, resize_rgb
+
+__all__ = ["RefSegDataset", "Sample", "collate_samples", "load_samples"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image / text / mask triplet.
+
+    Attributes:
+        sample_id: stable id (the ref id); indexes the reference bank.
+        image_path: the image file.
+        split: ``train``, ``val``, ``test`` (or the file's own split name).
+        category: class name.
+        text: what the model sees; the class name for weak samples.
+        quality: ``"accurate"`` or ``"weak"``.
+        segmentation: COCO polygons or RLE of the target (refer layout), else None.
+        image_height: image height the segmentation refers to.
+        image_width: image width the segmentation refers to.
+        mask_path: a mask image file (RefSegRS layout), else None.
+    """
+
+    sample_id: int
+    image_path: Path
+    split: str
+    category: str
+    text: str
+    quality: Literal["accurate", "weak"]
+    segmentation: Any = None
+    image_height: int = 0
+    image_width: int = 0
+    mask_path: Path | None = None
+
+    @property
+    def is_weak(self) -> bool:
+        """Whether the text is only the class name."""
+        return self.quality == "weak"
+
+    def read_mask(self) -> np.ndarray:
+        """The target mask ``(h, w)`` uint8 in {0, 1} at the image's own size."""
+        if self.mask_path is not None:
+            return read_mask_file(self.mask_path)
+        try:
+            return decode_segmentation(self.segmentation, self.image_height, self.image_width)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"sample {self.sample_id} ({self.image_path}): cannot decode its segmentation "
+                f"({err}); fix the annotation in instances.json"
+            ) from err
+
+
+def _dataset_name(root: Path, name: str | None) -> str:
+    if name is not None:
+        return name
+    found = sorted(p.parent.name for p in root.glob("*/refs(unc).p"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(
+            f"no {root}/*/refs(unc).p and no {root}/output_phrase_<split>.txt; point --data at "
+            "a refer-format root (or generate the benchmark: wrel data synth --out DIR)"
+        )
+    raise ValueError(f"{root} holds several data sets {found}; pass name= (--name) to pick one")
+
+
+def load_samples(
+    root: str | Path,
+    split: str,
+    *,
+    name: str | None = None,
+    accurate_ratio: float | None = None,
+    seed: int = 0,
+    split_file: str | Path | None = None,
+    check_files: bool = True,
+) -> list[Sample]:
+    """Samples of one split, with the WREL weak split applied to ``train``.
+
+    Args:
+        root: data root (refer layout, or a RefSegRS / RISBench folder).
+        split: split name (``train``, ``val``, ``test``).
+        name: refer data set folder; auto-detected when ``root`` holds exactly one.
+        accurate_ratio: share rho of train expressions kept accurate; None keeps the texts
+            as in the file. Ignored for splits other than ``train``.
+        seed: seed of the weak split.
+        split_file: a published refs pickle (a weak split) to use as-is instead of the
+            data set's own ``refs(unc).p``.
+        check_files: check that every image exists and every mask is non-empty.
+
+    Raises:
+        FileNotFoundError: the root, a refs/instances file or an image is missing.
+        ValueError: unknown split, duplicate ids, dangling refs, empty masks, bad options.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} does not exist; check --data")
+    if split_file is not None and accurate_ratio is not None:
+        raise ValueError("pass either split_file (a published split) or accurate_ratio, not both")
+    ratio = accurate_ratio if split == "train" else None
+    if (root / f"output_phrase_{split}.txt").is_file() and name is None:
+        from wrel.data.refsegrs import load_refsegrs_samples
+
+        if split_file is not None:
+            raise ValueError("split_file applies to the refer layout, not to RefSegRS folders")
+        samples = load_refsegrs_samples(root, split, check_files=check_files)
+        return _apply_ratio(samples, ratio, seed)
+    from wrel.data.refer_samples import refer_samples
+
+    return refer_samples(root, _dataset_name(root, name), split, ratio, seed, split_file,
+                         check_files=check_files)  # fmt: skip
+
+
+def _apply_ratio(samples: list[Sample], ratio: float | None, seed: int) -> list[Sample]:
+    from dataclasses import replace
+
+    from wrel.data.splits import select_weak_ids
+
+    if ratio is None or not samples:
+        return samples
+    ids = {c: i for i, c in enumerate(sorted({s.category for s in samples}))}
+    refs = [
+        {"ref_id": s.sample_id, "category_id": ids[s.category], "split": "train"} for s in samples
+    ]
+    weak = select_weak_ids(refs, ratio, seed)
+    return [
+        replace(s, text=s.category, quality="weak") if s.sample_id in weak else s for s in samples
+    ]
+
+
+class RefSegDataset(Dataset[dict[str, Any]]):
+    """Images, masks and texts of ``samples`` at the model's input size.
+
+    Args:
+        samples: from :func:`load_samples`.
+        image_size: model input ``(H, W)``; any size, not only square.
+        hflip_prob: probability of a horizontal flip; "left" and "right" in the text are
+            swapped with it. 0 (the WREL recipe) disables it.
+        seed: seed of the flips; a flip depends on ``(seed, epoch, index)`` only, so it is the
+            same in every worker process (call :meth:`set_epoch` to vary it per epoch).
+
+    Items are dicts: ``image`` float32 ``(3, H, W)`` ImageNet-normalised, ``mask`` int64
+    ``(H, W)`` in {0, 1} (nearest resize), ``text``, ``sample_id``, ``quality``, ``category``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        image_size: tuple[int, int] = (480, 480),
+        hflip_prob: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= hflip_prob <= 1.0:
+            raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob}")
+        height, width = (int(v) for v in image_size)
+        if height < 1 or width < 1:
+            raise ValueError(f"image_size must be two positive ints (H, W), got {image_size!r}")
+        self.samples = list(samples)
+        self.image_size = (height, width)
+        self.hflip_prob = float(hflip_prob)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Vary the random flips with the epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = read_rgb(sample.image_path)
+        mask = sample.read_mask()
+        if mask.shape != image.shape[:2]:
+            raise ValueError(
+                f"sample {sample.sample_id}: mask size {mask.shape} differs from image "
+                f"{sample.image_path} size {image.shape[:2]}; fix height/width or the mask file"
+            )
+        if not mask.any():
+            raise ValueError(
+                f"sample {sample.sample_id} ({sample.image_path}) has an empty mask; fix or "
+                "remove it"
+            )
+        text = sample.text
+        if self.hflip_prob > 0.0:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            if rng.random() < self.hflip_prob:
+                image, mask, text = hflip_sample(image, mask, text)
+        image = resize_rgb(image, self.image_size)
+        mask = resize_mask(mask, self.image_size)
+        return {
+            "image": normalize_image(image),  # (3, H, W)
+            "mask": torch.from_numpy(mask.astype(np.int64)),  # (H, W)
+            "text": text,
+            "sample_id": sample.sample_id,
+            "quality": sample.quality,
+            "category": sample.category,
+        }
+
+
+def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch dataset items: ``image (B, 3, H, W)``, ``mask (B, H, W)``, ``sample_id (B,)``
+    int64, ``is_weak (B,)`` bool, and lists ``text``, ``quality``, ``category``."""
+    if not items:
+        raise ValueError("collate_samples got an empty batch")
+    quality = [item["quality"] for item in items]
+    return {
+        "image": torch.stack([item["image"] for item in items]),
+        "mask": torch.stack([item["mask"] for item in items]),
+        "text": [item["text"] for item in items],
+        "sample_id": torch.tensor([int(item["sample_id"]) for item in items], dtype=torch.int64),
+        "is_weak": torch.tensor([q == "weak" for q in quality], dtype=torch.bool),
+        "quality": quality,
+        "category": [item["category"] for item in items],
+    }
