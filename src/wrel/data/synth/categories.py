@@ -84,8 +84,8 @@ CATEGORY_SPECS: dict[str, CategorySpec] = {
     spec.name: spec
     for spec in [
         # Vehicles stay at least 4 px wide at size 128 (width >= 6.5 * 0.62) so that a
-        # 1/4-resolution decoder still sees them.
-        CategorySpec("vehicle", "car", (6.5, 9.0), (0.62, 0.7),
+        # 1/4-resolution decoder still sees them; the longest are trucks.
+        CategorySpec("vehicle", "car", (6.5, 11.0), (0.62, 0.7),
                      ("white", "black", "red", "blue", "grey"), 1.0),
         CategorySpec("storagetank", "tank", (7.0, 17.0), (1.0, 1.0), ("white", "grey"), 2.0),
         CategorySpec("airplane", "plane", (13.0, 22.0), (1.0, 1.0), ("white", "grey"), 1.0),

@@ -35,6 +35,12 @@ _FAR_SIDE = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottom
 _NEAR_WORDS = ["next to", "beside", "near", "close to"]
 _COLOUR_WORDS = {"grey": "gray"}  # RRSIS-D spells it "gray"
 _PAIRABLE = ("position", "colour", "next_to")  # conjunctions read naturally in any order
+# Preference among the kinds that single out a target. Extremes are verifiable for most targets
+# and relations for few, so rarer kinds are favoured to keep every kind frequent.
+_KIND_WEIGHTS = {
+    "position": 1.0, "extreme": 0.6, "size": 2.0, "colour": 1.0, "next_to": 3.0,
+    "combination": 1.0,
+}  # fmt: skip
 
 
 def candidate_attributes(target: Instance, instances: list[Instance]) -> list[dict[str, Any]]:
@@ -53,8 +59,8 @@ def choose_attributes(
 ) -> dict[str, Any] | None:
     """Pick a verified attribute combination that singles out the target, or ``None``.
 
-    Kinds (position, extreme, size, colour, relation, combination) are drawn uniformly among
-    those with at least one verified option, so every kind stays frequent. A target that is the
+    A kind (position, extreme, size, colour, relation, combination) is drawn among those with
+    at least one verified option (weighted by ``_KIND_WEIGHTS``), then one option of that kind. A target that is the
     only instance of its class may be referred to by its class alone (``{}``) as a last resort.
     """
     target = instances[target_index]
@@ -82,7 +88,8 @@ def choose_attributes(
         )
         return {} if alone else None
     kinds = sorted(by_kind)
-    options = by_kind[kinds[int(rng.integers(len(kinds)))]]
+    weights = np.array([_KIND_WEIGHTS[k] for k in kinds])
+    options = by_kind[kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]]
     return dict(options[int(rng.integers(len(options)))])
 
 
