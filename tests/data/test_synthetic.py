@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +12,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from wrel.config import from_dict
+from wrel.data.refer import load_refs
 from wrel.data.synth.geometry import Instance, singles_out
-from wrel.data.synth.stats import benchmark_stats, load_refs
+from wrel.data.synth.stats import benchmark_stats
 from wrel.data.synthetic import RRSISD_CATEGORY_IDS, SynthConfig, generate_benchmark
 
 TINY = {"image_size": 64, "num_train": 24, "num_val": 4, "num_test": 4, "seed": 7}
@@ -161,13 +160,6 @@ def test_config_errors(data: dict, match: str) -> None:
         from_dict(SynthConfig, data)
 
 
-def test_refs_reader_refuses_code(tmp_path: Path) -> None:
-    path = tmp_path / "refs(unc).p"
-    path.write_bytes(pickle.dumps([{"ref_id": 1, "bad": Counter()}]))
-    with pytest.raises(pickle.UnpicklingError, match="plain types"):
-        load_refs(path)
-
-
 def _inst(category: str, colour: str, cx: float, cy: float, side: float = 6.0) -> Instance:
     box = (cx - side / 2, cy - side / 2, side, side)
     return Instance(category, colour, cx, cy, side * side, box)
@@ -201,3 +193,17 @@ def test_verification_margins() -> None:
         128,
     )
     assert singles_out({}, 2, scene, 128) and not singles_out({}, 0, scene, 128)
+
+
+def test_loads_as_samples(bench: Path) -> None:
+    """The refer-layout output is what the sample loader reads (weak text = class name)."""
+    dataset = pytest.importorskip("wrel.data.dataset")
+    samples = dataset.load_samples(bench, "train", accurate_ratio=0.5, seed=0)
+    _, _, attributes = _load(bench)
+    assert {s.quality for s in samples} == {"accurate", "weak"}
+    for s in samples:
+        info = attributes[str(s.sample_id)]
+        assert s.category == info["class_name"]
+        assert s.text == (info["expression"] if s.quality == "accurate" else info["class_name"])
+    item = dataset.RefSegDataset(samples[:1], image_size=(64, 64))[0]
+    assert item["mask"].shape == (64, 64) and int(item["mask"].sum()) > 0

@@ -72,7 +72,7 @@ def render_preview(
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, metadata={"Software": None})
+    fig.savefig(out, dpi=90, metadata={"Software": None})
     plt.close(fig)
     logger.info("wrote preview of %d samples to %s", len(picks), out)
     return out

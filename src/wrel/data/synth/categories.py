@@ -66,7 +66,8 @@ class CategorySpec:
         colours: colour names the class is drawn in; more than one enables colour expressions.
         height: shadow length in pixels at size 128 (0: flat, no shadow).
         on_water: placed on water (a scene holding such a class always has water).
-        spans_water: both ends should rest on land (bridges).
+        land_anchor: which part of a water object rests on land: ``"ends"`` (bridges span
+            the water) or ``"base"`` (harbours line the shore); ``""``: none.
     """
 
     name: str
@@ -76,7 +77,7 @@ class CategorySpec:
     colours: tuple[str, ...]
     height: float = 1.0
     on_water: bool = False
-    spans_water: bool = False
+    land_anchor: str = ""
 
 
 # fmt: off
@@ -102,9 +103,9 @@ CATEGORY_SPECS: dict[str, CategorySpec] = {
         CategorySpec("chimney", "disc", (4.0, 6.0), (1.0, 1.0), ("grey", "red"), 12.0),
         # Bridges are long enough to span a river from bank to bank.
         CategorySpec("bridge", "rect", (32.0, 50.0), (0.1, 0.14), ("grey", "white"), 1.0,
-                     on_water=True, spans_water=True),
+                     on_water=True, land_anchor="ends"),
         CategorySpec("harbor", "comb", (16.0, 26.0), (0.45, 0.6), ("grey", "white"), 0.5,
-                     on_water=True),
+                     on_water=True, land_anchor="base"),
     ]
 }
 # fmt: on

@@ -107,13 +107,30 @@ def _candidate_centre(
     return rng.uniform(radius + 1, size - radius - 1, size=2)
 
 
-def _spans(centre: Array, length: float, angle: float, water: Array, both: bool) -> bool:
-    """Whether the ends of a bridge rest on land (both, or at least one when ``both`` is false)."""
+def _anchored(
+    spec: CategorySpec,
+    centre: Array,
+    length: float,
+    width: float,
+    angle: float,
+    water: Array,
+    strict: bool,
+) -> bool:
+    """Whether a water object rests on land as ``spec.land_anchor`` asks.
+
+    Bridges need both ends on land (one when not ``strict``); harbours need their base on land
+    (any placement when not ``strict``).
+    """
     size = water.shape[0]
-    half = 0.5 * length * np.array([np.cos(angle), np.sin(angle)])
-    ends = np.clip(np.stack([centre - half, centre + half]).astype(int), 0, size - 1)
-    on_land = ~water[ends[:, 1], ends[:, 0]]
-    return bool(on_land.all() if both else on_land.any())
+    along = np.array([np.cos(angle), np.sin(angle)])
+    across = np.array([-np.sin(angle), np.cos(angle)])
+    if spec.land_anchor == "ends":
+        points = np.stack([centre - 0.5 * length * along, centre + 0.5 * length * along])
+    else:
+        points = (centre - (0.5 * width + 1.0) * across)[None]
+    points = np.clip(points.astype(int), 0, size - 1)
+    on_land = ~water[points[:, 1], points[:, 0]]
+    return bool(on_land.all() if strict else (on_land.any() or spec.land_anchor == "base"))
 
 
 def _place(
@@ -138,7 +155,8 @@ def _place(
         on_water = bool(water[int(centre[1]), int(centre[0])])
         if on_water != (spec.on_water and water.any()):
             continue
-        if spec.spans_water and not _spans(centre, length, angle, water, attempt < _MAX_TRIES // 2):
+        strict = attempt < _MAX_TRIES // 2
+        if spec.land_anchor and not _anchored(spec, centre, length, width, angle, water, strict):
             angle = rng.uniform(0.0, np.pi)
             continue
         y0, x0, mask, colours = _patch(spec, centre, length, width, angle, rgb)

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wrel.data.refer import load_refs
 from wrel.data.synth.writer import DATASET_NAME
 
-__all__ = ["benchmark_stats", "format_stats", "load_refs", "read_benchmark"]
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Reads pickles of plain lists / dicts / str / int only: every global is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: refs files may hold plain types only"
-        )
-
-
-def load_refs(path: Path) -> list[dict[str, Any]]:
-    """Read a ``refs(unc).p`` file of plain types without running any code from it."""
-    refs = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
-    if not isinstance(refs, list):
-        raise ValueError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
-    return refs
+__all__ = ["benchmark_stats", "format_stats", "read_benchmark"]
 
 
 def read_benchmark(root: str | Path) -> dict[str, Any]:
