@@ -71,14 +71,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return _pil_to_rgb(img)
-    except UnidentifiedImageError:
+    except UnidentifiedImageError as err:
+        reason: Exception = err
         if path.suffix.lower() in (".tif", ".tiff"):
             try:
                 return _rasterio_rgb(path)
-            except Exception as rio_err:  # noqa: BLE001 - any reader failure is the same user error
-                err = rio_err  # type: ignore[assignment]
+            except Exception as rio_err:  # any reader failure is the same user error
+                reason = rio_err
         raise ValueError(
-            f"image {path} is not a readable image ({err}); re-export it as PNG/JPEG/TIFF"
+            f"image {path} is not a readable image ({reason}); re-export it as PNG/JPEG/TIFF"
         ) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(
