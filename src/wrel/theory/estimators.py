@@ -1,0 +1,253 @@
+"""Estimators for the terms of the bound: ``Delta`` from paired per-sample losses, ``eps`` fits.
+
+Inputs are per-sample losses in [0, 1], typically ``1 - IoU`` from
+``wrel.evaluation.Evaluator.per_sample()`` of the same checkpoint scored twice on data that has
+both expression kinds (the embedded benchmark): once with the accurate expressions, once with
+the class names. Everything is numpy; randomness comes in as a seed or ``np.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DeltaEstimate",
+    "EpsFit",
+    "GapEstimate",
+    "estimate_delta",
+    "fit_eps",
+    "losses_from_counts",
+    "paired_losses",
+]
+
+Record = tuple[int | None, str | None, int, int]  # (sample_id, category, I, U)
+
+
+def losses_from_counts(
+    inter: Sequence[int] | np.ndarray, union: Sequence[int] | np.ndarray, empty_score: float = 0.0
+) -> np.ndarray:
+    """Per-sample loss ``1 - IoU`` in [0, 1] (IoU = ``empty_score`` where ``U = 0``); ``(N,)``."""
+    i = np.asarray(inter, dtype=np.float64)
+    u = np.asarray(union, dtype=np.float64)
+    iou = np.where(u > 0, i / np.maximum(u, 1.0), float(empty_score))
+    return 1.0 - iou
+
+
+def paired_losses(
+    accurate: Sequence[Record], weak: Sequence[Record], empty_score: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Align two ``Evaluator.per_sample()`` lists of one checkpoint by sample id.
+
+    Args:
+        accurate: records scored with the accurate expressions.
+        weak: records of the same samples scored with the class names.
+        empty_score: IoU credited to empty-vs-empty samples (the evaluation protocol's).
+
+    Returns:
+        ``(loss_accurate (N,), loss_weak (N,), sample_ids (N,))`` sorted by sample id.
+
+    Raises:
+        ValueError: when ids are missing or the two lists cover different samples.
+    """
+
+    def by_id(records: Sequence[Record], name: str) -> dict[int, tuple[int, int]]:
+        out: dict[int, tuple[int, int]] = {}
+        for sid, _, i, u in records:
+            if sid is None:
+                raise ValueError(f"{name} records lack sample ids; pass sample_ids to update()")
+            out[int(sid)] = (int(i), int(u))
+        return out
+
+    acc, wk = by_id(accurate, "accurate"), by_id(weak, "weak")
+    if acc.keys() != wk.keys():
+        only = sorted(acc.keys() ^ wk.keys())[:5]
+        raise ValueError(f"accurate and weak records cover different samples (e.g. ids {only})")
+    ids = np.array(sorted(acc), dtype=np.int64)
+    a = np.array([acc[s] for s in ids.tolist()], dtype=np.int64).reshape(-1, 2)
+    w = np.array([wk[s] for s in ids.tolist()], dtype=np.int64).reshape(-1, 2)
+    return (
+        losses_from_counts(a[:, 0], a[:, 1], empty_score),
+        losses_from_counts(w[:, 0], w[:, 1], empty_score),
+        ids,
+    )
+
+
+@dataclass(frozen=True)
+class GapEstimate:
+    """``|R - R_w|`` of one hypothesis with a confidence interval.
+
+    Attributes:
+        risk: empirical accurate risk ``hat R``.
+        risk_weak: empirical class-name risk ``hat R_w``.
+        gap: ``|hat R - hat R_w|``.
+        ci_low: lower confidence limit of ``|R - R_w|``.
+        ci_high: upper confidence limit of ``|R - R_w|``.
+    """
+
+    risk: float
+    risk_weak: float
+    gap: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class DeltaEstimate:
+    """``max_k |R_k - R_w,k|`` over the hypotheses (checkpoints) given.
+
+    Attributes:
+        delta_hat: the largest empirical gap.
+        lower: simultaneous lower confidence limit of the largest true gap.
+        upper: simultaneous upper confidence limit of the largest true gap.
+        argmax: index of the hypothesis with the largest empirical gap.
+        gaps: one :class:`GapEstimate` per hypothesis.
+        method: ``"bootstrap"`` or ``"hoeffding"``.
+        confidence: joint coverage of the intervals (Bonferroni over hypotheses).
+        num_samples: samples per hypothesis.
+    """
+
+    delta_hat: float
+    lower: float
+    upper: float
+    argmax: int
+    gaps: list[GapEstimate]
+    method: str
+    confidence: float
+    num_samples: int
+
+
+def _abs_interval(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interval for ``|D|`` from an interval ``[lo, hi]`` for ``D``."""
+    straddles = (lo <= 0) & (hi >= 0)
+    low = np.where(straddles, 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+    return low, np.maximum(np.abs(lo), np.abs(hi))
+
+
+def _check_losses(loss_accurate: np.ndarray, loss_weak: np.ndarray) -> tuple[np.ndarray, ...]:
+    la = np.atleast_2d(np.asarray(loss_accurate, dtype=np.float64))
+    lw = np.atleast_2d(np.asarray(loss_weak, dtype=np.float64))
+    if la.shape != lw.shape or la.ndim != 2 or la.shape[1] == 0:
+        raise ValueError(
+            f"loss arrays must both be (K, N) with N > 0 (or (N,)), got {la.shape} and {lw.shape}"
+        )
+    if la.min() < 0 or la.max() > 1 or lw.min() < 0 or lw.max() > 1:
+        raise ValueError("per-sample losses must lie in [0, 1] (use 1 - IoU)")
+    return la, lw
+
+
+def estimate_delta(
+    loss_accurate: np.ndarray,
+    loss_weak: np.ndarray,
+    *,
+    method: str = "bootstrap",
+    confidence: float = 0.95,
+    num_bootstrap: int = 2000,
+    rng: np.random.Generator | int | None = 0,
+) -> DeltaEstimate:
+    """Estimate ``Delta`` as the largest paired gap ``|R_k - R_w,k|`` over K hypotheses.
+
+    Args:
+        loss_accurate: per-sample losses with accurate expressions, ``(K, N)`` or ``(N,)``.
+        loss_weak: the same samples' losses with class-name expressions, same shape.
+        method: ``"bootstrap"`` (paired percentile bootstrap, resampling samples jointly for
+            every hypothesis) or ``"hoeffding"`` (distribution-free: a paired difference lies
+            in [-1, 1], half-width ``sqrt(2 log(2 K / alpha) / N)``).
+        confidence: joint coverage ``1 - alpha``; each hypothesis gets ``alpha / K``.
+        num_bootstrap: bootstrap replicates.
+        rng: seed or generator for the bootstrap.
+
+    Returns:
+        The :class:`DeltaEstimate`.
+    """
+    _check_prob_open(confidence)
+    la, lw = _check_losses(loss_accurate, loss_weak)
+    num_hyp, n = la.shape
+    diff = la - lw  # (K, N)
+    mean = diff.mean(axis=1)  # (K,)
+    alpha = (1.0 - confidence) / num_hyp
+    if method == "hoeffding":
+        half = math.sqrt(2.0 * math.log(2.0 / alpha) / n)
+        lo, hi = mean - half, mean + half
+    elif method == "bootstrap":
+        gen = np.random.default_rng(rng)
+        weights = gen.multinomial(n, np.full(n, 1.0 / n), size=num_bootstrap)  # (B, N)
+        boot = diff @ weights.T / n  # (K, B) resampled mean differences
+        lo = np.quantile(boot, alpha / 2.0, axis=1)
+        hi = np.quantile(boot, 1.0 - alpha / 2.0, axis=1)
+    else:
+        raise ValueError(f"method {method!r} is not 'bootstrap' or 'hoeffding'")
+    low, high = _abs_interval(lo, hi)
+    low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+    gaps = [
+        GapEstimate(float(a), float(w), float(abs(m)), float(lo_), float(hi_))
+        for a, w, m, lo_, hi_ in zip(la.mean(1), lw.mean(1), mean, low, high, strict=True)
+    ]
+    k = int(np.argmax(np.abs(mean)))
+    return DeltaEstimate(
+        delta_hat=float(abs(mean[k])),
+        lower=float(low.max()),
+        upper=float(high.max()),
+        argmax=k,
+        gaps=gaps,
+        method=method,
+        confidence=confidence,
+        num_samples=n,
+    )
+
+
+def _check_prob_open(value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EpsFit:
+    """Least-squares fit ``eps(n) = c / sqrt(n)`` to measured generalisation gaps.
+
+    Attributes:
+        c: the fitted constant.
+        sample_sizes: the training-set sizes measured.
+        gaps: the measured ``|val risk - train risk|`` at each size.
+    """
+
+    c: float
+    sample_sizes: tuple[float, ...]
+    gaps: tuple[float, ...]
+
+    def at(self, n: float) -> float:
+        """The fitted ``eps`` at ``n`` samples."""
+        if not n > 0:
+            raise ValueError(f"sample size must be positive, got {n!r}")
+        return self.c / math.sqrt(n)
+
+    @property
+    def residual_rms(self) -> float:
+        """Root-mean-square residual of the fit (in loss units)."""
+        pred = np.array([self.at(n) for n in self.sample_sizes])
+        return float(np.sqrt(np.mean((np.asarray(self.gaps) - pred) ** 2)))
+
+
+def fit_eps(sample_sizes: Sequence[float], gaps: Sequence[float]) -> EpsFit:
+    """Fit ``c / sqrt(n)`` through measured gaps (no intercept): ``c = sum g x / sum x^2``.
+
+    Args:
+        sample_sizes: training-set sizes ``n_j`` (positive).
+        gaps: ``|R_val - R_train|`` of the model trained on ``n_j`` samples (losses in [0, 1]).
+
+    Note:
+        This is an empirical proxy: the gap at the trained model is at most the uniform
+        deviation ``sup_h |R - hat R|``, so the fit can under-estimate ``eps_n``.
+    """
+    x = np.asarray(sample_sizes, dtype=np.float64)
+    g = np.abs(np.asarray(gaps, dtype=np.float64))
+    if x.shape != g.shape or x.size == 0 or (x <= 0).any():
+        raise ValueError(
+            f"need one gap per positive sample size, got sizes {list(x)} and gaps {list(g)}"
+        )
+    inv = 1.0 / np.sqrt(x)
+    c = float(np.dot(g, inv) / np.dot(inv, inv))
+    return EpsFit(c=c, sample_sizes=tuple(x.tolist()), gaps=tuple(g.tolist()))
