@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -16,6 +17,15 @@ from wrel.data.synth.writer import DATASET_NAME
 __all__ = ["render_preview"]
 
 logger = logging.getLogger(__name__)
+
+
+def _draw_panel(ax: Any, image: np.ndarray, mask: np.ndarray, info: dict[str, Any]) -> None:
+    """One panel: image ``(H, W, 3)``, target outline from ``mask`` ``(H, W)``, texts."""
+    ax.imshow(image, interpolation="nearest")
+    ax.contour(mask, levels=[0.5], colors="yellow", linewidths=1.2)
+    title = "\n".join(textwrap.wrap(f"\u201c{info['expression']}\u201d", 34))
+    count = info["num_same_class"]
+    ax.set_title(f"{title}\nclass: {info['class_name']} (\u00d7{count})", fontsize=8)
 
 
 def render_preview(
@@ -41,10 +51,7 @@ def render_preview(
     Returns:
         The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     if n < 1:
         raise ValueError(f"n={n}: the preview needs at least one sample")
@@ -55,24 +62,18 @@ def render_preview(
     picks = [refs[int(i)] for i in np.linspace(0, len(refs) - 1, min(n, len(refs)))]
     anns = {a["id"]: a for a in data["instances"]["annotations"]}
     rows = -(-len(picks) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(3.0 * columns, 3.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     image_dir = Path(root) / "images" / DATASET_NAME / "JPEGImages"
     for ax, ref in zip(axes.ravel(), picks, strict=False):
-        info = data["attributes"][str(ref["ref_id"])]
-        image = np.asarray(Image.open(image_dir / ref["file_name"]).convert("RGB"))
         mask = mask_utils.decode(anns[ref["ann_id"]]["segmentation"])  # (H, W) uint8
-        ax.imshow(image, interpolation="nearest")
-        ax.contour(mask, levels=[0.5], colors="yellow", linewidths=1.2)
-        title = "\n".join(textwrap.wrap(f"\u201c{info['expression']}\u201d", 34))
-        ax.set_title(
-            f"{title}\nclass: {info['class_name']} (\u00d7{info['num_same_class']})", fontsize=8
-        )
+        image = Image.open(image_dir / ref["file_name"]).convert("RGB")
+        _draw_panel(ax, np.asarray(image), mask, data["attributes"][str(ref["ref_id"])])
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90, metadata={"Software": None})
-    plt.close(fig)
     logger.info("wrote preview of %d samples to %s", len(picks), out)
     return out

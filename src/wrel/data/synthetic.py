@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -71,6 +72,29 @@ def _records(
         yield from pool.imap(partial(_build, config), tasks, chunksize=8)
 
 
+def _prepare_output(root: Path, overwrite: bool) -> None:
+    ann_dir, image_dir = root / DATASET_NAME, root / "images" / DATASET_NAME
+    if ann_dir.exists() or image_dir.exists():
+        if not overwrite:
+            raise ValueError(
+                f"{ann_dir} already exists; choose another root or pass overwrite=True "
+                "(`wrel data synth --overwrite`)"
+            )
+        shutil.rmtree(ann_dir, ignore_errors=True)
+        shutil.rmtree(image_dir, ignore_errors=True)
+
+
+def _meta(config: SynthConfig, writer: BenchmarkWriter, counts: tuple[int, ...]) -> dict:
+    """meta.json: what produced the files (no timestamps, so that the bytes are reproducible)."""
+    refs = Counter(r["split"] for r in writer.refs)
+    return {
+        "generator": "wrel.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "config": to_dict(config),
+        "splits": {s: {"images": counts[i], "refs": refs[s]} for i, s in enumerate(SPLITS)},
+    }
+
+
 def generate_benchmark(
     root: str | Path,
     config: SynthConfig | None = None,
@@ -94,15 +118,7 @@ def generate_benchmark(
     config = config or SynthConfig()
     config.validate()
     root = Path(root)
-    ann_dir, image_dir = root / DATASET_NAME, root / "images" / DATASET_NAME
-    if ann_dir.exists() or image_dir.exists():
-        if not overwrite:
-            raise ValueError(
-                f"{ann_dir} already exists; choose another root or pass overwrite=True "
-                "(`wrel data synth --overwrite`)"
-            )
-        shutil.rmtree(ann_dir, ignore_errors=True)
-        shutil.rmtree(image_dir, ignore_errors=True)
+    _prepare_output(root, overwrite)
     counts = (config.num_train, config.num_val, config.num_test)
     tasks = [(s, i) for s, n in enumerate(counts) for i in range(n)]
     writer = BenchmarkWriter(root, list(config.categories))
@@ -112,18 +128,6 @@ def generate_benchmark(
         disable=not progress,
     ):  # fmt: skip
         writer.add(SPLITS[split_index], record, config.image_size)
-    meta: dict[str, object] = {
-        "generator": "wrel.data.synthetic",
-        "version": GENERATOR_VERSION,
-        "config": to_dict(config),
-    }
-    meta["splits"] = {
-        split: {
-            "images": counts[s],
-            "refs": sum(r["split"] == split for r in writer.refs),
-        }
-        for s, split in enumerate(SPLITS)
-    }
-    out = writer.close(meta)
+    out = writer.close(_meta(config, writer, counts))
     logger.info("wrote %d images, %d refs to %s", len(writer.images), len(writer.refs), out)
     return out
