@@ -88,7 +88,10 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_mask_file(path: str | Path) -> np.ndarray:
-    """Read a mask image as ``(H, W)`` uint8 in {0, 1} (any nonzero pixel is foreground)."""
+    """Read a mask image as ``(H, W)`` uint8 in {0, 1}.
+
+    Masks stored as {0, 1} use nonzero as foreground; others (0/255, JPEG) use half their maximum.
+    """
     from PIL import Image
 
     path = Path(path)
@@ -102,7 +105,8 @@ def read_mask_file(path: str | Path) -> np.ndarray:
         raise ValueError(f"mask {path} is unreadable or truncated ({err}); re-export it") from err
     if array.ndim == 3:
         array = array[:, :, :3].max(axis=2)  # (H, W, C) -> (H, W); alpha is not foreground
-    return (array > 0).astype(np.uint8)
+    top = int(array.max(initial=0))
+    return (array > (0 if top <= 1 else top // 2)).astype(np.uint8)
 
 
 def _to_rle(segmentation: Any, height: int, width: int) -> Any:

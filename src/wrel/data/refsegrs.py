@@ -4,7 +4,7 @@ Accepted layout::
 
     <root>/output_phrase_<split>.txt   one sample a line: "<image_index> <phrase words...>"
     <root>/images/<image_index>.<ext>  the image (.tif, .tiff, .png, .jpg, .jpeg, .bmp)
-    <root>/masks/<image_index>.<ext>   its target mask, any nonzero pixel is foreground
+    <root>/masks/<image_index>.<ext>   its target mask ({0, 1} or 0/255)
 
 Blank lines and lines starting with ``#`` are skipped. The sample id is the image index when it
 is an integer, else a stable CRC32 of it; ids must be unique within a split. The files carry no
