@@ -98,7 +98,7 @@ def apply_weak_split(
         ValueError: a weak ref's category has no name, or an id is not in ``refs``.
     """
     weak = set(weak_ids)
-    out = copy.deepcopy(list(refs))
+    out: list[dict[str, Any]] = [copy.deepcopy(dict(r)) for r in refs]
     found = set()
     for ref in out:
         if ref["ref_id"] not in weak:
