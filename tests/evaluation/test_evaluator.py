@@ -68,6 +68,15 @@ def test_string_protocol_logits_and_resizing() -> None:
     assert ev_orig.per_sample() == [(None, None, 32, 32)]
 
 
+def test_numpy_and_tensor_ids_inputs() -> None:
+    pred, gt = _random_batch(2, batch=3)
+    ev, ref = Evaluator(), Evaluator()
+    ev.update(pred.numpy(), gt.numpy().astype("int64"), sample_ids=torch.tensor([4, 5, 6]))
+    ref.update(pred, gt, sample_ids=[4, 5, 6])
+    assert ev.per_sample() == ref.per_sample()
+    assert [r[0] for r in ev.per_sample()] == [4, 5, 6]
+
+
 def test_reset_merge_and_errors() -> None:
     pred, gt = _random_batch(1)
     a, b, whole = Evaluator(), Evaluator(), Evaluator()
@@ -79,6 +88,8 @@ def test_reset_merge_and_errors() -> None:
         a.merge(Evaluator("original"))
     with pytest.raises(ValueError, match="categories"):
         a.update(pred, gt, ["x"])
+    with pytest.raises(ValueError, match="non-negative"):
+        a.update(pred[:1], gt[:1], sample_ids=[-3])
     a.reset()
     assert len(a) == 0 and a.compute()["num_samples"] == 0
 

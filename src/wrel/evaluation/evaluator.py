@@ -112,14 +112,13 @@ class Evaluator:
     ) -> torch.Tensor:
         if sample_ids is None:
             return torch.full((batch,), _NO_ID, dtype=torch.int64)
-        ids = (
-            torch.as_tensor(
-                np.asarray(sample_ids) if not isinstance(sample_ids, torch.Tensor) else sample_ids
-            )
-            .reshape(-1)
-            .to(torch.int64)
-            .cpu()
-        )
+        if isinstance(sample_ids, torch.Tensor):
+            ids = sample_ids.detach().cpu()
+        else:
+            ids = torch.from_numpy(np.asarray(list(sample_ids), dtype=np.int64))
+        ids = ids.reshape(-1).to(torch.int64)
+        if (ids < 0).any():
+            raise ValueError("sample_ids must be non-negative (e.g. ref ids)")
         if ids.numel() != batch:
             raise ValueError(f"update got {ids.numel()} sample_ids for a batch of {batch}")
         return ids

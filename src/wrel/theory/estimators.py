@@ -152,7 +152,10 @@ def estimate_delta(
 
     Args:
         loss_accurate: per-sample losses with accurate expressions, ``(K, N)`` or ``(N,)``.
-        loss_weak: the same samples' losses with class-name expressions, same shape.
+        loss_weak: the same samples' losses with class-name expressions, same shape. For the
+            bank version of the bound (docs/theory.md section 6) pass the losses of the weak
+            *training* samples with their class name + bank prompts, and as ``loss_accurate``
+            their losses with the hidden accurate expressions.
         method: ``"bootstrap"`` (paired percentile bootstrap, resampling samples jointly for
             every hypothesis) or ``"hoeffding"`` (distribution-free: a paired difference lies
             in [-1, 1], half-width ``sqrt(2 log(2 K / alpha) / N)``).
