@@ -102,6 +102,10 @@ def load_samples(
 ) -> list[Sample]:
     """Samples of one split, with the WREL weak split applied to ``train``.
 
+    One sample per ref (its first sentence when a ref has several, as RRSIS-D has one); the
+    quality of refs read plainly is "accurate" unless the file marks them weak (``raw`` is the
+    class name while ``sent`` differs, the published WREL format).
+
     Args:
         root: data root (refer layout, or a RefSegRS / RISBench folder).
         split: split name (``train``, ``val``, ``test``).
