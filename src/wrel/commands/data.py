@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import textwrap
 from pathlib import Path
 
 
@@ -36,7 +37,7 @@ def _add_split(data_subparsers: argparse._SubParsersAction) -> None:
     p = data_subparsers.add_parser(
         "split",
         help="build a WREL weak split (or import a published one) and print its counts",
-        description=(
+        description=textwrap.fill(
             "Build the WREL view of a refer-format data set: in the train split, a share "
             "1 - ACCURATE_RATIO of the expressions (stratified per category) is replaced by the "
             "class name, as in the published RRSIS-D splits. Writes a refs pickle of plain "
