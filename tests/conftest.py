@@ -30,3 +30,34 @@ def _torch_threads() -> None:
     except ImportError:  # pragma: no cover
         return
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+#: ``--set`` overrides that swap the default pretrained towers for tiny random ones.
+_TINY_MODEL_SETS = [
+    "model.backbone.name=tiny",
+    "model.backbone.pretrained=false",
+    "model.text.name=tiny",
+    "model.text.pretrained=false",
+    "model.decoder.dim=16",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny embedded benchmark (12 / 4 / 4 images at 32 px), rendered once per session.
+
+    Returns the data root (the folder holding ``synthetic/``).
+    """
+    from wrel.data.synth.config import SynthConfig
+    from wrel.data.synthetic import generate_benchmark
+
+    root = tmp_path_factory.mktemp("tiny_bench")
+    cfg = SynthConfig(image_size=32, num_train=8, num_val=2, num_test=2, refs_per_image=2)
+    generate_benchmark(root, cfg, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_sets() -> list[str]:
+    """``--set`` overrides that swap the default pretrained towers for tiny random ones."""
+    return list(_TINY_MODEL_SETS)

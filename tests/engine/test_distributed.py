@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
-from standin_model import install_standins  # noqa: E402
 
-
-def _cfg(out: Path, name: str):
+def _cfg(out: Path, name: str, data: Path, model_sets: list[str]):
     from wrel.experiment import build_experiment
 
     sets = [
@@ -25,18 +22,17 @@ def _cfg(out: Path, name: str):
         "train.progress=false",
         "data.image_size=16",
         "data.accurate_ratio=0.5",
-        f"data.root={out}",
+        f"data.root={data}",
         "train.device=cpu",
+        *model_sets,
     ]
-    if not os.environ.get("WREL_REAL_MODEL"):
-        sets.append("model.bn=false")  # per-rank BatchNorm statistics would differ by design
     cfg = build_experiment("lrb", assignments=sets)
     for stage in cfg.stages:
         stage.epochs = 1
     return cfg
 
 
-def _run_and_dump(out: Path, name: str, dump: Path) -> None:
+def _run_and_dump(out: Path, name: str, dump: Path, data: Path, model_sets: list[str]) -> None:
     from safetensors.torch import save_file
 
     from wrel.engine.trainer import Trainer
@@ -50,10 +46,10 @@ def _run_and_dump(out: Path, name: str, dump: Path) -> None:
             save_file(tensors, str(dump))
             return super()._finish(handover)
 
-    Probe(_cfg(out, name)).run()
+    Probe(_cfg(out, name, data, model_sets)).run()
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, data: str, sets: list[str]) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -62,8 +58,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    install_standins()
-    _run_and_dump(Path(out), "ddp", Path(out) / f"rank{rank}.safetensors")
+    _run_and_dump(Path(out), "ddp", Path(out) / f"rank{rank}.safetensors", Path(data), sets)
 
 
 def _free_port() -> int:
@@ -72,18 +67,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_rank_gloo_matches_single_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_two_rank_gloo_matches_single_process(
+    tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str], batch_norm: bool
+) -> None:
+    """Ranks end identical: bank, student weights and BatchNorm statistics (averaged over ranks).
+
+    Without BatchNorm a 2-rank step on the global batch equals a 1-process step, so the result
+    must match a single-process run; with BatchNorm each rank normalises its own half batch (as
+    plain DDP does on CPU, where SyncBatchNorm is unavailable), so only rank equality holds.
+    """
     from safetensors.torch import load_file
 
-    install_standins()
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    tiny_model_sets = [
+        *tiny_model_sets,
+        f"model.backbone.tiny_batch_norm={str(batch_norm).lower()}",
+    ]
+    args = (2, _free_port(), str(tmp_path), str(tiny_bench), tiny_model_sets)
+    mp.spawn(_worker, args=args, nprocs=2, join=True)
     r0, r1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     for key in r0:
         assert torch.equal(r0[key], r1[key]), f"{key} differs across ranks"
     assert (tmp_path / "ddp" / "final_metrics.json").is_file()
+    assert any("running_mean" in k for k in r0) == batch_norm
+    if batch_norm:
+        return
 
     torch.set_num_threads(1)
-    _run_and_dump(tmp_path, "single", tmp_path / "single.safetensors")
+    _run_and_dump(tmp_path, "single", tmp_path / "single.safetensors", tiny_bench, tiny_model_sets)
     single = load_file(str(tmp_path / "single.safetensors"))
     assert not torch.equal(single["bank.rows"], single["bank.rows"] * 0)
     assert torch.equal(single["bank.steps"], r0["bank.steps"])

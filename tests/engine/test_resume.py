@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
-from standin_model import install_standins  # noqa: E402
-
-install_standins()
-
-from wrel.experiment import build_experiment  # noqa: E402
+from wrel.experiment import build_experiment
 
 
-def _cfg(tmp_path: Path, name: str):
+@pytest.fixture
+def make_cfg(tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str]):
+    def make(name: str):
+        return _cfg(tmp_path, tiny_bench, tiny_model_sets, name)
+
+    return make
+
+
+def _cfg(tmp_path: Path, data: Path, model_sets: list[str], name: str):
     cfg = build_experiment(
         "lrb",
         assignments=[
@@ -29,7 +31,8 @@ def _cfg(tmp_path: Path, name: str):
             "train.checkpoint_every=2",
             "data.image_size=16",
             "data.accurate_ratio=0.5",
-            f"data.root={tmp_path}",
+            f"data.root={data}",
+            *model_sets,
         ],
     )
     for stage in cfg.stages:
@@ -46,11 +49,13 @@ def _final_state(run: Path) -> dict:
 @pytest.mark.parametrize(
     "crash_at", [5, 16]
 )  # mid stage 1; mid stage 3 (after a stage-2 -> 3 resume point)
-def test_resume_after_crash_matches_uninterrupted(tmp_path: Path, monkeypatch, crash_at) -> None:
+def test_resume_after_crash_matches_uninterrupted(
+    tmp_path: Path, make_cfg, monkeypatch, crash_at
+) -> None:
     from wrel.engine.trainer import train
     from wrel.methods.base import Stage
 
-    reference = train(_cfg(tmp_path, "ref"))
+    reference = train(make_cfg("ref"))
     calls = {"n": 0}
     stage_classes = [c for c in Stage.__subclasses__()] + [
         c for sub in Stage.__subclasses__() for c in sub.__subclasses__()
@@ -71,10 +76,10 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path: Path, monkeypatch, c
     for cls, original in originals.items():
         monkeypatch.setattr(cls, "training_step", crashing(original))
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tmp_path, "crash"))
+        train(make_cfg("crash"))
     for cls, original in originals.items():
         monkeypatch.setattr(cls, "training_step", original)
-    resumed = train(_cfg(tmp_path, "crash"), resume=True)
+    resumed = train(make_cfg("crash"), resume=True)
 
     assert resumed["test"] == reference["test"]
     ref_state, res_state = _final_state(tmp_path / "ref"), _final_state(tmp_path / "crash")
@@ -86,12 +91,12 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path: Path, monkeypatch, c
     assert [json.loads(x) for x in ref_log] == [json.loads(x) for x in res_log]
 
 
-def test_resume_without_checkpoint_or_with_other_config_fails(tmp_path: Path) -> None:
+def test_resume_without_checkpoint_or_with_other_config_fails(make_cfg) -> None:
     from wrel.engine.trainer import train
 
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        train(_cfg(tmp_path, "none"), resume=True)
-    cfg = _cfg(tmp_path, "done")
+        train(make_cfg("none"), resume=True)
+    cfg = make_cfg("done")
     train(cfg)
     cfg.train.seed = 5
     with pytest.raises(ValueError, match="differs"):

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
-from standin_model import install_standins  # noqa: E402
-
-STANDINS = install_standins()
-
-from wrel.experiment import build_experiment  # noqa: E402
+from wrel.experiment import build_experiment
 
 
-def tiny_experiment(tmp_path: Path, method: str, *extra: str):
+@pytest.fixture
+def tiny_experiment(tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str]):
+    def make(method: str, *extra: str):
+        return _tiny_experiment(tmp_path, tiny_bench, tiny_model_sets, method, *extra)
+
+    return make
+
+
+def _tiny_experiment(tmp_path: Path, data: Path, model_sets: list[str], method: str, *extra: str):
     sets = [
         f"train.output_dir={tmp_path / 'runs'}",
         "train.batch_size=4",
@@ -25,7 +27,8 @@ def tiny_experiment(tmp_path: Path, method: str, *extra: str):
         "train.progress=false",
         "train.log_every=1",
         "data.image_size=16",
-        f"data.root={tmp_path / 'data'}",
+        f"data.root={data}",
+        *model_sets,
         *extra,
     ]
     cfg = build_experiment(method, assignments=sets)
@@ -35,12 +38,12 @@ def tiny_experiment(tmp_path: Path, method: str, *extra: str):
 
 
 @pytest.mark.parametrize("method", ["only-accurate", "naive", "full", "lrb"])
-def test_train_end_to_end_every_method(tmp_path: Path, method: str) -> None:
+def test_train_end_to_end_every_method(tiny_experiment, method: str) -> None:
     from wrel.engine.trainer import train
 
-    result = train(tiny_experiment(tmp_path, method))
+    result = train(tiny_experiment(method))
     run = Path(result["run_dir"])
-    assert 0.0 <= result["test"]["mIoU"] <= 1.0
+    assert 0.0 <= result["test"]["mIoU"] <= 100.0
     assert json.loads((run / "final_metrics.json").read_text())["test"] == result["test"]
     assert json.loads((run / "config.json").read_text())["method"] == method
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -60,12 +63,14 @@ def test_unknown_config_key_and_method_fail(tmp_path: Path) -> None:
     assert [s.kind for s in build_experiment("lrb").stages] == ["supervised", "bank_init", "joint"]
 
 
-def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path: Path, monkeypatch) -> None:
+def test_non_finite_loss_stops_and_keeps_checkpoint(
+    tmp_path: Path, tiny_experiment, monkeypatch
+) -> None:
     from wrel.engine.trainer import train
     from wrel.methods.base import NonFiniteLossError
     from wrel.methods.supervised import SupervisedStage
 
-    cfg = tiny_experiment(tmp_path, "naive", "train.checkpoint_every=1")
+    cfg = tiny_experiment("naive", "train.checkpoint_every=1")
     cfg.stages[0].epochs = 2
     original = SupervisedStage.training_step
     calls = {"n": 0}
@@ -90,16 +95,16 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path: Path, monkeypatch)
     assert lines[-1]["event"] == "error"
 
 
-def test_existing_run_requires_resume(tmp_path: Path) -> None:
+def test_existing_run_requires_resume(tiny_experiment) -> None:
     from wrel.engine.trainer import train
 
-    cfg = tiny_experiment(tmp_path, "only-accurate")
+    cfg = tiny_experiment("only-accurate")
     train(cfg)
     with pytest.raises(ValueError, match="--resume"):
         train(cfg)
 
 
-def test_cli_train_then_eval(tmp_path: Path, capsys) -> None:
+def test_cli_train_then_eval(tmp_path: Path, tiny_bench: Path, tiny_model_sets, capsys) -> None:
     from wrel.cli import main
 
     rc = main(
@@ -108,7 +113,7 @@ def test_cli_train_then_eval(tmp_path: Path, capsys) -> None:
             "--method",
             "naive",
             "--data",
-            str(tmp_path / "d"),
+            str(tiny_bench),
             "--epochs",
             "1",
             "--output-dir",
@@ -121,15 +126,14 @@ def test_cli_train_then_eval(tmp_path: Path, capsys) -> None:
             "data.image_size=16",
             "--set",
             "train.progress=false",
+            *[x for kv in tiny_model_sets for x in ("--set", kv)],
             "--json",
         ]
     )
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     best = Path(result["run_dir"]) / "checkpoints" / "best"
-    assert (
-        main(["eval", str(best), "--data", str(tmp_path / "d"), "--json", "--device", "cpu"]) == 0
-    )
+    assert main(["eval", str(best), "--data", str(tiny_bench), "--json", "--device", "cpu"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["metrics"]["mIoU"] == pytest.approx(result["test"]["mIoU"])
     assert main(["train", "--method", "naive", "--set", "train.nope=1"]) == 2

@@ -27,6 +27,7 @@ __all__ = [
     "barrier",
     "shutdown",
     "ResumableSampler",
+    "average_buffers",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,11 @@ def init_distributed(device: torch.device) -> DistInfo:
 def ddp_wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], nn.Module]:
     """A function wrapping a module in DDP (identity in a single process).
 
+    On CUDA, BatchNorm layers become ``SyncBatchNorm`` (in place; same parameters and buffers,
+    so checkpoints are unchanged): a step on N ranks then equals a step on the global batch.
+    ``SyncBatchNorm`` does not run on CPU; there the stages call :func:`average_buffers` after
+    each student step so that running statistics stay identical on every rank.
+
     ``find_unused_parameters`` is on because the joint stage embeds tokens outside the forward
     and text towers may hold parameters that a given forward does not use.
     """
@@ -98,11 +104,41 @@ def ddp_wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], n
 
     def wrap(module: nn.Module) -> nn.Module:
         ids = [device.index] if device.type == "cuda" else None
+        if device.type == "cuda":
+            _convert_sync_bn_in_place(module)
         return nn.parallel.DistributedDataParallel(
             module, device_ids=ids, find_unused_parameters=True
         )
 
     return wrap
+
+
+def _convert_sync_bn_in_place(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(child)
+        if converted is not child:
+            setattr(module, name, converted)
+
+
+def average_buffers(module: nn.Module) -> None:
+    """Average the floating-point buffers (BatchNorm running statistics) over all ranks.
+
+    One all-reduce of the flattened buffers; a no-op in a single process. Integer buffers
+    (``num_batches_tracked``) advance identically on every rank and are left alone.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).float() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for b in buffers:
+        n = b.numel()
+        b.copy_(flat[offset : offset + n].view_as(b))
+        offset += n
 
 
 def barrier(info: DistInfo) -> None:

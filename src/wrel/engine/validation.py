@@ -23,14 +23,19 @@ def evaluate_model(
     amp: str = "none",
     progress: bool = False,
     desc: str = "eval",
+    per_sample: bool = False,
 ) -> dict[str, Any]:
     """Score ``model`` on every batch of ``loader`` with ``wrel.evaluation.Evaluator``.
 
     Predictions are the argmax of the 2-class logits at the network input resolution, against
-    the (nearest-resized) masks of the dataset.
+    the (nearest-resized) masks of the dataset. Every rank scores the whole loader (it is not
+    sharded), so nothing is gathered across ranks.
+
+    Args:
+        per_sample: also return ``"samples"``: ``[sample_id, category, I, U]`` per sample.
 
     Returns:
-        The evaluator's metrics dict (oIoU, mIoU, Prec@X, ...).
+        The evaluator's metrics dict (oIoU, mIoU, Prec@X in percent, per category, ...).
     """
     from wrel.evaluation import Evaluator
 
@@ -52,9 +57,14 @@ def evaluate_model(
                 attention_mask=attention_mask.to(device),
             )
         pred = out.logits.argmax(dim=1).bool().cpu()  # (B, H, W)
-        evaluator.update(pred, batch["mask"].bool(), list(batch["category"]))
+        evaluator.update(
+            pred, batch["mask"].bool(), list(batch["category"]), sample_ids=batch["sample_id"]
+        )
     model.train(was_training)
-    return dict(evaluator.compute())
+    metrics = dict(evaluator.compute(gather=False))
+    if per_sample:
+        metrics["samples"] = [list(row) for row in evaluator.per_sample()]
+    return metrics
 
 
 def metric_value(metrics: dict[str, Any], name: str) -> float:

@@ -182,9 +182,14 @@ class Stage(nn.Module):
     def optimizer_step(
         self, optimizer: torch.optim.Optimizer, loss: Tensor, params: Iterator[Tensor] | None
     ) -> None:
-        """zero_grad, backward, optional grad clipping, step."""
+        """zero_grad, backward, optional grad clipping, step; then, under torchrun on CPU, the
+        student's BatchNorm statistics are averaged over the ranks (identical on every rank)."""
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.grad_clip > 0 and params is not None:
             torch.nn.utils.clip_grad_norm_(list(params), self.cfg.optim.grad_clip)
         optimizer.step()
+        if self.ctx.device.type != "cuda":  # CUDA ranks use SyncBatchNorm instead
+            from wrel.engine.distributed import average_buffers
+
+            average_buffers(self.model)

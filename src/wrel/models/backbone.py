@@ -46,6 +46,8 @@ class BackboneConfig:
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     # tiny backbone only: channels of the four stages.
     tiny_channels: tuple[int, int, int, int] = (8, 16, 24, 32)
+    # tiny backbone only: BatchNorm in stage 0 (False: GroupNorm everywhere, no buffers).
+    tiny_batch_norm: bool = True
 
 
 class StagedBackbone(nn.Module):
@@ -105,12 +107,14 @@ def _conv_norm_relu(in_dim: int, out_dim: int, stride: int, batch_norm: bool) ->
 def build_tiny_backbone(cfg: BackboneConfig) -> StagedBackbone:
     """A randomly initialised 4-stage conv net (strides 4, 8, 16, 32) for fast tests.
 
-    Stage 0 uses BatchNorm, so the tiny model has running-statistics buffers like the real
-    backbones; deeper stages use GroupNorm so training on a batch of one 16-px image works.
+    Stage 0 uses BatchNorm (unless ``tiny_batch_norm`` is off), so the tiny model has
+    running-statistics buffers like the real backbones; deeper stages use GroupNorm so training
+    on a batch of one 16-px image works.
     """
     c = list(cfg.tiny_channels)
+    bn = cfg.tiny_batch_norm
     stages: list[nn.Module] = [
-        nn.Sequential(_conv_norm_relu(3, c[0], 2, True), _conv_norm_relu(c[0], c[0], 2, True)),
+        nn.Sequential(_conv_norm_relu(3, c[0], 2, bn), _conv_norm_relu(c[0], c[0], 2, bn)),
         *[_conv_norm_relu(c[i - 1], c[i], 2, False) for i in range(1, 4)],
     ]
     return StagedBackbone(stages, c)

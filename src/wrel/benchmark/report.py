@@ -1,0 +1,185 @@
+"""Aggregate benchmark run records into the result table, gap figures and plots.
+
+A run record is the JSON object the runner writes for one (method, accurate ratio, seed):
+``{"method", "accurate_ratio", "seed", "wall_time_s", "val": {...}, "test": {...},
+"curve": [{"step", "epoch", "stage", "loss", "val_mIoU", ...}], "config": {...}}`` where
+``val``/``test`` hold the evaluator's metrics (percentages). Everything here is pure: records in,
+numbers, markdown and PNG files out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Display order and labels of the methods in tables and plots.
+METHOD_LABELS = {
+    "only-accurate": "Only-Accurate",
+    "naive": "Naive-WREL",
+    "lrb": "LRB-WREL",
+    "full": "Full",
+}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and sample standard deviation of one metric over seeds."""
+
+    mean: float
+    std: float
+    num_seeds: int
+
+    def format(self, digits: int = 2) -> str:
+        if self.num_seeds > 1:
+            return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        return f"{self.mean:.{digits}f}"
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """Mean and (n-1) standard deviation; std is 0 for a single value."""
+    if not values:
+        raise ValueError("cannot summarise an empty list of values")
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return Summary(mean, math.sqrt(var), n)
+
+
+def group_records(
+    records: Iterable[dict[str, Any]], split: str = "test", metric: str = "mIoU"
+) -> dict[tuple[str, float], list[float]]:
+    """Metric values grouped by (method, accurate ratio); Full is keyed at ratio 1.0."""
+    groups: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for rec in records:
+        ratio = 1.0 if rec["method"] == "full" else float(rec["accurate_ratio"])
+        groups[(rec["method"], round(ratio, 4))].append(float(rec[split][metric]))
+    return dict(groups)
+
+
+def gap_closed(
+    records: Sequence[dict[str, Any]], ratio: float, method: str = "lrb", metric: str = "mIoU"
+) -> float | None:
+    """Share of the Only-Accurate -> Full gap (mean over seeds) that ``method`` closes at ``ratio``.
+
+    Returns ``None`` when one of the three means is missing or the gap is not positive.
+    """
+    groups = group_records(records, "test", metric)
+    key = round(ratio, 4)
+    try:
+        low = summarize(groups[("only-accurate", key)]).mean
+        mid = summarize(groups[(method, key)]).mean
+        high = summarize(next(v for (m, _), v in groups.items() if m == "full")).mean
+    except (KeyError, StopIteration):
+        return None
+    if high - low <= 0:
+        return None
+    return (mid - low) / (high - low)
+
+
+def markdown_table(records: Sequence[dict[str, Any]], split: str = "test") -> str:
+    """Markdown table: one row per accurate ratio, one column per method, oIoU / mIoU cells."""
+    oiou = group_records(records, split, "oIoU")
+    miou = group_records(records, split, "mIoU")
+    methods = [m for m in METHOD_LABELS if any(k[0] == m for k in miou)]
+    ratios = sorted({r for (m, r) in miou if m != "full"})
+    header = "| accurate | " + " | ".join(METHOD_LABELS[m] for m in methods) + " |"
+    lines = [header, "|" + "---|" * (len(methods) + 1)]
+
+    def cell(method: str, ratio: float) -> str:
+        key = (method, 1.0 if method == "full" else ratio)
+        if key not in miou:
+            return ""
+        o, m = summarize(oiou[key]), summarize(miou[key])
+        return f"{o.format()} / {m.format()} (n={m.num_seeds})"
+
+    for ratio in ratios:
+        cells = [cell(m, ratio) if m != "full" else "" for m in methods]
+        lines.append(f"| {ratio:.0%} | " + " | ".join(cells) + " |")
+    if "full" in methods:
+        cells = [cell("full", 1.0) if m == "full" else "" for m in methods]
+        lines.append("| 100% (Full) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_ratio_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
+    """mIoU and oIoU against the accurate ratio per method, mean with seed spread (± std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, metric in zip(axes, ("mIoU", "oIoU"), strict=True):
+        groups = group_records(records, "test", metric)
+        for method, label in METHOD_LABELS.items():
+            if method == "full":
+                if ("full", 1.0) in groups:
+                    s = summarize(groups[("full", 1.0)])
+                    ax.axhline(s.mean, color="k", linestyle="--", label=f"{label} (100%)")
+                    ax.axhspan(s.mean - s.std, s.mean + s.std, color="k", alpha=0.08)
+                continue
+            pts = sorted((r, summarize(v)) for (m, r), v in groups.items() if m == method)
+            if not pts:
+                continue
+            xs = [100 * r for r, _ in pts]
+            ax.errorbar(
+                xs,
+                [s.mean for _, s in pts],
+                yerr=[s.std for _, s in pts],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
+            for (r, s), (_, vals) in zip(
+                pts, sorted(((r, v) for (m, r), v in groups.items() if m == method)), strict=True
+            ):
+                ax.scatter([100 * r] * len(vals), vals, s=8, alpha=0.4)
+        ax.set_xlabel("accurate expressions in train (%)")
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("WREL on the embedded synthetic benchmark (dots: seeds; bars: ± std)")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
+
+
+def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
+    """Training loss and val mIoU against step, one line per method (first seed, one ratio each)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    seen: set[tuple[str, float]] = set()
+    for rec in sorted(records, key=lambda r: (r["method"], r["accurate_ratio"], r["seed"])):
+        key = (rec["method"], rec["accurate_ratio"])
+        if key in seen or not rec.get("curve"):
+            continue
+        seen.add(key)
+        label = f"{METHOD_LABELS.get(rec['method'], rec['method'])} @ {rec['accurate_ratio']:.0%}"
+        loss = [(p["step"], p["loss"]) for p in rec["curve"] if p.get("loss") is not None]
+        val = [(p["step"], p["val_mIoU"]) for p in rec["curve"] if p.get("val_mIoU") is not None]
+        if loss:
+            axes[0].plot(*zip(*loss, strict=True), label=label, alpha=0.8)
+        if val:
+            axes[1].plot(*zip(*val, strict=True), marker=".", label=label)
+    axes[0].set_ylabel("training loss")
+    axes[0].set_yscale("log")
+    axes[1].set_ylabel("val mIoU (%)")
+    for ax in axes:
+        ax.set_xlabel("optimizer step (all stages)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
