@@ -19,7 +19,6 @@ def main() -> int:
         print("check_gpu: no CUDA device is available; run this on a GPU machine", file=sys.stderr)
         return 2
     from wrel.data.synthetic import SynthConfig, generate_benchmark
-
     from wrel.engine.trainer import train
     from wrel.experiment import build_experiment
 

@@ -126,7 +126,7 @@ def plot_ratio_curves(records: Sequence[dict[str, Any]], out_png: str | Path) ->
             if not pts:
                 continue
             xs = [100 * r for r, _ in pts]
-            ax.errorbar(
+            line = ax.errorbar(
                 xs,
                 [s.mean for _, s in pts],
                 yerr=[s.std for _, s in pts],
@@ -134,10 +134,9 @@ def plot_ratio_curves(records: Sequence[dict[str, Any]], out_png: str | Path) ->
                 capsize=3,
                 label=label,
             )
-            for (r, s), (_, vals) in zip(
-                pts, sorted(((r, v) for (m, r), v in groups.items() if m == method)), strict=True
-            ):
-                ax.scatter([100 * r] * len(vals), vals, s=8, alpha=0.4)
+            for r, _ in pts:
+                vals = groups[(method, r)]
+                ax.scatter([100 * r] * len(vals), vals, s=8, alpha=0.4, color=line[0].get_color())
         ax.set_xlabel("accurate expressions in train (%)")
         ax.set_ylabel(f"test {metric} (%)")
         ax.grid(alpha=0.3)
