@@ -182,3 +182,50 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
     return out_png
+
+
+def wall_time_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of mean wall time (minutes) per method and ratio, and LRB / Naive."""
+    times: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for rec in records:
+        t = rec.get("wall_time_s")
+        if t is None or t != t:  # resumed runs have no honest wall time
+            continue
+        ratio = 1.0 if rec["method"] == "full" else float(rec["accurate_ratio"])
+        times[(rec["method"], round(ratio, 4))].append(float(t))
+    if not times:
+        return "(no wall times recorded)"
+    ratios = sorted({r for (_, r) in times})
+    methods = [m for m in METHOD_LABELS if any(k[0] == m for k in times)]
+    lines = [
+        "| accurate | " + " | ".join(METHOD_LABELS[m] for m in methods) + " | LRB / Naive |",
+        "|" + "---|" * (len(methods) + 2),
+    ]
+    for ratio in ratios:
+        cells = []
+        for m in methods:
+            vals = times.get((m, ratio))
+            cells.append(f"{sum(vals) / len(vals) / 60:.1f} min" if vals else "")
+        lrb, naive = times.get(("lrb", ratio)), times.get(("naive", ratio))
+        factor = ""
+        if lrb and naive and sum(naive) > 0:
+            factor = f"{(sum(lrb) / len(lrb)) / (sum(naive) / len(naive)):.2f}x"
+        label = "100% (Full)" if ratio == 1.0 else f"{ratio:.0%}"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {factor} |")
+    return "\n".join(lines)
+
+
+def gap_lines(records: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per ratio: the share of the Only-Accurate -> Full mIoU gap each WREL method
+    closes (mean over seeds)."""
+    ratios = sorted({float(r["accurate_ratio"]) for r in records if r["method"] != "full"})
+    out = []
+    for ratio in ratios:
+        parts = []
+        for method in ("naive", "lrb"):
+            share = gap_closed(records, ratio, method)
+            if share is not None:
+                parts.append(f"{METHOD_LABELS[method]} {100 * share:.0f}%")
+        if parts:
+            out.append(f"- {ratio:.0%} accurate: " + ", ".join(parts))
+    return out

@@ -19,13 +19,14 @@ __all__ = ["OptimConfig", "param_groups", "build_optimizer", "poly_factor", "bui
 class OptimConfig:
     """Optimizer settings of one trained stage.
 
-    Defaults are for the small models and short schedules of the synthetic benchmark; the
-    paper's values for Swin-B/BERT-base on RRSIS-D are 3e-5 for every group (docs/training.md).
+    Defaults are for the small models and short (6-epoch) schedules of the synthetic benchmark,
+    chosen on its val split (docs/results/README.md); the paper's values for Swin-B/BERT-base on
+    RRSIS-D are 3e-5 for every group (docs/training.md).
     """
 
-    lr_backbone: float = 1e-4  # pretrained image tower: lower than the fresh head
-    lr_text: float = 5e-5  # pretrained text encoder
-    lr_head: float = 3e-4  # fusion + decoder, trained from scratch
+    lr_backbone: float = 3e-4  # pretrained image tower: lower than the fresh head
+    lr_text: float = 1e-4  # pretrained text encoder
+    lr_head: float = 1e-3  # fusion + decoder, trained from scratch
     weight_decay: float = 0.01
     poly_power: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)

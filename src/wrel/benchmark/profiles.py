@@ -1,0 +1,117 @@
+"""Benchmark profiles: the generator settings, training overrides and run grid of `wrel bench`.
+
+A profile fixes everything that decides a number in ``docs/results/``: how the embedded
+benchmark is rendered, the network input size, the epochs of every stage, and which methods,
+accurate ratios and seeds run. ``wrel demo`` trains LRB-WREL at 10 % with the ``quick`` profile.
+
+Budgets (this project's 2-core CPU; see README "Results"): ``quick`` (10 %, one seed, the four
+methods) <= 15 minutes, ``full`` (the complete one-seed table) <= 60 minutes, ``gpu`` (larger
+images and data) < 8 minutes on one H100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Profile", "PROFILES", "get_profile", "METHOD_ORDER"]
+
+#: Methods in table order; ``full`` is trained once per seed at 100 % accurate.
+METHOD_ORDER = ["only-accurate", "naive", "lrb", "full"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One benchmark setting; see the module docstring."""
+
+    name: str
+    description: str
+    synth: dict[str, Any]  # SynthConfig overrides (the generator's defaults otherwise)
+    data_dir: str  # where the benchmark is rendered when --data is not given
+    sets: tuple[str, ...]  # experiment overrides applied to every run (``--set`` syntax)
+    epochs: dict[str, int]  # stage name -> epochs (the method presets' defaults otherwise)
+    methods: tuple[str, ...] = tuple(METHOD_ORDER)
+    ratios: tuple[float, ...] = (0.1, 0.3, 0.5)
+    seeds: tuple[int, ...] = (0,)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def experiment_sets(self) -> list[str]:
+        """The ``--set`` overrides of every run, epochs included."""
+        return list(self.sets)
+
+
+_CPU_SETS = (
+    # Training MiniLM's six layers is ~60 % of a CPU step at 64 px; the last two layers train
+    # (the reference trains 10 of BERT-base's 12), which makes a step 2.4x faster.
+    "model.text.trainable_layers=[4,5]",
+    "model.text.train_embeddings=false",
+    "data.image_size=64",
+    "train.batch_size=8",
+    "train.eval_batch_size=32",
+    "train.channels_last=true",
+    "train.log_every=10",
+)
+
+#: Stage epochs of the CPU profiles (stage names of wrel.experiment.METHOD_PRESETS).
+_CPU_EPOCHS = {
+    "only-accurate": 6,
+    "naive": 6,
+    "full": 6,
+    "teacher-warmup": 6,
+    "bank-init": 2,
+    "joint": 6,
+}
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        description="10 % accurate, one seed, the four methods; <= 15 min on a 2-core CPU",
+        synth={},
+        data_dir="data",
+        sets=_CPU_SETS,
+        epochs=_CPU_EPOCHS,
+        ratios=(0.1,),
+    ),
+    "full": Profile(
+        name="full",
+        description="10 / 30 / 50 % accurate plus Full, one seed; <= 60 min on a 2-core CPU",
+        synth={},
+        data_dir="data",
+        sets=_CPU_SETS,
+        epochs=_CPU_EPOCHS,
+    ),
+    "seeds": Profile(
+        name="seeds",
+        description="10 % accurate plus Full, seeds 0-2 (the seed spread at 10 %)",
+        synth={},
+        data_dir="data",
+        sets=_CPU_SETS,
+        epochs=_CPU_EPOCHS,
+        ratios=(0.1,),
+        seeds=(0, 1, 2),
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="256 px images, 4x the data, the complete table; < 8 min on one H100",
+        synth={"image_size": 256, "num_train": 2400, "num_val": 200, "num_test": 300},
+        data_dir="data-gpu",
+        sets=(
+            "data.image_size=256",
+            "data.num_workers=8",
+            "train.batch_size=32",
+            "train.eval_batch_size=64",
+            "train.channels_last=true",
+            "train.amp=bf16",
+            "train.log_every=20",
+        ),
+        epochs={k: v + 2 for k, v in _CPU_EPOCHS.items()},
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; a clear error lists the valid names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}") from None

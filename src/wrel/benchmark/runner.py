@@ -1,0 +1,339 @@
+"""`wrel bench`: the method x accurate-ratio x seed grid, resumable, with a report after each run.
+
+Every run is an ordinary training run (``wrel.engine.trainer.train``) under
+``<runs_dir>/<run name>``; its record (config, seed, wall time, best-on-val metrics, test
+metrics once, per category, training curve) goes to ``<out>/runs/<run name>.json``. A record
+that exists means the run is finished and is skipped when the command is run again; a run
+folder without a record (a killed run) is resumed from its last checkpoint. After every run the
+report (``results.json``, ``results.md``, plots) is rewritten from all records in ``<out>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wrel.benchmark.profiles import METHOD_ORDER, Profile
+
+__all__ = [
+    "RunSpec",
+    "plan_runs",
+    "run_benchmark",
+    "ensure_benchmark_data",
+    "build_run_config",
+    "run_record",
+    "load_records",
+    "write_report",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid."""
+
+    method: str
+    accurate_ratio: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        if self.method == "full":
+            return f"full-s{self.seed}"
+        return f"{self.method}-r{round(100 * self.accurate_ratio):02d}-s{self.seed}"
+
+
+def plan_runs(
+    methods: Sequence[str], ratios: Sequence[float], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """The grid in execution order: seed-major, then ratio, then method; Full once per seed.
+
+    Raises:
+        ValueError: unknown method or a ratio outside (0, 1].
+    """
+    unknown = [m for m in methods if m not in METHOD_ORDER]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid methods: {METHOD_ORDER}")
+    bad = [r for r in ratios if not 0.0 < r <= 1.0]
+    if bad:
+        raise ValueError(f"accurate ratios must lie in (0, 1], got {bad}")
+    ordered = [m for m in METHOD_ORDER if m in methods]
+    specs: list[RunSpec] = []
+    for seed in seeds:
+        for ratio in ratios:
+            specs.extend(RunSpec(m, ratio, seed) for m in ordered if m != "full")
+        if "full" in ordered:
+            specs.append(RunSpec("full", 1.0, seed))
+    return specs
+
+
+def ensure_benchmark_data(profile: Profile, root: str | Path, *, workers: int = 2) -> Path:
+    """Render the profile's synthetic benchmark under ``root`` unless it is already there.
+
+    An existing benchmark must have been rendered with the profile's generator settings;
+    otherwise the numbers would not be comparable, and the error says how to fix it.
+    """
+    from wrel.config import from_dict, to_dict
+    from wrel.data.synth.config import SynthConfig
+    from wrel.data.synthetic import generate_benchmark
+
+    root = Path(root)
+    config = from_dict(SynthConfig, {**to_dict(SynthConfig()), **profile.synth})
+    meta_path = root / "synthetic" / "meta.json"
+    if meta_path.is_file():
+        found = json.loads(meta_path.read_text()).get("config", {})
+        if found != to_dict(config):
+            diff = sorted(k for k in to_dict(config) if found.get(k) != to_dict(config)[k])
+            raise ValueError(
+                f"{root}/synthetic was rendered with other generator settings than profile "
+                f"{profile.name!r} (differs in {diff}); use another --data folder or delete it"
+            )
+        return root
+    log.info("rendering the embedded benchmark (profile %s) into %s", profile.name, root)
+    generate_benchmark(root, config, num_workers=workers)
+    return root
+
+
+def build_run_config(
+    profile: Profile,
+    spec: RunSpec,
+    data_root: str | Path,
+    runs_dir: str | Path,
+    extra_sets: Sequence[str] = (),
+    split_file: str | None = None,
+) -> Any:
+    """The resolved ``ExperimentConfig`` of one run.
+
+    The seed sets both the training seed and the weak-split seed, so the seed spread covers
+    which expressions are accurate as well as initialisation and data order. With
+    ``split_file`` (a published weak split) the split is taken as-is.
+    """
+    from wrel.experiment import build_experiment
+
+    sets = [
+        *profile.experiment_sets(),
+        f"data.root={data_root}",
+        f"data.accurate_ratio={spec.accurate_ratio}",
+        f"data.split_seed={spec.seed}",
+        f"train.seed={spec.seed}",
+        f"train.output_dir={runs_dir}",
+        f"name={spec.name}",
+        *extra_sets,
+    ]
+    cfg = build_experiment(spec.method, assignments=sets)
+    if split_file and spec.method != "full":
+        cfg.data.split_file = split_file
+    for stage in cfg.stages:
+        if stage.name in profile.epochs:
+            stage.epochs = profile.epochs[stage.name]
+    return cfg
+
+
+def _curve(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    points = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") == "train":
+            points.append(
+                {
+                    "step": rec["step"],
+                    "epoch": rec.get("epoch"),
+                    "stage": rec.get("stage"),
+                    "loss": rec.get("loss"),
+                }
+            )
+        elif rec.get("event") == "val":
+            points.append(
+                {
+                    "step": rec["step"],
+                    "epoch": rec.get("epoch"),
+                    "stage": rec.get("stage"),
+                    "val_mIoU": rec.get("mIoU"),
+                    "val_oIoU": rec.get("oIoU"),
+                }
+            )
+    return points
+
+
+def run_record(
+    spec: RunSpec, cfg: Any, result: dict[str, Any], wall_time_s: float
+) -> dict[str, Any]:
+    """The JSON record of a finished run (see :mod:`wrel.benchmark.report`)."""
+    from wrel.config import to_dict
+
+    best = result.get("best") or {}
+    return {
+        "name": spec.name,
+        "method": spec.method,
+        "accurate_ratio": spec.accurate_ratio,
+        "seed": spec.seed,
+        "wall_time_s": round(wall_time_s, 1),
+        "run_dir": result.get("run_dir"),
+        "best": {k: best.get(k) for k in ("stage", "epoch", "step")},
+        "val": best.get("val"),
+        "test": result.get("test"),
+        "curve": _curve(Path(result["run_dir"])),
+        "config": to_dict(cfg),
+    }
+
+
+def load_records(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every run record under ``<out_dir>/runs``, sorted by name."""
+    folder = Path(out_dir) / "runs"
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
+    """``results.json`` (all records), ``results.md`` (tables) and the plots, from the records."""
+    from wrel.benchmark.report import (
+        gap_lines,
+        markdown_table,
+        plot_ratio_curves,
+        plot_training_curves,
+        wall_time_table,
+    )
+
+    out = Path(out_dir)
+    records = load_records(out)
+    paths = {"json": out / "results.json", "md": out / "results.md"}
+    _write_atomic(paths["json"], json.dumps(records, indent=1, sort_keys=True) + "\n")
+    if not records:
+        return paths
+    seeds = sorted({r["seed"] for r in records})
+    text = [
+        f"# {title or 'Benchmark results'}",
+        "",
+        "Test split, scored once per run with the checkpoint chosen on val. Cells: oIoU / mIoU "
+        f"(%), mean ± std over the seeds present (n); seeds in these records: {seeds}.",
+        "",
+        markdown_table(records, "test"),
+        "",
+        "Share of the Only-Accurate -> Full mIoU gap closed:",
+        "",
+        *(gap_lines(records) or ["- (needs Only-Accurate, the method and Full)"]),
+        "",
+        "## Training cost (wall time per run, this machine)",
+        "",
+        wall_time_table(records),
+        "",
+    ]
+    _write_atomic(paths["md"], "\n".join(text))
+    paths["ratio_plot"] = plot_ratio_curves(records, out / "miou_vs_ratio.png")
+    paths["curves_plot"] = plot_training_curves(records, out / "training_curves.png")
+    return paths
+
+
+def _eta(remaining: Sequence[RunSpec], records: Sequence[dict[str, Any]]) -> float | None:
+    """Seconds left: each remaining run costs the mean wall time of finished runs of the same
+    method and ratio (else of the method, else of all runs)."""
+    if not records:
+        return None
+    total = 0.0
+    overall = sum(r["wall_time_s"] for r in records) / len(records)
+    for spec in remaining:
+        same = [
+            r["wall_time_s"]
+            for r in records
+            if r["method"] == spec.method and r["accurate_ratio"] == spec.accurate_ratio
+        ] or [r["wall_time_s"] for r in records if r["method"] == spec.method]
+        total += sum(same) / len(same) if same else overall
+    return total
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown until the first run ends"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def run_benchmark(
+    profile: Profile,
+    specs: Sequence[RunSpec],
+    *,
+    data_root: str | Path,
+    out_dir: str | Path,
+    runs_dir: str | Path,
+    extra_sets: Sequence[str] = (),
+    split_file: str | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    train_fn: Callable[..., dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every spec not finished yet, writing its record and the report after each.
+
+    Args:
+        profile: generator / training settings (see :mod:`wrel.benchmark.profiles`).
+        specs: the runs, e.g. from :func:`plan_runs`.
+        data_root: refer-format data root.
+        out_dir: where records, tables and plots go (e.g. ``docs/results``).
+        runs_dir: parent of the run folders (checkpoints, logs).
+        extra_sets: ``--set`` overrides applied to every run after the profile's.
+        split_file: a published weak-split refs file used instead of built splits.
+        progress: progress bars inside each run.
+        echo: where the per-run status lines go.
+        train_fn: the training function (``wrel.engine.trainer.train``; injectable for tests).
+
+    Returns:
+        The records of ``specs`` (finished earlier or now).
+    """
+    if train_fn is None:
+        from wrel.engine.trainer import train as train_fn
+    out = Path(out_dir)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    records_dir = out / "runs"
+    done_records = {r["name"]: r for r in load_records(out)}
+    todo = [s for s in specs if s.name not in done_records]
+    echo(
+        f"wrel bench: profile {profile.name}, {len(specs)} runs, {len(specs) - len(todo)} "
+        f"finished earlier, {len(todo)} to go"
+    )
+    for index, spec in enumerate(todo):
+        eta = _eta(todo[index:], list(done_records.values()))
+        echo(
+            f"[{index + 1}/{len(todo)}] {spec.name}: {spec.method} at "
+            f"{spec.accurate_ratio:.0%} accurate, seed {spec.seed} (time left ~{_fmt_s(eta)})"
+        )
+        cfg = build_run_config(profile, spec, data_root, runs_dir, extra_sets, split_file)
+        cfg.train.progress = progress
+        run_dir = Path(runs_dir) / spec.name
+        resume = (run_dir / "checkpoints" / "last" / "state.json").is_file()
+        if resume:
+            echo(f"    resuming the unfinished run in {run_dir}")
+        elif run_dir.exists():
+            raise ValueError(
+                f"{run_dir} exists without a record or checkpoint; delete it to rerun {spec.name}"
+            )
+        start = time.perf_counter()
+        result = train_fn(cfg, resume=resume)
+        elapsed = time.perf_counter() - start
+        if resume:  # the killed part's time is unknown; say so rather than under-report
+            elapsed = float("nan")
+        record = run_record(spec, cfg, result, elapsed)
+        _write_atomic(records_dir / f"{spec.name}.json", json.dumps(record, indent=1) + "\n")
+        done_records[spec.name] = record
+        test = record["test"] or {}
+        echo(
+            f"    done in {_fmt_s(elapsed) if elapsed == elapsed else 'n/a (resumed)'}: test "
+            f"mIoU {test.get('mIoU', float('nan')):.2f}, oIoU {test.get('oIoU', float('nan')):.2f}"
+        )
+        write_report(out, title=f"wrel bench, profile {profile.name}")
+    write_report(out, title=f"wrel bench, profile {profile.name}")
+    return [done_records[s.name] for s in specs]

@@ -1,0 +1,111 @@
+"""``wrel bench``: the WREL result table on the embedded benchmark (or any refer-format data)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``wrel bench``."""
+    from wrel.benchmark.profiles import PROFILES
+
+    profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
+    p = subparsers.add_parser(
+        "bench",
+        help="run the methods x accurate ratios x seeds table (resumable)",
+        description=(
+            "Train and test Only-Accurate, Naive-WREL and LRB-WREL at each accurate ratio, plus "
+            "Full, for each seed; model selection on val, test scored once per run. Writes one "
+            "JSON record per run, results.json, results.md (mean ± std over seeds, share of the "
+            "Only-Accurate -> Full gap closed, wall times) and plots to --out. Re-running skips "
+            "finished runs and resumes a killed one. Without --data the profile's synthetic "
+            f"benchmark is rendered (once) into its data folder. Profiles: {profiles}."
+        ),
+        epilog=(
+            "examples: wrel bench --profile quick | wrel bench --profile full --out "
+            "docs/results/full | wrel bench --data /data/rrsisd --split-file "
+            "refs(unc)-90-all.p --methods naive,lrb --set data.image_size=480"
+        ),
+    )
+    p.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="settings")
+    p.add_argument(
+        "--data",
+        help="refer-format data root (default: the profile's synthetic benchmark, rendered "
+        "if missing)",
+    )
+    p.add_argument("--split-file", help="published weak-split refs file (replaces --ratios)")
+    p.add_argument("--methods", type=lambda t: t.split(","), help="comma list (default: all)")
+    p.add_argument("--ratios", type=_floats, help="comma list of accurate ratios")
+    p.add_argument("--seeds", type=_ints, help="comma list of seeds")
+    p.add_argument(
+        "--out", help="records, tables and plots (default: docs/results/<profile>)"
+    )
+    p.add_argument("--runs-dir", help="run folders (default: runs/bench-<profile>)")
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="experiment override for every run, e.g. train.device=cuda",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide per-run progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, render data if needed, run what is not finished, report."""
+    from wrel.benchmark.profiles import get_profile
+    from wrel.benchmark.runner import (
+        ensure_benchmark_data,
+        plan_runs,
+        run_benchmark,
+        write_report,
+    )
+
+    profile = get_profile(args.profile)
+    out = args.out or f"docs/results/{profile.name}"
+    if args.report_only:
+        paths = write_report(out, title=f"wrel bench, profile {profile.name}")
+        print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+        return 0
+    ratios = args.ratios or list(profile.ratios)
+    if args.split_file:
+        ratios = ratios[:1]  # one published split: its own ratio
+    specs = plan_runs(args.methods or list(profile.methods), ratios, args.seeds or profile.seeds)
+    if args.dry_run:
+        for spec in specs:
+            print(spec.name)
+        return 0
+    data_root = args.data or ensure_benchmark_data(profile, profile.data_dir)
+    run_benchmark(
+        profile,
+        specs,
+        data_root=data_root,
+        out_dir=out,
+        runs_dir=args.runs_dir or f"runs/bench-{profile.name}",
+        extra_sets=args.assignments,
+        split_file=args.split_file,
+        progress=not args.no_progress,
+    )
+    print(f"report: {out}/results.md")
+    return 0

@@ -1,0 +1,131 @@
+"""`wrel bench`: grid planning, resumable records, report files, and one real tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from wrel.benchmark.profiles import PROFILES, Profile, get_profile
+from wrel.benchmark.report import gap_closed, wall_time_table
+from wrel.benchmark.runner import (
+    RunSpec,
+    build_run_config,
+    ensure_benchmark_data,
+    load_records,
+    plan_runs,
+    run_benchmark,
+)
+
+TINY = Profile(
+    name="tiny",
+    description="test",
+    synth={},
+    data_dir="unused",
+    sets=("data.image_size=32", "train.batch_size=4", "train.eval_batch_size=8"),
+    epochs={"only-accurate": 1, "naive": 1, "full": 1, "teacher-warmup": 1, "joint": 1},
+)
+
+
+def test_plan_runs_grid_and_names() -> None:
+    specs = plan_runs(["lrb", "full", "naive", "only-accurate"], [0.1, 0.3], [0, 1])
+    names = [s.name for s in specs]
+    assert names[:4] == ["only-accurate-r10-s0", "naive-r10-s0", "lrb-r10-s0", "only-accurate-r30-s0"]
+    assert names.count("full-s0") == 1 and names.count("full-s1") == 1
+    assert len(specs) == 2 * (3 * 2 + 1)
+    with pytest.raises(ValueError, match="valid methods"):
+        plan_runs(["nope"], [0.1], [0])
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        plan_runs(["naive"], [0.0], [0])
+    with pytest.raises(ValueError, match="valid profiles"):
+        get_profile("nope")
+
+
+def test_run_config_applies_profile_seed_and_epochs(tmp_path: Path) -> None:
+    cfg = build_run_config(PROFILES["quick"], RunSpec("lrb", 0.3, 2), tmp_path, tmp_path / "r")
+    assert cfg.data.accurate_ratio == 0.3 and cfg.data.split_seed == 2 and cfg.train.seed == 2
+    assert cfg.data.image_size == 64 and cfg.name == "lrb-r30-s2"
+    assert [s.epochs for s in cfg.stages] == [
+        PROFILES["quick"].epochs[s.name] for s in cfg.stages
+    ]
+    full = build_run_config(PROFILES["quick"], RunSpec("full", 1.0, 0), tmp_path, tmp_path)
+    assert full.data.accurate_ratio == 1.0
+
+
+def _fake_train(calls: list[str], score: dict[str, float]):
+    def train(cfg, resume=False):
+        calls.append(cfg.name)
+        run = Path(cfg.train.output_dir) / cfg.name
+        run.mkdir(parents=True, exist_ok=True)
+        lines = [
+            {"event": "train", "stage": "s", "epoch": 0, "step": 1, "loss": 1.0},
+            {"event": "val", "stage": "s", "epoch": 0, "step": 1, "mIoU": 5.0, "oIoU": 6.0},
+        ]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        m = score[cfg.method]
+        test = {"mIoU": m, "oIoU": m + 1, "Prec@0.5": m / 2}
+        return {"run_dir": str(run), "test": test, "best": {"stage": "s", "step": 1, "val": test}}
+
+    return train
+
+
+def test_run_benchmark_records_report_and_skips_finished(tmp_path: Path) -> None:
+    score = {"only-accurate": 10.0, "naive": 20.0, "lrb": 28.0, "full": 30.0}
+    calls: list[str] = []
+    specs = plan_runs(list(score), [0.1], [0])
+    kwargs = dict(data_root=tmp_path, out_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
+    lines: list[str] = []
+    run_benchmark(TINY, specs, echo=lines.append, train_fn=_fake_train(calls, score), **kwargs)
+    assert calls == [s.name for s in specs]
+    records = load_records(tmp_path / "out")
+    assert {r["name"] for r in records} == set(calls)
+    rec = next(r for r in records if r["method"] == "lrb")
+    assert rec["test"]["mIoU"] == 28.0 and rec["curve"][1]["val_mIoU"] == 5.0
+    assert rec["config"]["data"]["accurate_ratio"] == 0.1
+    assert gap_closed(records, 0.1, "lrb") == pytest.approx(0.9)
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "LRB-WREL 90%" in md and "Naive-WREL 50%" in md
+    assert (tmp_path / "out" / "miou_vs_ratio.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "training_curves.png").stat().st_size > 1000
+    assert any("time left" in x for x in lines)
+    # A second invocation skips every finished run.
+    calls.clear()
+    run_benchmark(TINY, specs, echo=lines.append, train_fn=_fake_train(calls, score), **kwargs)
+    assert calls == []
+
+
+def test_wall_time_table_reports_lrb_over_naive() -> None:
+    records = [
+        {"method": "naive", "accurate_ratio": 0.1, "wall_time_s": 60.0},
+        {"method": "lrb", "accurate_ratio": 0.1, "wall_time_s": 150.0},
+        {"method": "lrb", "accurate_ratio": 0.3, "wall_time_s": math.nan},
+    ]
+    table = wall_time_table(records)
+    assert "2.50x" in table and "1.0 min" in table and "30%" not in table
+
+
+def test_existing_data_with_other_generator_settings_is_refused(tiny_bench: Path) -> None:
+    with pytest.raises(ValueError, match="other generator settings"):
+        ensure_benchmark_data(PROFILES["quick"], tiny_bench)
+
+
+def test_real_tiny_benchmark_run(tmp_path: Path, tiny_bench: Path, tiny_model_sets) -> None:
+    specs = plan_runs(["only-accurate", "full"], [0.5], [0])
+    out = tmp_path / "out"
+    records = run_benchmark(
+        TINY,
+        specs,
+        data_root=tiny_bench,
+        out_dir=out,
+        runs_dir=tmp_path / "runs",
+        extra_sets=[*tiny_model_sets, "train.progress=false"],
+        progress=False,
+        echo=lambda _: None,
+    )
+    assert [r["name"] for r in records] == ["only-accurate-r50-s0", "full-s0"]
+    for rec in records:
+        assert 0.0 <= rec["test"]["mIoU"] <= 100.0 and rec["wall_time_s"] > 0
+        assert any("val_mIoU" in p for p in rec["curve"])
+    assert json.loads((out / "results.json").read_text())[0]["name"] == "full-s0"
