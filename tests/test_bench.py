@@ -32,7 +32,12 @@ TINY = Profile(
 def test_plan_runs_grid_and_names() -> None:
     specs = plan_runs(["lrb", "full", "naive", "only-accurate"], [0.1, 0.3], [0, 1])
     names = [s.name for s in specs]
-    assert names[:4] == ["only-accurate-r10-s0", "naive-r10-s0", "lrb-r10-s0", "only-accurate-r30-s0"]
+    assert names[:4] == [
+        "only-accurate-r10-s0",
+        "naive-r10-s0",
+        "lrb-r10-s0",
+        "only-accurate-r30-s0",
+    ]
     assert names.count("full-s0") == 1 and names.count("full-s1") == 1
     assert len(specs) == 2 * (3 * 2 + 1)
     with pytest.raises(ValueError, match="valid methods"):
@@ -47,9 +52,16 @@ def test_run_config_applies_profile_seed_and_epochs(tmp_path: Path) -> None:
     cfg = build_run_config(PROFILES["quick"], RunSpec("lrb", 0.3, 2), tmp_path, tmp_path / "r")
     assert cfg.data.accurate_ratio == 0.3 and cfg.data.split_seed == 2 and cfg.train.seed == 2
     assert cfg.data.image_size == 64 and cfg.name == "lrb-r30-s2"
-    assert [s.epochs for s in cfg.stages] == [
-        PROFILES["quick"].epochs[s.name] for s in cfg.stages
+    epochs = PROFILES["quick"].epochs
+    # The warm-up on the 30 % accurate share gets the steps of a stage on all samples.
+    assert [(s.name, s.epochs) for s in cfg.stages] == [
+        ("teacher-warmup", round(epochs["teacher-warmup"] / 0.3)),
+        ("bank-init", epochs["bank-init"]),
+        ("joint", epochs["joint"]),
     ]
+    assert cfg.stages[0].eval_every == 3 and cfg.stages[2].eval_every == 0
+    only = build_run_config(PROFILES["quick"], RunSpec("only-accurate", 0.1, 0), tmp_path, tmp_path)
+    assert only.stages[0].epochs == 10 * epochs["only-accurate"]
     full = build_run_config(PROFILES["quick"], RunSpec("full", 1.0, 0), tmp_path, tmp_path)
     assert full.data.accurate_ratio == 1.0
 
@@ -111,21 +123,54 @@ def test_existing_data_with_other_generator_settings_is_refused(tiny_bench: Path
         ensure_benchmark_data(PROFILES["quick"], tiny_bench)
 
 
-def test_real_tiny_benchmark_run(tmp_path: Path, tiny_bench: Path, tiny_model_sets) -> None:
-    specs = plan_runs(["only-accurate", "full"], [0.5], [0])
-    out = tmp_path / "out"
-    records = run_benchmark(
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, tiny_bench: Path, tiny_model_sets) -> Path:
+    """The four methods at 50 % on the tiny benchmark with tiny models; returns the out dir."""
+    tmp = tmp_path_factory.mktemp("bench")
+    run_benchmark(
         TINY,
-        specs,
+        plan_runs(["only-accurate", "naive", "lrb", "full"], [0.5], [0]),
         data_root=tiny_bench,
-        out_dir=out,
-        runs_dir=tmp_path / "runs",
+        out_dir=tmp / "out",
+        runs_dir=tmp / "runs",
         extra_sets=[*tiny_model_sets, "train.progress=false"],
         progress=False,
         echo=lambda _: None,
     )
-    assert [r["name"] for r in records] == ["only-accurate-r50-s0", "full-s0"]
+    return tmp / "out"
+
+
+def test_real_tiny_benchmark_run(tiny_runs: Path) -> None:
+    records = load_records(tiny_runs)
+    assert [r["name"] for r in records] == [
+        "full-s0", "lrb-r50-s0", "naive-r50-s0", "only-accurate-r50-s0"
+    ]  # fmt: skip
     for rec in records:
         assert 0.0 <= rec["test"]["mIoU"] <= 100.0 and rec["wall_time_s"] > 0
         assert any("val_mIoU" in p for p in rec["curve"])
-    assert json.loads((out / "results.json").read_text())[0]["name"] == "full-s0"
+        assert (Path(rec["run_dir"]) / "checkpoints" / "best").is_dir()
+    assert json.loads((tiny_runs / "results.json").read_text())[0]["name"] == "full-s0"
+    assert "LRB-WREL" in (tiny_runs / "results.md").read_text()
+
+
+def test_bound_command_on_tiny_runs(tiny_runs: Path, tiny_bench: Path, capsys) -> None:
+    from wrel.cli import main
+
+    assert main(["bound", "--runs", str(tiny_runs), "--data", str(tiny_bench)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 50% | naive |" in printed and "Delta with bank" in printed
+    result = json.loads((tiny_runs / "bound.json").read_text())
+    records = {r["name"]: r for r in load_records(tiny_runs)}
+    full = 1 - records["full-s0"]["test"]["mIoU"] / 100
+    for row in result["rows"]:
+        # The measured gap comes from the records; the bound from its own terms.
+        measured = 1 - records[row["run"]]["test"]["mIoU"] / 100 - full
+        assert row["measured_gap"] == pytest.approx(measured)
+        expected = 2 * (1 - row["rho"]) * result["delta"]["estimate"] + 2 * result["eps"]["eps_n"]
+        assert row["bound_mix"] == pytest.approx(expected)
+        assert row["holds"] == (row["measured_gap"] <= row["bound_mix"])
+    assert 0.0 <= result["delta"]["ci"][0] <= result["delta"]["estimate"] <= 1.0
+    assert len(result["delta"]["per_run"]) == 4 and len(result["eps"]["points"]) == 2
+    bank = result["bank"][0]
+    assert bank["run"] == "lrb-r50-s0" and bank["num_weak"] > 0
+    assert (tiny_runs / "bound.png").stat().st_size > 1000

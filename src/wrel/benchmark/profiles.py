@@ -30,6 +30,10 @@ class Profile:
     data_dir: str  # where the benchmark is rendered when --data is not given
     sets: tuple[str, ...]  # experiment overrides applied to every run (``--set`` syntax)
     epochs: dict[str, int]  # stage name -> epochs (the method presets' defaults otherwise)
+    # Stages on a subset (Only-Accurate, the LRB teacher warm-up) get as many optimizer steps as
+    # a stage on all samples: epochs / accurate ratio. With fixed epochs a 10 % run would take
+    # a tenth of the steps and the baseline would be starved rather than short of expressions.
+    equal_steps: bool = True
     methods: tuple[str, ...] = tuple(METHOD_ORDER)
     ratios: tuple[float, ...] = (0.1, 0.3, 0.5)
     seeds: tuple[int, ...] = (0,)

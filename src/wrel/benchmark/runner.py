@@ -130,9 +130,20 @@ def build_run_config(
     cfg = build_experiment(spec.method, assignments=sets)
     if split_file and spec.method != "full":
         cfg.data.split_file = split_file
+    ratio = cfg.data.accurate_ratio or 1.0
     for stage in cfg.stages:
-        if stage.name in profile.epochs:
-            stage.epochs = profile.epochs[stage.name]
+        if stage.name not in profile.epochs:
+            continue
+        epochs = profile.epochs[stage.name]
+        if profile.equal_steps and stage.kind != "bank_init" and stage.samples != "all":
+            # Same number of optimizer steps as a stage on all samples: a stage on the accurate
+            # (weak) share r (1 - r) runs epochs / r (epochs / (1 - r)) epochs, evaluated about
+            # as often.
+            share = ratio if stage.samples == "accurate" else 1.0 - ratio
+            scale = 1.0 / max(share, 1e-6)
+            stage.eval_every = max(1, round(scale))
+            epochs = max(1, round(epochs * scale))
+        stage.epochs = epochs
     return cfg
 
 

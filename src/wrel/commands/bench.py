@@ -12,14 +12,18 @@ def _floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
 
 
 def _ints(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,9 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=lambda t: t.split(","), help="comma list (default: all)")
     p.add_argument("--ratios", type=_floats, help="comma list of accurate ratios")
     p.add_argument("--seeds", type=_ints, help="comma list of seeds")
-    p.add_argument(
-        "--out", help="records, tables and plots (default: docs/results/<profile>)"
-    )
+    p.add_argument("--out", help="records, tables and plots (default: docs/results/<profile>)")
     p.add_argument("--runs-dir", help="run folders (default: runs/bench-<profile>)")
     p.add_argument(
         "--set",

@@ -207,10 +207,14 @@ class Trainer:
             bar.close()
             state.epoch, state.iteration = epoch + 1, 0
             self._maybe_evaluate(stage, scfg, name, state)
-            self._save_state(stage, state)
+            # Resume point at each epoch end; a stage with scfg.eval_every = k (many short
+            # epochs) saves every k epochs and at its end (plus every train.checkpoint_every).
+            k = max(1, scfg.eval_every or 1)
+            if state.epoch % k == 0 or state.epoch == scfg.epochs:
+                self._save_state(stage, state)
 
     def _maybe_evaluate(self, stage: Stage, scfg: StageConfig, name: str, state: LoopState) -> None:
-        every = max(1, self.cfg.train.eval_every)
+        every = max(1, scfg.eval_every or self.cfg.train.eval_every)
         due = state.epoch % every == 0 or state.epoch == scfg.epochs
         if not (scfg.evaluate and due and self.samples.get("val")):
             return
@@ -254,8 +258,16 @@ class Trainer:
         from wrel.engine.checkpoint import save_model
 
         if self.dist.is_main:
+            size = self.cfg.data.image_size
             metadata = {
                 "method": self.cfg.method,
+                "image_size": [size, size],  # read by wrel.inference.Predictor
+                "dataset": {
+                    "root": str(self.cfg.data.root),
+                    "name": self.cfg.data.name,
+                    "accurate_ratio": self.cfg.data.accurate_ratio,
+                    "split_file": self.cfg.data.split_file,
+                },
                 "protocol": self.cfg.train.protocol,
                 "experiment": to_dict(self.cfg),
                 **info,

@@ -60,6 +60,7 @@ class StageConfig:
     consistency_threshold: tuple[float, float] = (0.6, 0.8)  # ramped over the epochs below
     consistency_ramp_epochs: float = 5.0
     evaluate: bool = True  # evaluate the student on val after each epoch of this stage
+    eval_every: int = 0  # evaluate every N epochs of this stage; 0: train.eval_every
 
 
 @dataclass

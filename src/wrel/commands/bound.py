@@ -1,0 +1,44 @@
+"""``wrel bound``: the mixed-training bound of docs/theory.md, measured on `wrel bench` runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``wrel bound``."""
+    p = subparsers.add_parser(
+        "bound",
+        help="check R(h_mix) - R(h*) <= 2(1-rho)Delta + 2eps_n on benchmark runs",
+        description=(
+            "For each accurate ratio of a `wrel bench` result folder, print the measured test "
+            "gap between Naive-WREL (and LRB-WREL) and Full, the bound's terms (Delta estimated "
+            "on val over the runs' best checkpoints, eps_n fitted from the train/val gaps of "
+            "Only-Accurate and Full), the bound and whether the gap lies under it; plus the "
+            "effective Delta with the reference bank on the weak training samples of each "
+            "LRB-WREL run. Writes bound.json, bound.md and bound.png next to the records. "
+            "See docs/theory.md."
+        ),
+        epilog="example: wrel bound --runs docs/results/cpu --data data",
+    )
+    p.add_argument("--runs", required=True, help="a wrel bench --out folder (holds runs/*.json)")
+    p.add_argument("--data", default="data", help="the data root the runs trained on")
+    p.add_argument("--seed", type=int, help="which seed's runs (default: the first with Full)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--out", help="output folder (default: --runs)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print the table, write the files."""
+    from wrel.benchmark.runner import load_records
+    from wrel.theory.empirical import bound_markdown, measure_bound, write_bound
+
+    records = load_records(args.runs)
+    if not records:
+        raise FileNotFoundError(f"no run records under {args.runs}/runs; run `wrel bench` first")
+    result = measure_bound(records, args.data, seed=args.seed, device=args.device)
+    print(bound_markdown(result))
+    paths = write_bound(result, args.out or args.runs)
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0

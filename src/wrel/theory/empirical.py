@@ -1,0 +1,289 @@
+"""`wrel bound`: the bound of docs/theory.md evaluated on the runs of `wrel bench`.
+
+Loss: ``1 - IoU`` per sample (in [0, 1]); risks are its means, so ``R = 1 - mIoU / 100``.
+
+- ``Delta``: on the val split, where every sample has its accurate expression and its class
+  name, the largest paired gap ``|R(h) - R_w(h)|`` over the best checkpoints of the
+  benchmark's runs (one seed), with a simultaneous bootstrap confidence interval.
+- ``eps_n``: the proxy ``c / sqrt(n)`` fitted through ``|R_val - R_train|`` of the runs trained
+  on accurate expressions only (Only-Accurate at each ratio, Full), against their train size.
+- Measured gap: ``R(h_mix) - R(h*)`` on test, with Naive-WREL (or LRB-WREL) as ``h_mix`` and
+  Full as the proxy of ``h*``.
+- Effective ``Delta`` with the reference bank: on the weak training samples of each LRB-WREL
+  run, ``|R - R_w|`` with class name + bank prompts as the weak expression, next to the plain
+  class-name gap of the same model on the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["measure_bound", "plot_bound", "bound_markdown"]
+
+log = logging.getLogger(__name__)
+
+
+def _aligned(a: dict[int, float], b: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    ids = sorted(a)
+    if set(ids) != set(b):
+        raise ValueError("paired scores cover different samples")
+    return np.array([a[i] for i in ids]), np.array([b[i] for i in ids])
+
+
+def measure_bound(
+    records: list[dict[str, Any]],
+    data_root: str | Path,
+    *,
+    seed: int | None = None,
+    device: str = "cpu",
+    confidence: float = 0.95,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every term of the bound at each accurate ratio of one seed's runs.
+
+    Args:
+        records: run records of ``wrel bench`` (``wrel.benchmark.runner.load_records``).
+        data_root: the refer-format data the runs trained on (all expressions available).
+        seed: which seed's runs (default: the smallest seed that has a Full run).
+        device: where checkpoints are evaluated.
+        confidence: joint coverage of the ``Delta`` intervals.
+        echo: progress lines.
+
+    Returns:
+        A JSON-able dict: ``delta``, ``eps``, ``rows`` (one per ratio and method), ``bank``.
+    """
+    from wrel.data.dataset import load_samples
+    from wrel.engine.checkpoint import load_model
+    from wrel.methods.bank import ReferenceBank
+    from wrel.theory import bound_terms, estimate_delta, fit_eps
+    from wrel.theory.measure import class_name_view, losses_by_id, score_samples
+
+    fulls = sorted(r["seed"] for r in records if r["method"] == "full")
+    if not fulls:
+        raise ValueError("the records hold no Full run; run `wrel bench` with the full method")
+    seed = fulls[0] if seed is None else seed
+    runs = [r for r in records if r["seed"] == seed]
+    if not any(r["method"] == "full" for r in runs):
+        raise ValueError(f"no Full run for seed {seed}; seeds with one: {fulls}")
+    val = load_samples(data_root, "val")
+    n_train = len(load_samples(data_root, "train", accurate_ratio=None))
+    val_weak = class_name_view(val)
+    acc_losses, weak_losses, names = [], [], []
+    eps_points: list[dict[str, Any]] = []
+    bank_rows: list[dict[str, Any]] = []
+    for rec in sorted(runs, key=lambda r: (r["method"], r["accurate_ratio"])):
+        run_dir = Path(rec["run_dir"])
+        model, _ = load_model(run_dir / "checkpoints" / "best", device=device)
+        size = int(rec["config"]["data"]["image_size"])
+
+        def score(samples: list[Any], bank: Any = None, model: Any = model, size: int = size):
+            return losses_by_id(
+                score_samples(model, samples, image_size=size, device=device, bank=bank)
+            )
+
+        echo(f"scoring {rec['name']} on val with accurate expressions and class names")
+        la, lw = _aligned(score(val), score(val_weak))
+        acc_losses.append(la)
+        weak_losses.append(lw)
+        names.append(rec["name"])
+        data_cfg = rec["config"]["data"]
+        if rec["method"] in ("only-accurate", "full"):
+            train = load_samples(
+                data_root,
+                "train",
+                accurate_ratio=data_cfg["accurate_ratio"],
+                seed=data_cfg["split_seed"],
+            )
+            train = [s for s in train if s.quality == "accurate"]
+            train_risk = float(np.mean(list(score(train).values())))
+            eps_points.append(
+                {
+                    "run": rec["name"],
+                    "n": len(train),
+                    "train_risk": train_risk,
+                    "val_risk": float(la.mean()),
+                    "gap": abs(float(la.mean()) - train_risk),
+                }
+            )
+        bank_file = run_dir / "bank.safetensors"
+        if rec["method"] == "lrb" and bank_file.is_file():
+            echo(f"scoring {rec['name']}'s weak training samples with and without its bank")
+            split = load_samples(
+                data_root,
+                "train",
+                accurate_ratio=data_cfg["accurate_ratio"],
+                seed=data_cfg["split_seed"],
+            )
+            weak = [s for s in split if s.quality == "weak"]
+            weak_ids = {s.sample_id for s in weak}
+            accurate = [
+                s for s in load_samples(data_root, "train", accurate_ratio=None)
+                if s.sample_id in weak_ids
+            ]  # fmt: skip
+            bank = ReferenceBank.load(bank_file, device=device)
+            l_acc = score(accurate)
+            la_b, l_bank = _aligned(l_acc, score(weak, bank))
+            _, l_cls = _aligned(l_acc, score(weak))
+            with_bank = estimate_delta(la_b, l_bank, confidence=confidence)
+            plain = estimate_delta(la_b, l_cls, confidence=confidence)
+            bank_rows.append(
+                {
+                    "run": rec["name"],
+                    "rho": rec["accurate_ratio"],
+                    "num_weak": len(weak),
+                    "risk_accurate": float(la_b.mean()),
+                    "risk_class_name": float(l_cls.mean()),
+                    "risk_class_name_bank": float(l_bank.mean()),
+                    "delta_class_name": plain.delta_hat,
+                    "delta_class_name_ci": [plain.lower, plain.upper],
+                    "delta_with_bank": with_bank.delta_hat,
+                    "delta_with_bank_ci": [with_bank.lower, with_bank.upper],
+                }
+            )
+    delta = estimate_delta(np.stack(acc_losses), np.stack(weak_losses), confidence=confidence)
+    if not eps_points:
+        raise ValueError("no Only-Accurate or Full run to fit eps from")
+    fit = fit_eps([p["n"] for p in eps_points], [p["gap"] for p in eps_points])
+    full = next(r for r in runs if r["method"] == "full")
+    risk_full = 1.0 - full["test"]["mIoU"] / 100.0
+    rows = []
+    for rec in runs:
+        if rec["method"] not in ("naive", "lrb"):
+            continue
+        rho = float(rec["accurate_ratio"])
+        measured = (1.0 - rec["test"]["mIoU"] / 100.0) - risk_full
+        terms = bound_terms(rho, n_train, delta.delta_hat, fit.at, measured)
+        row = {"method": rec["method"], "run": rec["name"], **terms.to_dict()}
+        bank_row = next((b for b in bank_rows if b["run"] == rec["name"]), None)
+        if bank_row is not None:
+            bank_terms = bound_terms(rho, n_train, bank_row["delta_with_bank"], fit.at, measured)
+            row["bound_mix_bank_delta"] = bank_terms.bound_mix
+            row["holds_bank_delta"] = bank_terms.holds
+        rows.append(row)
+    rows.sort(key=lambda r: (r["rho"], r["method"]))
+    return {
+        "seed": seed,
+        "n_train": n_train,
+        "loss": "1 - IoU per sample (risk = 1 - mIoU/100); measured gaps on test vs Full",
+        "delta": {
+            "estimate": delta.delta_hat,
+            "ci": [delta.lower, delta.upper],
+            "confidence": confidence,
+            "argmax_run": names[delta.argmax],
+            "per_run": {
+                name: {"risk": g.risk, "risk_class_name": g.risk_weak, "gap": g.gap}
+                for name, g in zip(names, delta.gaps, strict=True)
+            },
+            "num_samples": delta.num_samples,
+            "split": "val",
+        },
+        "eps": {
+            "c": fit.c,
+            "points": eps_points,
+            "residual_rms": fit.residual_rms,
+            "eps_n": fit.at(n_train),
+        },
+        "rows": rows,
+        "bank": bank_rows,
+    }
+
+
+def bound_markdown(result: dict[str, Any]) -> str:
+    """The result as markdown tables."""
+    d, e = result["delta"], result["eps"]
+    lines = [
+        f"Seed {result['seed']}, n = {result['n_train']} training samples; loss: {result['loss']}.",
+        "",
+        f"- Delta (val, max over {len(d['per_run'])} checkpoints, at {d['argmax_run']}): "
+        f"{d['estimate']:.3f} ({100 * d['confidence']:.0f}% CI {d['ci'][0]:.3f}-{d['ci'][1]:.3f})",
+        f"- eps proxy: c / sqrt(n) with c = {e['c']:.3f} (fit residual {e['residual_rms']:.3f}); "
+        f"eps_n = {e['eps_n']:.3f}",
+        "",
+        "| rho | method | measured gap to Full | 2(1-rho)Delta | 2 eps_n | bound | holds | "
+        "Only-Accurate bound 2 eps_rho_n |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['rho']:.0%} | {r['method']} | {r['measured_gap']:.3f} | "
+            f"{2 * (1 - r['rho']) * r['delta_hat']:.3f} | {2 * r['eps_n']:.3f} | "
+            f"{r['bound_mix']:.3f} | {'yes' if r['holds'] else 'no'} | "
+            f"{r['bound_only_accurate']:.3f} |"
+        )
+    if result["bank"]:
+        lines += [
+            "",
+            "Effective Delta with the reference bank (weak training samples of each LRB-WREL "
+            "run, its best student):",
+            "",
+            "| run | weak samples | R accurate | R class name | R class name + bank | "
+            "Delta class name | Delta with bank |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for b in result["bank"]:
+            lines.append(
+                f"| {b['run']} | {b['num_weak']} | {b['risk_accurate']:.3f} | "
+                f"{b['risk_class_name']:.3f} | {b['risk_class_name_bank']:.3f} | "
+                f"{b['delta_class_name']:.3f} | {b['delta_with_bank']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_bound(result: dict[str, Any], out_png: str | Path) -> Path:
+    """Measured gap vs bound per ratio (left) and Delta without / with the bank (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax = axes[0]
+    for method, marker in (("naive", "o"), ("lrb", "s")):
+        rows = [r for r in result["rows"] if r["method"] == method]
+        if not rows:
+            continue
+        xs = [100 * r["rho"] for r in rows]
+        ax.plot(xs, [r["measured_gap"] for r in rows], marker=marker, label=f"{method}: measured")
+    rows = sorted({r["rho"]: r for r in result["rows"]}.values(), key=lambda r: r["rho"])
+    xs = [100 * r["rho"] for r in rows]
+    ax.plot(xs, [r["bound_mix"] for r in rows], "k--", label="bound 2(1-rho)Delta + 2eps_n")
+    ax.plot(xs, [r["bound_only_accurate"] for r in rows], "k:", label="Only-Accurate 2eps_rho_n")
+    ax.set_xlabel("accurate expressions (%)")
+    ax.set_ylabel("excess risk (1 - IoU)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    bank = result["bank"]
+    if bank:
+        x = np.arange(len(bank))
+        ax.bar(x - 0.2, [b["delta_class_name"] for b in bank], 0.4, label="class name")
+        ax.bar(x + 0.2, [b["delta_with_bank"] for b in bank], 0.4, label="class name + bank")
+        ax.set_xticks(x, [b["run"] for b in bank], rotation=20, fontsize=8)
+        ax.set_ylabel("|R - R_w| on weak training samples")
+        ax.legend(fontsize=8)
+    ax.set_title("effective Delta with the reference bank")
+    ax.grid(alpha=0.3, axis="y")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
+
+
+def write_bound(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """``bound.json``, ``bound.md`` and ``bound.png`` under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bound.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "bound.md").write_text("# The bound on the benchmark runs\n\n" + bound_markdown(result))
+    return {
+        "json": out / "bound.json",
+        "md": out / "bound.md",
+        "png": plot_bound(result, out / "bound.png"),
+    }
