@@ -49,10 +49,10 @@ def test_plan_runs_grid_and_names() -> None:
 
 
 def test_run_config_applies_profile_seed_and_epochs(tmp_path: Path) -> None:
-    cfg = build_run_config(PROFILES["quick"], RunSpec("lrb", 0.3, 2), tmp_path, tmp_path / "r")
+    cfg = build_run_config(PROFILES["full"], RunSpec("lrb", 0.3, 2), tmp_path, tmp_path / "r")
     assert cfg.data.accurate_ratio == 0.3 and cfg.data.split_seed == 2 and cfg.train.seed == 2
     assert cfg.data.image_size == 64 and cfg.name == "lrb-r30-s2"
-    epochs = PROFILES["quick"].epochs
+    epochs = PROFILES["full"].epochs
     # The warm-up on the 30 % accurate share gets the steps of a stage on all samples.
     assert [(s.name, s.epochs) for s in cfg.stages] == [
         ("teacher-warmup", round(epochs["teacher-warmup"] / 0.3)),
@@ -60,9 +60,9 @@ def test_run_config_applies_profile_seed_and_epochs(tmp_path: Path) -> None:
         ("joint", epochs["joint"]),
     ]
     assert cfg.stages[0].eval_every == 3 and cfg.stages[2].eval_every == 0
-    only = build_run_config(PROFILES["quick"], RunSpec("only-accurate", 0.1, 0), tmp_path, tmp_path)
+    only = build_run_config(PROFILES["full"], RunSpec("only-accurate", 0.1, 0), tmp_path, tmp_path)
     assert only.stages[0].epochs == 10 * epochs["only-accurate"]
-    full = build_run_config(PROFILES["quick"], RunSpec("full", 1.0, 0), tmp_path, tmp_path)
+    full = build_run_config(PROFILES["full"], RunSpec("full", 1.0, 0), tmp_path, tmp_path)
     assert full.data.accurate_ratio == 1.0
 
 
@@ -120,7 +120,7 @@ def test_wall_time_table_reports_lrb_over_naive() -> None:
 
 def test_existing_data_with_other_generator_settings_is_refused(tiny_bench: Path) -> None:
     with pytest.raises(ValueError, match="other generator settings"):
-        ensure_benchmark_data(PROFILES["quick"], tiny_bench)
+        ensure_benchmark_data(PROFILES["full"], tiny_bench)
 
 
 @pytest.fixture(scope="module")
