@@ -49,7 +49,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             except (TypeError, ValueError) as err:
                 errors.append(str(err))
         raise ValueError(f"{where}: {value!r} does not match {tp}: {'; '.join(errors)}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value):
             return value
         if not isinstance(value, dict):

@@ -306,7 +306,9 @@ def run_benchmark(
         The records of ``specs`` (finished earlier or now).
     """
     if train_fn is None:
-        from wrel.engine.trainer import train as train_fn
+        from wrel.engine.trainer import train
+
+        train_fn = train
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     records_dir = out / "runs"

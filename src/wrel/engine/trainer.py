@@ -272,7 +272,7 @@ class Trainer:
                 "experiment": to_dict(self.cfg),
                 **info,
             }
-            save_model(self.ckpt_dir / "best", model, metadata)
+            save_model(self.ckpt_dir / "best", model, metadata)  # type: ignore[arg-type]
         barrier(self.dist)
 
     def _save_state(self, stage: Stage, state: LoopState) -> None:

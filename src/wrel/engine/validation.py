@@ -49,7 +49,7 @@ def evaluate_model(
         else contextlib.nullcontext()
     )
     for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
-        input_ids, attention_mask = model.tokenize(list(batch["text"]))
+        input_ids, attention_mask = model.tokenize(list(batch["text"]))  # type: ignore[operator]
         with autocast:
             out = model(
                 batch["image"].to(device),

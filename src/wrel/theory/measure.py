@@ -59,12 +59,12 @@ def score_samples(
     was_training = model.training
     model.eval()
     for batch in loader:
-        input_ids, attention_mask = model.tokenize(list(batch["text"]))
+        input_ids, attention_mask = model.tokenize(list(batch["text"]))  # type: ignore[operator]
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         images = batch["image"].to(device)
         if bank is not None:
             is_weak = torch.tensor([q == "weak" for q in batch["quality"]], device=device)
-            embeds = model.embed_tokens(input_ids)
+            embeds = model.embed_tokens(input_ids)  # type: ignore[operator]
             filled, mask = bank.fill(embeds, attention_mask, batch["sample_id"].to(device), is_weak)
             out = model(images, inputs_embeds=filled, attention_mask=mask)
         else:
