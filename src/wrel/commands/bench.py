@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from wrel.commands import add_set_argument
+
 log = logging.getLogger(__name__)
 
 
@@ -60,14 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=_ints, help="comma list of seeds")
     p.add_argument("--out", help="records, tables and plots (default: docs/results/<profile>)")
     p.add_argument("--runs-dir", help="run folders (default: runs/bench-<profile>)")
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="experiment override for every run, e.g. train.device=cuda",
-    )
+    add_set_argument(p, "experiment override for every run, e.g. train.device=cuda")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument("--report-only", action="store_true", help="rewrite the report and exit")
     p.add_argument("--no-progress", action="store_true", help="hide per-run progress bars")

@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+from wrel.commands import add_set_argument
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``wrel demo``."""
@@ -30,14 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="lrb", help="default: lrb")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run first")
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="experiment override, e.g. train.device=cuda",
-    )
+    add_set_argument(p, "experiment override, e.g. train.device=cuda")
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from wrel.commands import add_set_argument
+
 log = logging.getLogger(__name__)
 
 METHODS = ["only-accurate", "naive", "full", "lrb"]  # keep in sync with wrel.experiment
@@ -33,14 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="global batch size")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--config", action="append", default=[], help="YAML overrides (repeatable)")
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. train.amp=bf16",
-    )
+    add_set_argument(p, "override one config key, e.g. train.amp=bf16")
     p.add_argument("--resume", action="store_true", help="continue the run from checkpoints/last")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=run)

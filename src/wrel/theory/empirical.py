@@ -36,6 +36,19 @@ def _aligned(a: dict[int, float], b: dict[int, float]) -> tuple[np.ndarray, np.n
     return np.array([a[i] for i in ids]), np.array([b[i] for i in ids])
 
 
+def _train_split(data_root: str | Path, data_cfg: dict[str, Any]) -> list[Any]:
+    """The train samples with the weak split a run trained on (built or published)."""
+    from wrel.data.dataset import load_samples
+
+    return load_samples(
+        data_root,
+        "train",
+        accurate_ratio=data_cfg["accurate_ratio"],
+        seed=data_cfg["split_seed"],
+        split_file=data_cfg.get("split_file"),
+    )
+
+
 def measure_bound(
     records: list[dict[str, Any]],
     data_root: str | Path,
@@ -94,13 +107,7 @@ def measure_bound(
         names.append(rec["name"])
         data_cfg = rec["config"]["data"]
         if rec["method"] in ("only-accurate", "full"):
-            train = load_samples(
-                data_root,
-                "train",
-                accurate_ratio=data_cfg["accurate_ratio"],
-                seed=data_cfg["split_seed"],
-            )
-            train = [s for s in train if s.quality == "accurate"]
+            train = [s for s in _train_split(data_root, data_cfg) if s.quality == "accurate"]
             train_risk = float(np.mean(list(score(train).values())))
             eps_points.append(
                 {
@@ -114,13 +121,7 @@ def measure_bound(
         bank_file = run_dir / "bank.safetensors"
         if rec["method"] == "lrb" and bank_file.is_file():
             echo(f"scoring {rec['name']}'s weak training samples with and without its bank")
-            split = load_samples(
-                data_root,
-                "train",
-                accurate_ratio=data_cfg["accurate_ratio"],
-                seed=data_cfg["split_seed"],
-            )
-            weak = [s for s in split if s.quality == "weak"]
+            weak = [s for s in _train_split(data_root, data_cfg) if s.quality == "weak"]
             weak_ids = {s.sample_id for s in weak}
             accurate = [
                 s for s in load_samples(data_root, "train", accurate_ratio=None)
