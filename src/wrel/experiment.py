@@ -139,4 +139,27 @@ def build_experiment(
         if method not in METHOD_PRESETS:
             raise ValueError(f"unknown method {method!r}; valid methods: {method_names()}")
         data = merge(data, copy.deepcopy(METHOD_PRESETS[method]))  # preset beats CLI flags
-    return apply_overrides(ExperimentConfig, data, yaml_files=yaml_files, assignments=assignments)
+    stage_sets = [a for a in assignments if a.strip().startswith("stages.")]
+    others = [a for a in assignments if not a.strip().startswith("stages.")]
+    cfg = apply_overrides(ExperimentConfig, data, yaml_files=yaml_files, assignments=others)
+    for text in stage_sets:
+        _set_stage_key(cfg, text)
+    return cfg
+
+
+def _set_stage_key(cfg: ExperimentConfig, text: str) -> None:
+    """``stages.<name or index>.<key>=<value>``: override one key of the matching stage(s)."""
+    key, sep, value = text.strip().partition("=")
+    parts = key.split(".", 2)
+    valid = [s.name or str(i) for i, s in enumerate(cfg.stages)]
+    if not sep or len(parts) != 3 or not parts[2]:
+        raise ValueError(
+            f"bad stage override {text!r}; use stages.<stage name or index>.<key>=<value>, "
+            f"stages: {valid}"
+        )
+    _, which, rest = parts
+    hits = [i for i, s in enumerate(cfg.stages) if s.name == which or str(i) == which]
+    if not hits:
+        raise ValueError(f"{text!r}: no stage {which!r}; stages of this method: {valid}")
+    for i in hits:
+        cfg.stages[i] = apply_overrides(StageConfig, cfg.stages[i], assignments=[f"{rest}={value}"])

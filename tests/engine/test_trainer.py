@@ -63,6 +63,20 @@ def test_unknown_config_key_and_method_fail(tmp_path: Path) -> None:
     assert [s.kind for s in build_experiment("lrb").stages] == ["supervised", "bank_init", "joint"]
 
 
+def test_stage_overrides_by_name_or_index() -> None:
+    cfg = build_experiment(
+        "lrb", assignments=["stages.joint.bank_lr=0", "stages.0.optim.lr_head=2e-3"]
+    )
+    assert [s.bank_lr for s in cfg.stages][2] == 0.0 and cfg.stages[1].bank_lr == 1e-2
+    assert cfg.stages[0].optim.lr_head == 2e-3 and cfg.stages[2].optim.lr_head != 2e-3
+    with pytest.raises(ValueError, match="no stage 'nope'.*teacher-warmup"):
+        build_experiment("lrb", assignments=["stages.nope.bank_lr=1"])
+    with pytest.raises(ValueError, match="unknown config key"):
+        build_experiment("lrb", assignments=["stages.joint.bank_lrr=1"])
+    with pytest.raises(ValueError, match="bad stage override"):
+        build_experiment("lrb", assignments=["stages.joint=1"])
+
+
 def test_non_finite_loss_stops_and_keeps_checkpoint(
     tmp_path: Path, tiny_experiment, monkeypatch
 ) -> None:

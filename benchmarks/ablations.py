@@ -1,0 +1,103 @@
+"""LRB-WREL ablations at 10 % accurate, chosen and compared on VAL; writes docs/results/ablations.md.
+
+    .venv/bin/python benchmarks/ablations.py                 # run what is missing, then report
+    .venv/bin/python benchmarks/ablations.py --report-only   # rewrite ablations.md
+
+Each variant is `wrel bench --profile full --methods lrb --ratios 0.1` with stage overrides, in
+its own folder under docs/results/ablations/<variant>/ (records, resumable). The reference rows
+(Naive-WREL and LRB-WREL with the profile's settings) come from docs/results/cpu. The table
+sorts by val mIoU; test is shown for the record but nothing is chosen on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+#: variant -> (what it tests, stage overrides)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "joint-lr-1x": (
+        "joint-stage student at the supervised learning rates (1x instead of 2/3)",
+        [
+            "stages.joint.optim.lr_backbone=3e-4",
+            "stages.joint.optim.lr_text=1e-4",
+            "stages.joint.optim.lr_head=1e-3",
+        ],
+    ),
+    "bank-frozen": (
+        "bank learning rate 0 in stages 2 and 3: prompts stay at their random initialisation "
+        "(what the bank itself adds, everything else equal)",
+        ["stages.bank-init.bank_lr=0", "stages.joint.bank_lr=0"],
+    ),
+}
+
+
+def _record(folder: Path, name: str) -> dict | None:
+    path = folder / "runs" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_variant(name: str, sets: list[str], root: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "wrel", "bench", "--profile", "full", "--methods", "lrb",
+        "--ratios", "0.1", "--seeds", "0", "--no-progress",
+        "--out", str(root / "docs/results/ablations" / name),
+        "--runs-dir", str(root / "runs/ablations" / name),
+        *[x for s in sets for x in ("--set", s)],
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=root)
+
+
+def report(root: Path) -> str:
+    rows = []
+    ref = root / "docs/results/cpu"
+    for label, rec in (
+        ("Naive-WREL (profile settings)", _record(ref, "naive-r10-s0")),
+        ("LRB-WREL (profile settings)", _record(ref, "lrb-r10-s0")),
+    ):
+        if rec:
+            rows.append((label, "", rec))
+    for name, (what, sets) in VARIANTS.items():
+        rec = _record(root / "docs/results/ablations" / name, "lrb-r10-s0")
+        if rec:
+            rows.append((f"LRB-WREL, {name}", f"{what}; `{' '.join(sets)}`", rec))
+    lines = [
+        "# LRB-WREL ablations (10 % accurate, seed 0)",
+        "",
+        "Written by `benchmarks/ablations.py` from the run records. Variants are compared on the",
+        "**val** split (best val mIoU of the run, which also selects its checkpoint); test is",
+        "listed for completeness and was not used to choose anything.",
+        "",
+        "| run | val mIoU | val oIoU | test mIoU | test oIoU | wall time | change |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, what, rec in sorted(rows, key=lambda r: -(r[2]["val"] or {}).get("mIoU", 0.0)):
+        val, test = rec["val"] or {}, rec["test"] or {}
+        lines.append(
+            f"| {label} | {val.get('mIoU', float('nan')):.2f} | {val.get('oIoU', float('nan')):.2f}"
+            f" | {test.get('mIoU', float('nan')):.2f} | {test.get('oIoU', float('nan')):.2f} | "
+            f"{rec['wall_time_s'] / 60:.1f} min | {what} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--only", nargs="*", help="variants to run (default: all)")
+    args = parser.parse_args()
+    root = Path(__file__).resolve().parents[1]
+    if not args.report_only:
+        for name in args.only or list(VARIANTS):
+            run_variant(name, VARIANTS[name][1], root)
+    out = root / "docs/results/ablations.md"
+    out.write_text(report(root))
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
