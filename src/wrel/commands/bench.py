@@ -10,22 +10,16 @@ from wrel.commands import add_set_argument
 log = logging.getLogger(__name__)
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
+def _comma_list(cast: type, what: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> list:
+        try:
+            return [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}, got {text!r}"
+            ) from None
 
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+    return parse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -58,8 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split-file", help="published weak-split refs file (replaces --ratios)")
     p.add_argument("--methods", type=lambda t: t.split(","), help="comma list (default: all)")
-    p.add_argument("--ratios", type=_floats, help="comma list of accurate ratios")
-    p.add_argument("--seeds", type=_ints, help="comma list of seeds")
+    p.add_argument(
+        "--ratios", type=_comma_list(float, "numbers"), help="comma list of accurate ratios"
+    )
+    p.add_argument("--seeds", type=_comma_list(int, "integers"), help="comma list of seeds")
     p.add_argument("--out", help="records, tables and plots (default: docs/results/<profile>)")
     p.add_argument("--runs-dir", help="run folders (default: runs/bench-<profile>)")
     add_set_argument(p, "experiment override for every run, e.g. train.device=cuda")

@@ -104,20 +104,13 @@ def ddp_wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], n
 
     def wrap(module: nn.Module) -> nn.Module:
         ids = [device.index] if device.type == "cuda" else None
-        if device.type == "cuda":
-            _convert_sync_bn_in_place(module)
+        if device.type == "cuda":  # replaces BatchNorm children in place (root is not a BN)
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         return nn.parallel.DistributedDataParallel(
             module, device_ids=ids, find_unused_parameters=True
         )
 
     return wrap
-
-
-def _convert_sync_bn_in_place(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        converted = nn.SyncBatchNorm.convert_sync_batchnorm(child)
-        if converted is not child:
-            setattr(module, name, converted)
 
 
 def average_buffers(module: nn.Module) -> None:

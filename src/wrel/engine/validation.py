@@ -24,6 +24,7 @@ def evaluate_model(
     progress: bool = False,
     desc: str = "eval",
     per_sample: bool = False,
+    bank: Any | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on every batch of ``loader`` with ``wrel.evaluation.Evaluator``.
 
@@ -32,7 +33,9 @@ def evaluate_model(
     sharded), so nothing is gathered across ranks.
 
     Args:
-        per_sample: also return ``"samples"``: ``[sample_id, category, I, U]`` per sample.
+        per_sample: also return ``"samples"``: ``(sample_id, category, I, U)`` per sample.
+        bank: a ``ReferenceBank``; samples marked weak get their prompts written into the free
+            token slots after their text (the LRB-WREL training input). Default: no bank.
 
     Returns:
         The evaluator's metrics dict (oIoU, mIoU, Prec@X in percent, per category, ...).
@@ -50,12 +53,15 @@ def evaluate_model(
     )
     for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
         input_ids, attention_mask = model.tokenize(list(batch["text"]))  # type: ignore[operator]
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        text: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if bank is not None:
+            is_weak = torch.tensor([q == "weak" for q in batch["quality"]], device=device)
+            embeds = model.embed_tokens(input_ids)  # type: ignore[operator]
+            filled, mask = bank.fill(embeds, attention_mask, batch["sample_id"].to(device), is_weak)
+            text = {"inputs_embeds": filled, "attention_mask": mask}
         with autocast:
-            out = model(
-                batch["image"].to(device),
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-            )
+            out = model(batch["image"].to(device), **text)
         pred = out.logits.argmax(dim=1).bool().cpu()  # (B, H, W)
         evaluator.update(
             pred, batch["mask"].bool(), list(batch["category"]), sample_ids=batch["sample_id"]
@@ -63,7 +69,7 @@ def evaluate_model(
     model.train(was_training)
     metrics = dict(evaluator.compute(gather=False))
     if per_sample:
-        metrics["samples"] = [list(row) for row in evaluator.per_sample()]
+        metrics["samples"] = evaluator.per_sample()
     return metrics
 
 

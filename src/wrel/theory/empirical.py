@@ -29,13 +29,6 @@ __all__ = ["measure_bound", "plot_bound", "bound_markdown"]
 log = logging.getLogger(__name__)
 
 
-def _aligned(a: dict[int, float], b: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-    ids = sorted(a)
-    if set(ids) != set(b):
-        raise ValueError("paired scores cover different samples")
-    return np.array([a[i] for i in ids]), np.array([b[i] for i in ids])
-
-
 def _train_split(data_root: str | Path, data_cfg: dict[str, Any]) -> list[Any]:
     """The train samples with the weak split a run trained on (built or published)."""
     from wrel.data.dataset import load_samples
@@ -74,8 +67,14 @@ def measure_bound(
     from wrel.data.dataset import load_samples
     from wrel.engine.checkpoint import load_model
     from wrel.methods.bank import ReferenceBank
-    from wrel.theory import bound_terms, estimate_delta, fit_eps
-    from wrel.theory.measure import class_name_view, losses_by_id, score_samples
+    from wrel.theory import (
+        bound_terms,
+        estimate_delta,
+        fit_eps,
+        losses_from_counts,
+        paired_losses,
+    )
+    from wrel.theory.measure import class_name_view, score_samples
 
     fulls = sorted(r["seed"] for r in records if r["method"] == "full")
     if not fulls:
@@ -96,19 +95,20 @@ def measure_bound(
         size = int(rec["config"]["data"]["image_size"])
 
         def score(samples: list[Any], bank: Any = None, model: Any = model, size: int = size):
-            return losses_by_id(
-                score_samples(model, samples, image_size=size, device=device, bank=bank)
-            )
+            return score_samples(model, samples, image_size=size, device=device, bank=bank)
 
         echo(f"scoring {rec['name']} on val with accurate expressions and class names")
-        la, lw = _aligned(score(val), score(val_weak))
+        la, lw, _ = paired_losses(score(val), score(val_weak))
         acc_losses.append(la)
         weak_losses.append(lw)
         names.append(rec["name"])
         data_cfg = rec["config"]["data"]
         if rec["method"] in ("only-accurate", "full"):
             train = [s for s in _train_split(data_root, data_cfg) if s.quality == "accurate"]
-            train_risk = float(np.mean(list(score(train).values())))
+            counts = score(train)
+            train_risk = float(
+                losses_from_counts([r[2] for r in counts], [r[3] for r in counts]).mean()
+            )
             eps_points.append(
                 {
                     "run": rec["name"],
@@ -129,8 +129,8 @@ def measure_bound(
             ]  # fmt: skip
             bank = ReferenceBank.load(bank_file, device=device)
             l_acc = score(accurate)
-            la_b, l_bank = _aligned(l_acc, score(weak, bank))
-            _, l_cls = _aligned(l_acc, score(weak))
+            la_b, l_bank, _ = paired_losses(l_acc, score(weak, bank))
+            _, l_cls, _ = paired_losses(l_acc, score(weak))
             with_bank = estimate_delta(la_b, l_bank, confidence=confidence)
             plain = estimate_delta(la_b, l_cls, confidence=confidence)
             bank_rows.append(
