@@ -24,7 +24,12 @@ TINY = Profile(
     description="test",
     synth={},
     data_dir="unused",
-    sets=("data.image_size=32", "train.batch_size=4", "train.eval_batch_size=8"),
+    sets=(
+        "data.image_size=32",
+        "train.batch_size=4",
+        "train.eval_batch_size=8",
+        "train.trace_class_names=true",
+    ),
     epochs={"only-accurate": 1, "naive": 1, "full": 1, "teacher-warmup": 1, "joint": 1},
 )
 
@@ -170,7 +175,53 @@ def test_bound_command_on_tiny_runs(tiny_runs: Path, tiny_bench: Path, capsys) -
         assert row["bound_mix"] == pytest.approx(expected)
         assert row["holds"] == (row["measured_gap"] <= row["bound_mix"])
     assert 0.0 <= result["delta"]["ci"][0] <= result["delta"]["estimate"] <= 1.0
-    assert len(result["delta"]["per_run"]) == 4 and len(result["eps"]["points"]) == 2
+    # Delta covers every checkpoint the four runs visited (each val evaluation), from the traces
+    evals = []
+    for name, rec in records.items():
+        lines = (Path(rec["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        vals = [json.loads(x) for x in lines if '"event": "val"' in x]
+        evals += [f"{name}@{v['stage']}:{v['epoch']}" for v in vals]
+        assert (tiny_runs / "traces" / f"{name}.jsonl").is_file()
+    assert sorted(result["delta"]["per_run"]) == sorted(evals) and len(evals) > 4
+    assert result["delta"]["runs_traced"] == sorted(records)
+    worst = max(result["delta"]["per_run"].values(), key=lambda g: g["gap"])
+    assert result["delta"]["estimate"] == pytest.approx(worst["gap"])
+    assert len(result["eps"]["points"]) == 2
     bank = result["bank"][0]
     assert bank["run"] == "lrb-r50-s0" and bank["num_weak"] > 0
     assert (tiny_runs / "bound.png").stat().st_size > 1000
+
+
+def test_bound_without_traces_uses_best_checkpoints(tiny_runs: Path, tiny_bench: Path) -> None:
+    from wrel.theory.empirical import load_traces, measure_bound
+
+    records = load_records(tiny_runs)
+    traces = load_traces(tiny_runs, [r["name"] for r in records])
+    assert set(traces) == {r["name"] for r in records}
+    quiet = measure_bound(records, tiny_bench, traces={}, echo=lambda _: None)
+    assert sorted(quiet["delta"]["per_run"]) == sorted(f"{r['name']}@best" for r in records)
+    assert quiet["delta"]["runs_traced"] == []
+    # the best checkpoint is one of the visited ones: its scores match the trace's line
+    for rec in records:
+        best = quiet["delta"]["per_run"][f"{rec['name']}@best"]
+        line = next(x for x in traces[rec["name"]] if x["step"] == rec["best"]["step"])
+        assert best["risk"] == pytest.approx(line["risk"], abs=1e-4)
+        assert best["risk_class_name"] == pytest.approx(line["risk_class_name"], abs=1e-4)
+    other = {n: [{**x, "sample_ids": x["sample_ids"][::-1]} for x in t] for n, t in traces.items()}
+    with pytest.raises(ValueError, match="other val samples"):
+        measure_bound(records, tiny_bench, traces=other, echo=lambda _: None)
+
+
+def test_bench_epochs_option_replaces_profile_epochs(capsys) -> None:
+    import argparse
+
+    from wrel.cli import main
+    from wrel.commands.bench import _stage_epochs
+
+    assert _stage_epochs("teacher-warmup=3, joint=2") == {"teacher-warmup": 3, "joint": 2}
+    for bad in ("warmup=3", "joint=0", "joint", "joint=x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="STAGE=EPOCHS"):
+            _stage_epochs(bad)
+    with pytest.raises(SystemExit):
+        main(["bench", "--epochs", "warmup=3", "--dry-run"])
+    assert "STAGE=EPOCHS" in capsys.readouterr().err

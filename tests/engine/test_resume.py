@@ -31,6 +31,7 @@ def _cfg(tmp_path: Path, data: Path, model_sets: list[str], name: str):
             "train.checkpoint_every=2",
             "data.image_size=16",
             "data.accurate_ratio=0.5",
+            "train.trace_class_names=true",  # its log is truncated on resume like metrics.jsonl
             f"data.root={data}",
             *model_sets,
         ],
@@ -89,6 +90,9 @@ def test_resume_after_crash_matches_uninterrupted(
     ref_log = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
     res_log = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in ref_log] == [json.loads(x) for x in res_log]
+    ref_trace = (tmp_path / "ref" / "risk_trace.jsonl").read_text().splitlines()
+    res_trace = (tmp_path / "crash" / "risk_trace.jsonl").read_text().splitlines()
+    assert ref_trace and ref_trace == res_trace
 
 
 def test_resume_without_checkpoint_or_with_other_config_fails(make_cfg) -> None:

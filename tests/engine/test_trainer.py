@@ -53,6 +53,34 @@ def test_train_end_to_end_every_method(tiny_experiment, method: str) -> None:
     assert (run / "bank.safetensors").is_file() == (method == "lrb")
 
 
+def test_class_name_trace_leaves_training_unchanged(tiny_experiment) -> None:
+    """train.trace_class_names logs every visited checkpoint's paired val losses, nothing else."""
+    from wrel.engine.checkpoint import load_model
+    from wrel.engine.trainer import train
+
+    plain = Path(train(tiny_experiment("lrb", "name=plain"))["run_dir"])
+    traced = Path(
+        train(tiny_experiment("lrb", "name=traced", "train.trace_class_names=true"))["run_dir"]
+    )
+    a, _ = load_model(plain / "checkpoints" / "best")
+    b, _ = load_model(traced / "checkpoints" / "best")
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), key
+    assert not (plain / "risk_trace.jsonl").exists()
+    vals = [json.loads(x) for x in (traced / "metrics.jsonl").read_text().splitlines()]
+    vals = [x for x in vals if x["event"] == "val"]
+    trace = [json.loads(x) for x in (traced / "risk_trace.jsonl").read_text().splitlines()]
+    assert len(trace) == len(vals) >= 2  # teacher warm-up and joint stage
+    for line, val in zip(trace, vals, strict=True):
+        assert (line["stage"], line["step"]) == (val["stage"], val["step"])
+        n = len(line["sample_ids"])
+        assert n == val["num_samples"] == len(line["loss"]) == len(line["loss_class_name"])
+        # the accurate losses are exactly the evaluation's: risk = 1 - mIoU
+        assert line["risk"] == pytest.approx(1 - val["mIoU"] / 100, abs=1e-9)
+        assert line["risk_class_name"] == pytest.approx(1 - val["class_name"]["mIoU"] / 100)
+        assert all(0.0 <= x <= 1.0 for x in line["loss"] + line["loss_class_name"])
+
+
 def test_unknown_config_key_and_method_fail(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown config key"):
         build_experiment("naive", assignments=["train.batch_szie=4"])

@@ -107,3 +107,12 @@ def test_poly_factor() -> None:
     assert poly_factor(0, 10) == 1.0
     assert poly_factor(5, 10) == pytest.approx(0.5**0.9)
     assert poly_factor(10, 10) == 0.0
+
+
+def test_ema_time_scale_shortens_the_horizon() -> None:
+    for progress in (0.0, 0.5, 2.0, 7.0):
+        assert ema_momentum(progress, 10.0) == pytest.approx(ema_momentum(progress) ** 10)
+    # 0.9995 averages over ~2000 iterations; at time scale 10 over ~200
+    assert 1 / (1 - ema_momentum(5.0, 10.0)) == pytest.approx(200, rel=0.01)
+    with pytest.raises(ValueError, match="time_scale"):
+        ema_momentum(1.0, 0.0)

@@ -56,6 +56,7 @@ _CPU_SETS = (
     "train.eval_batch_size=32",
     "train.channels_last=true",
     "train.log_every=10",
+    "train.trace_class_names=true",  # per-checkpoint class-name risk for `wrel bound`
 )
 
 #: Stage epochs of the CPU profiles (stage names of wrel.experiment.METHOD_PRESETS).
@@ -112,6 +113,7 @@ PROFILES: dict[str, Profile] = {
             "train.channels_last=true",
             "train.amp=bf16",
             "train.log_every=20",
+            "train.trace_class_names=true",
         ),
         epochs={k: v + 2 for k, v in _CPU_EPOCHS.items()},
     ),

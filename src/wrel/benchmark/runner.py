@@ -2,7 +2,9 @@
 
 Every run is an ordinary training run (``wrel.engine.trainer.train``) under
 ``<runs_dir>/<run name>``; its record (config, seed, wall time, best-on-val metrics, test
-metrics once, per category, training curve) goes to ``<out>/runs/<run name>.json``. A record
+metrics once, per category, training curve) goes to ``<out>/runs/<run name>.json``, and with
+``train.trace_class_names`` (set by the profiles) its per-evaluation accurate vs class-name val
+losses to ``<out>/traces/<run name>.jsonl`` (read by ``wrel bound``). A record
 that exists means the run is finished and is skipped when the command is run again; a run
 folder without a record (a killed run) is resumed from its last checkpoint. After every run the
 report (``results.json``, ``results.md``, plots) is rewritten from all records in ``<out>``.
@@ -340,6 +342,10 @@ def run_benchmark(
         if resume:  # the killed part's time is unknown; say so rather than under-report
             elapsed = float("nan")
         record = run_record(spec, cfg, result, elapsed)
+        trace = run_dir / "risk_trace.jsonl"
+        if trace.is_file():  # before the record: a record means the run is complete
+            (out / "traces").mkdir(exist_ok=True)
+            _write_atomic(out / "traces" / f"{spec.name}.jsonl", trace.read_text())
         _write_atomic(records_dir / f"{spec.name}.json", json.dumps(record, indent=1) + "\n")
         done_records[spec.name] = record
         test = record["test"] or {}

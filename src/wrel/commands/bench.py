@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 
 from wrel.commands import add_set_argument
 
@@ -20,6 +21,23 @@ def _comma_list(cast: type, what: str):  # type: ignore[no-untyped-def]
             ) from None
 
     return parse
+
+
+def _stage_epochs(text: str) -> dict[str, int]:
+    """``teacher-warmup=3,joint=6`` -> ``{"teacher-warmup": 3, "joint": 6}`` (known stages)."""
+    from wrel.experiment import METHOD_PRESETS
+
+    known = {s["name"] for preset in METHOD_PRESETS.values() for s in preset["stages"]}
+    out: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in known or not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected STAGE=EPOCHS (a positive integer) with STAGE one of {sorted(known)}, "
+                f"got {item!r}"
+            )
+        out[name] = int(value)
+    return out
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +74,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--ratios", type=_comma_list(float, "numbers"), help="comma list of accurate ratios"
     )
     p.add_argument("--seeds", type=_comma_list(int, "integers"), help="comma list of seeds")
+    p.add_argument(
+        "--epochs",
+        type=_stage_epochs,
+        default={},
+        help="replace the profile's epochs of some stages, e.g. teacher-warmup=3 (stages on the "
+        "accurate share still run epochs / ratio of them)",
+    )
     p.add_argument("--out", help="records, tables and plots (default: docs/results/<profile>)")
     p.add_argument("--runs-dir", help="run folders (default: runs/bench-<profile>)")
     add_set_argument(p, "experiment override for every run, e.g. train.device=cuda")
@@ -76,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     profile = get_profile(args.profile)
+    if args.epochs:
+        profile = replace(profile, epochs={**profile.epochs, **args.epochs})
     out = args.out or f"docs/results/{profile.name}"
     if args.report_only:
         paths = write_report(out, title=f"wrel bench, profile {profile.name}")

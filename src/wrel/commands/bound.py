@@ -13,7 +13,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "For each accurate ratio of a `wrel bench` result folder, print the measured test "
             "gap between Naive-WREL (and LRB-WREL) and Full, the bound's terms (Delta estimated "
-            "on val over the runs' best checkpoints, eps_n fitted from the train/val gaps of "
+            "on val over every checkpoint the runs visited, from the traces `wrel bench` keeps "
+            "under <runs>/traces; a run without one contributes its best checkpoint; eps_n "
+            "fitted from the train/val gaps of "
             "Only-Accurate and Full), the bound and whether the gap lies under it; plus the "
             "effective Delta with the reference bank on the weak training samples of each "
             "LRB-WREL run. Writes bound.json, bound.md and bound.png next to the records. "
@@ -32,12 +34,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Measure, print the table, write the files."""
     from wrel.benchmark.runner import load_records
-    from wrel.theory.empirical import bound_markdown, measure_bound, write_bound
+    from wrel.theory.empirical import bound_markdown, load_traces, measure_bound, write_bound
 
     records = load_records(args.runs)
     if not records:
         raise FileNotFoundError(f"no run records under {args.runs}/runs; run `wrel bench` first")
-    result = measure_bound(records, args.data, seed=args.seed, device=args.device)
+    traces = load_traces(args.runs, [r["name"] for r in records])
+    result = measure_bound(records, args.data, traces=traces, seed=args.seed, device=args.device)
     print(bound_markdown(result))
     paths = write_bound(result, args.out or args.runs)
     print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from wrel.data.images import decode_segmentation, read_mask_file, read_rgb
 from wrel.data.transforms import hflip_sample, normalize_image, resize_mask, resize_rgb
 
-__all__ = ["RefSegDataset", "Sample", "collate_samples", "load_samples"]
+__all__ = ["RefSegDataset", "Sample", "class_name_view", "collate_samples", "load_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,11 @@ def load_samples(
 
     return refer_samples(root, _dataset_name(root, name), split, ratio, seed, split_file,
                          check_files=check_files)  # fmt: skip
+
+
+def class_name_view(samples: Sequence[Sample]) -> list[Sample]:
+    """The same samples with the class name, verbatim, as their only text (a weak view)."""
+    return [replace(s, text=s.category, quality="weak") for s in samples]
 
 
 def _apply_ratio(samples: list[Sample], ratio: float | None, seed: int) -> list[Sample]:

@@ -4,6 +4,8 @@ Anatomy of a run (``runs/<name>/``)::
 
     config.json          resolved ExperimentConfig
     metrics.jsonl        one JSON object per logged train step / evaluation
+    risk_trace.jsonl     with train.trace_class_names: per-sample val losses (1 - IoU) with
+                         accurate expressions and with class names, one line per evaluation
     checkpoints/last/    resume state (safetensors + JSON), rewritten atomically
     checkpoints/best/    exported student (save_model), best on val over the final stage
     bank.safetensors     the reference bank with its id mapping (methods that use one)
@@ -41,9 +43,12 @@ from wrel.engine.validation import evaluate_model, metric_value
 from wrel.experiment import ExperimentConfig
 from wrel.methods.base import Handover, NonFiniteLossError, Stage, StageConfig, StageContext
 
-__all__ = ["train", "Trainer", "LoopState"]
+__all__ = ["train", "Trainer", "LoopState", "TRACE_FILE"]
 
 log = logging.getLogger(__name__)
+
+#: Per-evaluation accurate vs class-name val losses (``train.trace_class_names``).
+TRACE_FILE = "risk_trace.jsonl"
 
 
 @dataclass
@@ -219,6 +224,7 @@ class Trainer:
         if not (scfg.evaluate and due and self.samples.get("val")):
             return
         model = stage.eval_model()
+        trace = self.cfg.train.trace_class_names
         metrics = evaluate_model(
             model,
             eval_loader(self.cfg, self.samples["val"]),
@@ -227,16 +233,11 @@ class Trainer:
             amp=self.cfg.train.amp,
             desc=f"val {name}",
             progress=self.cfg.train.progress and self.dist.is_main,
+            per_sample=trace,
         )
-        self._log(
-            {
-                "event": "val",
-                "stage": name,
-                "epoch": state.epoch - 1,
-                "step": state.global_step,
-                **_jsonable(metrics),
-            }
-        )
+        where = {"stage": name, "epoch": state.epoch - 1, "step": state.global_step}
+        extra = self._trace_class_names(model, where, metrics.pop("samples")) if trace else {}
+        self._log({"event": "val", **where, **_jsonable(metrics), **extra})
         if state.stage_index != len(self.cfg.stages) - 1:
             return  # the best checkpoint is chosen among the final stage's students only
         value = metric_value(metrics, self.cfg.train.select_metric)
@@ -251,6 +252,37 @@ class Trainer:
                     "val": _jsonable(metrics),
                 },
             )
+
+    def _trace_class_names(
+        self, model: torch.nn.Module, where: dict[str, Any], accurate: list[Any]
+    ) -> dict[str, Any]:
+        """Score val with class names; append the paired per-sample losses to the trace."""
+        from wrel.data.dataset import class_name_view
+        from wrel.theory.estimators import paired_losses
+
+        weak = evaluate_model(
+            model,
+            eval_loader(self.cfg, class_name_view(self.samples["val"])),
+            self.device,
+            protocol=self.cfg.train.protocol,
+            amp=self.cfg.train.amp,
+            desc="val class names",
+            progress=self.cfg.train.progress and self.dist.is_main,
+            per_sample=True,
+        )
+        loss, loss_weak, ids = paired_losses(accurate, weak.pop("samples"))
+        self._log(
+            {
+                **where,
+                "risk": float(loss.mean()),
+                "risk_class_name": float(loss_weak.mean()),
+                "sample_ids": ids.tolist(),
+                "loss": [round(float(x), 5) for x in loss],
+                "loss_class_name": [round(float(x), 5) for x in loss_weak],
+            },
+            TRACE_FILE,
+        )
+        return {"class_name": {k: float(weak[k]) for k in ("oIoU", "mIoU")}}
 
     # -- files --------------------------------------------------------------------------------
 
@@ -287,21 +319,21 @@ class Trainer:
             )
         barrier(self.dist)
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: dict[str, Any], file: str = "metrics.jsonl") -> None:
         if self.dist.is_main:
-            with (self.run_dir / "metrics.jsonl").open("a") as fh:
+            with (self.run_dir / file).open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
     def _truncate_log(self, global_step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (rank 0)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not (self.dist.is_main and path.is_file()):
-            return
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= global_step]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in kept))
-        os.replace(tmp, path)
+        """Drop log and trace lines written after the checkpoint we resume from (rank 0)."""
+        for path in (self.run_dir / "metrics.jsonl", self.run_dir / TRACE_FILE):
+            if not (self.dist.is_main and path.is_file()):
+                continue
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= global_step]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            os.replace(tmp, path)
 
     def _finish(self, handover: Handover) -> dict[str, Any]:
         from wrel.engine.checkpoint import load_model

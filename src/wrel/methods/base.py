@@ -59,6 +59,9 @@ class StageConfig:
     consistency_temperature: float = 0.7
     consistency_threshold: tuple[float, float] = (0.6, 0.8)  # ramped over the epochs below
     consistency_ramp_epochs: float = 5.0
+    # EMA momentum a -> a ** ema_time_scale (joint): the paper's schedule assumes ~1500
+    # iterations per epoch; k times fewer per epoch and k keeps its horizon in epochs.
+    ema_time_scale: float = 1.0
     evaluate: bool = True  # evaluate the student on val after each epoch of this stage
     eval_every: int = 0  # evaluate every N epochs of this stage; 0: train.eval_every
 

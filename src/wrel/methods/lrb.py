@@ -111,6 +111,7 @@ class JointStage(_BankStepMixin):
                 f"joint stage: bank_steps must be >= 0 and bank_update_every >= 1, got "
                 f"{cfg.bank_steps} and {cfg.bank_update_every}"
             )
+        ema_momentum(0.0, cfg.ema_time_scale)  # validates the knob before any training
         self.bank = ensure_bank(ctx)
         self.teacher = EmaTeacher(self.model)  # starts from the handed-over (stage-1) weights
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -141,7 +142,7 @@ class JointStage(_BankStepMixin):
         self.optimizer_step(self.optimizer, loss, self.model.parameters())
         logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
         self.scheduler.step()
-        momentum = ema_momentum(progress)
+        momentum = ema_momentum(progress, self.cfg.ema_time_scale)
         self.teacher.update(self.model, momentum)
         logs.update(loss=float(loss.detach()), ema_momentum=momentum)
         return logs

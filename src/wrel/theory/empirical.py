@@ -3,8 +3,11 @@
 Loss: ``1 - IoU`` per sample (in [0, 1]); risks are its means, so ``R = 1 - mIoU / 100``.
 
 - ``Delta``: on the val split, where every sample has its accurate expression and its class
-  name, the largest paired gap ``|R(h) - R_w(h)|`` over the best checkpoints of the
-  benchmark's runs (one seed), with a simultaneous bootstrap confidence interval.
+  name, the largest paired gap ``|R(h) - R_w(h)|`` over every checkpoint the benchmark's runs
+  (one seed) visit: each evaluation during training, read from the runs' traces
+  (``train.trace_class_names``, ``<runs>/traces/<run>.jsonl``). A run without a trace
+  contributes its best checkpoint, scored here. A simultaneous bootstrap confidence interval
+  covers all checkpoints.
 - ``eps_n``: the proxy ``c / sqrt(n)`` fitted through ``|R_val - R_train|`` of the runs trained
   on accurate expressions only (Only-Accurate at each ratio, Full), against their train size.
 - Measured gap: ``R(h_mix) - R(h*)`` on test, with Naive-WREL (or LRB-WREL) as ``h_mix`` and
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["measure_bound", "plot_bound", "bound_markdown"]
+__all__ = ["measure_bound", "plot_bound", "bound_markdown", "load_traces", "write_bound"]
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,55 @@ def _train_split(data_root: str | Path, data_cfg: dict[str, Any]) -> list[Any]:
     )
 
 
+def load_traces(runs_dir: str | Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The per-evaluation class-name traces of the runs ``names`` that have one.
+
+    Args:
+        runs_dir: a ``wrel bench --out`` folder; traces are ``traces/<run name>.jsonl``.
+        names: run names.
+
+    Returns:
+        Run name -> its trace lines (stage, epoch, step, sample_ids, loss, loss_class_name).
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        path = Path(runs_dir) / "traces" / f"{name}.jsonl"
+        if path.is_file():
+            lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+            if lines:
+                out[name] = lines
+    return out
+
+
+def _risk(records: list[Any]) -> float:
+    """Mean ``1 - IoU`` of ``(sample_id, category, I, U)`` records."""
+    from wrel.theory import losses_from_counts
+
+    return float(losses_from_counts([r[2] for r in records], [r[3] for r in records]).mean())
+
+
+def _trace_rows(
+    name: str, lines: list[dict[str, Any]], val_ids: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    acc, weak, labels = [], [], []
+    for line in lines:
+        ids = np.asarray(line["sample_ids"], dtype=np.int64)
+        if not np.array_equal(ids, val_ids):
+            raise ValueError(
+                f"the trace of {name} covers other val samples than --data holds; pass the data "
+                "the runs trained on"
+            )
+        acc.append(np.asarray(line["loss"], dtype=np.float64))
+        weak.append(np.asarray(line["loss_class_name"], dtype=np.float64))
+        labels.append(f"{name}@{line['stage']}:{line['epoch']}")
+    return acc, weak, labels
+
+
 def measure_bound(
     records: list[dict[str, Any]],
     data_root: str | Path,
     *,
+    traces: dict[str, list[dict[str, Any]]] | None = None,
     seed: int | None = None,
     device: str = "cpu",
     confidence: float = 0.95,
@@ -56,6 +104,8 @@ def measure_bound(
     Args:
         records: run records of ``wrel bench`` (``wrel.benchmark.runner.load_records``).
         data_root: the refer-format data the runs trained on (all expressions available).
+        traces: run name -> trace lines (:func:`load_traces`): every checkpoint the run
+            visited enters ``Delta``; runs without one contribute their best checkpoint.
         seed: which seed's runs (default: the smallest seed that has a Full run).
         device: where checkpoints are evaluated.
         confidence: joint coverage of the ``Delta`` intervals.
@@ -71,7 +121,6 @@ def measure_bound(
         bound_terms,
         estimate_delta,
         fit_eps,
-        losses_from_counts,
         paired_losses,
     )
     from wrel.theory.measure import class_name_view, score_samples
@@ -86,7 +135,12 @@ def measure_bound(
     val = load_samples(data_root, "val")
     n_train = len(load_samples(data_root, "train", accurate_ratio=None))
     val_weak = class_name_view(val)
-    acc_losses, weak_losses, names = [], [], []
+    val_ids = np.array(sorted(s.sample_id for s in val), dtype=np.int64)
+    traces = traces or {}
+    acc_losses: list[np.ndarray] = []
+    weak_losses: list[np.ndarray] = []
+    names: list[str] = []
+    run_of: list[str] = []  # the run of each Delta row
     eps_points: list[dict[str, Any]] = []
     bank_rows: list[dict[str, Any]] = []
     for rec in sorted(runs, key=lambda r: (r["method"], r["accurate_ratio"])):
@@ -97,25 +151,28 @@ def measure_bound(
         def score(samples: list[Any], bank: Any = None, model: Any = model, size: int = size):
             return score_samples(model, samples, image_size=size, device=device, bank=bank)
 
-        echo(f"scoring {rec['name']} on val with accurate expressions and class names")
-        la, lw, _ = paired_losses(score(val), score(val_weak))
-        acc_losses.append(la)
-        weak_losses.append(lw)
-        names.append(rec["name"])
         data_cfg = rec["config"]["data"]
+        if rec["name"] in traces:
+            a, w, labels = _trace_rows(rec["name"], traces[rec["name"]], val_ids)
+            echo(f"{rec['name']}: {len(labels)} visited checkpoints from its trace")
+        else:
+            echo(f"scoring {rec['name']} (best checkpoint only: no trace) on val")
+            la, lw, _ = paired_losses(score(val), score(val_weak))
+            a, w, labels = [la], [lw], [f"{rec['name']}@best"]
+        acc_losses += a
+        weak_losses += w
+        names += labels
+        run_of += [rec["name"]] * len(labels)
         if rec["method"] in ("only-accurate", "full"):
             train = [s for s in _train_split(data_root, data_cfg) if s.quality == "accurate"]
-            counts = score(train)
-            train_risk = float(
-                losses_from_counts([r[2] for r in counts], [r[3] for r in counts]).mean()
-            )
+            train_risk, val_risk = _risk(score(train)), _risk(score(val))
             eps_points.append(
                 {
                     "run": rec["name"],
                     "n": len(train),
                     "train_risk": train_risk,
-                    "val_risk": float(la.mean()),
-                    "gap": abs(float(la.mean()) - train_risk),
+                    "val_risk": val_risk,
+                    "gap": abs(val_risk - train_risk),
                 }
             )
         bank_file = run_dir / "bank.safetensors"
@@ -181,6 +238,9 @@ def measure_bound(
                 name: {"risk": g.risk, "risk_class_name": g.risk_weak, "gap": g.gap}
                 for name, g in zip(names, delta.gaps, strict=True)
             },
+            "checkpoints": len(names),
+            "runs": len(set(run_of)),
+            "runs_traced": sorted({r for r in run_of if r in traces}),
             "num_samples": delta.num_samples,
             "split": "val",
         },
@@ -201,7 +261,8 @@ def bound_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Seed {result['seed']}, n = {result['n_train']} training samples; loss: {result['loss']}.",
         "",
-        f"- Delta (val, max over {len(d['per_run'])} checkpoints, at {d['argmax_run']}): "
+        f"- Delta (val, max over {d['checkpoints']} checkpoints of {d['runs']} runs, "
+        f"{len(d['runs_traced'])} of them with every visited checkpoint; at {d['argmax_run']}): "
         f"{d['estimate']:.3f} ({100 * d['confidence']:.0f}% CI {d['ci'][0]:.3f}-{d['ci'][1]:.3f})",
         f"- eps proxy: c / sqrt(n) with c = {e['c']:.3f} (fit residual {e['residual_rms']:.3f}); "
         f"eps_n = {e['eps_n']:.3f}",
@@ -237,13 +298,13 @@ def bound_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_bound(result: dict[str, Any], out_png: str | Path) -> Path:
-    """Measured gap vs bound per ratio (left) and Delta without / with the bank (right)."""
+    """Measured gap vs bound per ratio; the gap at every visited checkpoint; Delta with bank."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     ax = axes[0]
     for method, marker in (("naive", "o"), ("lrb", "s")):
         rows = [r for r in result["rows"] if r["method"] == method]
@@ -260,6 +321,20 @@ def plot_bound(result: dict[str, Any], out_png: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[1]
+    by_run: dict[str, list[float]] = {}
+    for label, gap in result["delta"]["per_run"].items():  # in visiting order
+        by_run.setdefault(label.split("@")[0], []).append(gap["risk_class_name"] - gap["risk"])
+    for run, gaps in by_run.items():
+        ax.plot(range(1, len(gaps) + 1), gaps, marker=".", label=run)
+    delta = result["delta"]
+    ax.axhline(delta["estimate"], color="k", ls="--", lw=1, label="Delta")
+    ax.axhspan(*delta["ci"], color="k", alpha=0.08)
+    ax.set_xlabel("evaluation during the run (visited checkpoint)")
+    ax.set_ylabel("R_w - R on val (class name - accurate)")
+    ax.set_title(f"Delta over {delta['checkpoints']} checkpoints")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    ax = axes[2]
     bank = result["bank"]
     if bank:
         x = np.arange(len(bank))

@@ -8,18 +8,14 @@ the ``(sample_id, category, I, U)`` records line up accurate-vs-class-name pairs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from wrel.data.dataset import class_name_view
+
 __all__ = ["score_samples", "class_name_view"]
-
-
-def class_name_view(samples: Sequence[Any]) -> list[Any]:
-    """The same samples with the class name, verbatim, as their only text (a weak view)."""
-    return [replace(s, text=s.category, quality="weak") for s in samples]
 
 
 def score_samples(
