@@ -32,6 +32,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(what the bank itself adds, everything else equal)",
         ["stages.bank-init.bank_lr=0", "stages.joint.bank_lr=0"],
     ),
+    "bank-lr-0.1x": (
+        "joint-stage bank learning rate 1e-3, a tenth of the bank-init rate as in the paper "
+        "(1e-6 vs 1e-5), instead of half of it (5e-3)",
+        ["stages.joint.bank_lr=1e-3"],
+    ),
     "ema-horizon-10x": (
         "EMA schedule at 10x shorter horizon (momentum a**10 per iteration): 149 joint "
         "iterations per epoch here vs ~1500 in the paper, so 0.9995 would average over ~13 "

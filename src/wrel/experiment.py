@@ -66,6 +66,9 @@ class TrainConfig:
     # append both per-sample losses (1 - IoU) to risk_trace.jsonl: the checkpoints the run
     # visits, for the Delta of `wrel bound`. Does not change training (own RNG, eval mode).
     trace_class_names: bool = False
+    # DDP: let the reducer skip parameters a forward does not use (custom modules only; costs
+    # an extra graph traversal per step, and every built-in model uses all its parameters)
+    find_unused_parameters: bool = False
 
 
 @dataclass

@@ -88,7 +88,9 @@ def init_distributed(device: torch.device) -> DistInfo:
     return info
 
 
-def ddp_wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], nn.Module]:
+def ddp_wrapper(
+    info: DistInfo, device: torch.device, find_unused_parameters: bool = False
+) -> Callable[[nn.Module], nn.Module]:
     """A function wrapping a module in DDP (identity in a single process).
 
     On CUDA, BatchNorm layers become ``SyncBatchNorm`` (in place; same parameters and buffers,
@@ -96,8 +98,11 @@ def ddp_wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], n
     ``SyncBatchNorm`` does not run on CPU; there the stages call :func:`average_buffers` after
     each student step so that running statistics stay identical on every rank.
 
-    ``find_unused_parameters`` is on because the joint stage embeds tokens outside the forward
-    and text towers may hold parameters that a given forward does not use.
+    ``find_unused_parameters`` is off: every trainable parameter of the built-in models takes
+    part in each forward (backbones keep only their feature stages, the text encoder has no
+    pooler; the joint stage's token embeddings, computed outside the DDP forward, still get
+    their gradients in the same backward). A custom module with parameters that some forward
+    skips needs ``train.find_unused_parameters=true`` (DDP then says so in its error).
     """
     if not info.enabled:
         return lambda module: module
@@ -107,7 +112,7 @@ def ddp_wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], n
         if device.type == "cuda":  # replaces BatchNorm children in place (root is not a BN)
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         return nn.parallel.DistributedDataParallel(
-            module, device_ids=ids, find_unused_parameters=True
+            module, device_ids=ids, find_unused_parameters=find_unused_parameters
         )
 
     return wrap

@@ -160,7 +160,7 @@ class Trainer:
             bank=handover.bank,
             amp=self.cfg.train.amp,
             channels_last=self.cfg.train.channels_last,
-            wrap=ddp_wrapper(self.dist, self.device),
+            wrap=ddp_wrapper(self.dist, self.device, self.cfg.train.find_unused_parameters),
         )
 
     def _run_stage(
