@@ -110,15 +110,19 @@ def report(root: Path) -> str:
         "",
         "Written by `benchmarks/ablations.py` from the run records. Variants are compared on the",
         "**val** split (best val mIoU of the run, which also selects its checkpoint); test is",
-        "listed for completeness and was not used to choose anything.",
+        "listed for completeness and was not used to choose anything. Wall times are",
+        "indicative: some variants shared the machine's 2 cores with other jobs.",
         "",
-        "| run | val mIoU | val oIoU | test mIoU | test oIoU | wall time | change |",
-        "|---|---|---|---|---|---|---|",
+        "| run | val mIoU | vs LRB-WREL | val oIoU | test mIoU | test oIoU | wall time | change |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    base = next((r[2]["val"] or {} for r in rows if r[0].startswith("LRB-WREL (")), {})
     for label, what, rec in sorted(rows, key=lambda r: -(r[2]["val"] or {}).get("mIoU", 0.0)):
         val, test = rec["val"] or {}, rec["test"] or {}
+        delta = val.get("mIoU", float("nan")) - base.get("mIoU", float("nan"))
         lines.append(
-            f"| {label} | {val.get('mIoU', float('nan')):.2f} | {val.get('oIoU', float('nan')):.2f}"
+            f"| {label} | {val.get('mIoU', float('nan')):.2f} | {delta:+.2f} "
+            f"| {val.get('oIoU', float('nan')):.2f}"
             f" | {test.get('mIoU', float('nan')):.2f} | {test.get('oIoU', float('nan')):.2f} | "
             f"{rec['wall_time_s'] / 60:.1f} min | {what} |"
         )
