@@ -225,3 +225,14 @@ def test_bench_epochs_option_replaces_profile_epochs(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--epochs", "warmup=3", "--dry-run"])
     assert "STAGE=EPOCHS" in capsys.readouterr().err
+
+
+def test_bound_names_a_missing_run_folder(tiny_runs: Path, tiny_bench: Path) -> None:
+    from wrel.theory.empirical import load_traces, measure_bound
+
+    records = [
+        {**r, "run_dir": str(tiny_runs / "gone" / r["name"])} for r in load_records(tiny_runs)
+    ]
+    traces = load_traces(tiny_runs, [r["name"] for r in records])
+    with pytest.raises(FileNotFoundError, match="checkpoints.best does not exist"):
+        measure_bound(records, tiny_bench, traces=traces, echo=lambda _: None)

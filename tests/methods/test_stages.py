@@ -90,3 +90,11 @@ def test_non_finite_loss_raises_before_step(tiny_model) -> None:
         stage.training_step(make_batch(), 0.0)
     assert stage.optimizer.state_dict()["state"] == {}
     assert torch.equal(tiny_model.fusion.weight, before["fusion.weight"])
+
+
+@pytest.mark.parametrize(
+    "bad", [{"bank_steps": -1}, {"bank_update_every": 0}, {"ema_time_scale": 0.0}]
+)
+def test_joint_rejects_bad_knobs_before_training(tiny_model, bad: dict) -> None:
+    with pytest.raises(ValueError, match="joint stage"):
+        JointStage(StageConfig(kind="joint", **bad), _ctx(tiny_model))

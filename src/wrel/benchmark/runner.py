@@ -307,6 +307,8 @@ def run_benchmark(
     Returns:
         The records of ``specs`` (finished earlier or now).
     """
+    from wrel.engine.trainer import TRACE_FILE
+
     if train_fn is None:
         from wrel.engine.trainer import train
 
@@ -342,7 +344,7 @@ def run_benchmark(
         if resume:  # the killed part's time is unknown; say so rather than under-report
             elapsed = float("nan")
         record = run_record(spec, cfg, result, elapsed)
-        trace = run_dir / "risk_trace.jsonl"
+        trace = run_dir / TRACE_FILE
         if trace.is_file():  # before the record: a record means the run is complete
             (out / "traces").mkdir(exist_ok=True)
             _write_atomic(out / "traces" / f"{spec.name}.jsonl", trace.read_text())

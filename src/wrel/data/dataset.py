@@ -146,8 +146,6 @@ def class_name_view(samples: Sequence[Sample]) -> list[Sample]:
 
 
 def _apply_ratio(samples: list[Sample], ratio: float | None, seed: int) -> list[Sample]:
-    from dataclasses import replace
-
     from wrel.data.splits import select_weak_ids
 
     if ratio is None or not samples:

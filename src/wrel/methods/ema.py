@@ -38,7 +38,7 @@ def ema_momentum(progress: float, time_scale: float = 1.0) -> float:
         a = 0.99 + (0.999 - 0.99) * (p - 1.0) / 2.0
     else:
         a = 0.9995
-    return a if time_scale == 1.0 else a**time_scale
+    return a**time_scale  # x ** 1.0 == x exactly: the default is the paper's schedule
 
 
 class EmaTeacher(nn.Module):

@@ -106,12 +106,12 @@ class JointStage(_BankStepMixin):
 
     def __init__(self, cfg: StageConfig, ctx: StageContext) -> None:
         super().__init__(cfg, ctx)
-        if cfg.bank_steps < 0 or cfg.bank_update_every < 1:
+        if cfg.bank_steps < 0 or cfg.bank_update_every < 1 or not cfg.ema_time_scale > 0:
             raise ValueError(
-                f"joint stage: bank_steps must be >= 0 and bank_update_every >= 1, got "
-                f"{cfg.bank_steps} and {cfg.bank_update_every}"
+                f"joint stage: bank_steps must be >= 0, bank_update_every >= 1 and "
+                f"ema_time_scale > 0, got {cfg.bank_steps}, {cfg.bank_update_every} and "
+                f"{cfg.ema_time_scale}"
             )
-        ema_momentum(0.0, cfg.ema_time_scale)  # validates the knob before any training
         self.bank = ensure_bank(ctx)
         self.teacher = EmaTeacher(self.model)  # starts from the handed-over (stage-1) weights
         self.optimizer = build_optimizer(self.model, cfg.optim)

@@ -19,6 +19,7 @@ Loss: ``1 - IoU`` per sample (in [0, 1]); risks are its means, so ``R = 1 - mIoU
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -63,6 +64,20 @@ def load_traces(runs_dir: str | Path, names: list[str]) -> dict[str, list[dict[s
             if lines:
                 out[name] = lines
     return out
+
+
+def _best_model(run_dir: Path, name: str, device: str) -> Any:
+    """The exported best student of a run, with a clear error when the folder is gone."""
+    from wrel.engine.checkpoint import load_model
+
+    folder = run_dir / "checkpoints" / "best"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{name}: {folder} does not exist; `wrel bound` scores the runs' best checkpoints "
+            "(for eps and the bank), and run folders are not stored with the records: train "
+            "them with `wrel bench --out NEW` and pass --runs NEW"
+        )
+    return load_model(folder, device=device)[0]
 
 
 def _risk(records: list[Any]) -> float:
@@ -115,7 +130,6 @@ def measure_bound(
         A JSON-able dict: ``delta``, ``eps``, ``rows`` (one per ratio and method), ``bank``.
     """
     from wrel.data.dataset import load_samples
-    from wrel.engine.checkpoint import load_model
     from wrel.methods.bank import ReferenceBank
     from wrel.theory import (
         bound_terms,
@@ -145,19 +159,25 @@ def measure_bound(
     bank_rows: list[dict[str, Any]] = []
     for rec in sorted(runs, key=lambda r: (r["method"], r["accurate_ratio"])):
         run_dir = Path(rec["run_dir"])
-        model, _ = load_model(run_dir / "checkpoints" / "best", device=device)
+        # the best checkpoint is loaded only when something must be scored (a traced
+        # Naive-WREL run needs nothing but its trace)
+        best = functools.cache(
+            lambda run_dir=run_dir, name=rec["name"]: _best_model(run_dir, name, device)
+        )
         size = int(rec["config"]["data"]["image_size"])
 
-        def score(samples: list[Any], bank: Any = None, model: Any = model, size: int = size):
-            return score_samples(model, samples, image_size=size, device=device, bank=bank)
+        def score(samples: list[Any], bank: Any = None, best: Any = best, size: int = size):
+            return score_samples(best(), samples, image_size=size, device=device, bank=bank)
 
         data_cfg = rec["config"]["data"]
-        if rec["name"] in traces:
+        traced = rec["name"] in traces
+        val_scores = score(val) if not traced or rec["method"] in ("only-accurate", "full") else []
+        if traced:
             a, w, labels = _trace_rows(rec["name"], traces[rec["name"]], val_ids)
             echo(f"{rec['name']}: {len(labels)} visited checkpoints from its trace")
         else:
             echo(f"scoring {rec['name']} (best checkpoint only: no trace) on val")
-            la, lw, _ = paired_losses(score(val), score(val_weak))
+            la, lw, _ = paired_losses(val_scores, score(val_weak))
             a, w, labels = [la], [lw], [f"{rec['name']}@best"]
         acc_losses += a
         weak_losses += w
@@ -165,7 +185,7 @@ def measure_bound(
         run_of += [rec["name"]] * len(labels)
         if rec["method"] in ("only-accurate", "full"):
             train = [s for s in _train_split(data_root, data_cfg) if s.quality == "accurate"]
-            train_risk, val_risk = _risk(score(train)), _risk(score(val))
+            train_risk, val_risk = _risk(score(train)), _risk(val_scores)
             eps_points.append(
                 {
                     "run": rec["name"],
