@@ -154,3 +154,100 @@ def test_geojson_without_georeference_uses_pixels() -> None:
     collection = mask_to_geojson(mask)
     assert "crs" not in collection
     assert collection["features"][0]["properties"]["area"] == pytest.approx(6.0)
+
+
+def test_nodata_is_left_out_of_the_stretch_and_read_as_black(tmp_path: Path) -> None:
+    data = np.full((3, 20, 30), 2000, np.uint16)
+    data[:, :, 15:] = 4000
+    data[:, :, :6] = 0  # nodata, a fifth of the scene: it would drag the 2% percentile to 0
+    path = tmp_path / "nd.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", height=20, width=30, count=3, dtype="uint16",
+        crs=CRS_UTM, transform=TRANSFORM, nodata=0,
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    raster = GeoRaster(path)
+    assert raster.has_nodata and raster.nodata == (0, 0, 0)
+    lo, hi = raster.stretch
+    assert np.all(lo == 2000) and np.all(hi == 4000)
+    valid = raster.valid_mask()
+    assert valid is not None and not valid[:, :6].any() and valid[:, 6:].all()
+    rgb = raster.read_rgb()
+    assert not rgb[:, :6].any() and np.all(rgb[:, 6:15] == 0) and np.all(rgb[:, 15:] == 255)
+    window = raster.valid_mask(Tile(row=2, col=4, height=5, width=6))
+    assert window is not None and window.shape == (5, 6) and window[:, 2:].all()
+    assert not window[:, :2].any()
+    assert not raster.read_rgb_resized(10, 15)[:, :3].any()
+    raster.close()
+    plain = GeoRaster(write_tif(tmp_path / "plain.tif", data))  # no nodata declared
+    assert not plain.has_nodata and plain.valid_mask() is None
+    plain.close()
+
+
+def test_compute_stretch_with_valid_mask() -> None:
+    sample = np.full((10, 10, 3), 500, np.uint16)
+    sample[:, 5:] = 900
+    sample[:4] = 65535  # invalid rows
+    valid = np.ones((10, 10), bool)
+    valid[:4] = False
+    lo, hi = compute_stretch(sample, "percentile", (2, 98), valid=valid)
+    assert np.all(lo == 500) and np.all(hi == 900)
+    lo, hi = compute_stretch(sample, "percentile", (2, 98), valid=np.zeros((10, 10), bool))
+    assert np.all(hi > lo)  # all nodata: a harmless default, no crash
+
+
+def test_declared_size_is_capped_before_reading(tmp_path: Path, tif16: Path) -> None:
+    from wrel.geo import check_pixel_count
+
+    with pytest.raises(ValueError, match=r"48 x 40 = 1,920 pixels, over the limit of 1,000"):
+        GeoRaster(tif16, max_pixels=1000)
+    with pytest.raises(ValueError, match="over the limit"):
+        open_image(tif16, max_pixels=1000)
+    assert GeoRaster(tif16, max_pixels=None).height == 40
+    check_pixel_count(10**6, 10**6, None)  # None: no limit
+    with pytest.raises(ValueError, match="positive"):
+        check_pixel_count(1, 1, 0)
+
+
+def test_writers_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wrel.geo
+
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 2:5] = True
+    tif = write_mask_geotiff(tmp_path / "m.tif", mask)
+    gj = write_geojson(tmp_path / "m.geojson", mask)
+    before = {p: p.read_bytes() for p in (tif, gj)}
+
+    def broken_dumps(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(wrel.geo.json, "dumps", broken_dumps)
+    with pytest.raises(OSError, match="No space"):
+        write_geojson(gj, ~mask)
+    monkeypatch.undo()
+    monkeypatch.setattr(wrel.geo, "_write_mask_geotiff", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        write_mask_geotiff(tif, ~mask)
+    assert {p: p.read_bytes() for p in (tif, gj)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.geojson", "m.tif"]
+
+
+def test_check_output_paths(tmp_path: Path) -> None:
+    from wrel.outfiles import check_output_paths
+
+    src = tmp_path / "in.tif"
+    src.write_bytes(b"x")
+    ok = check_output_paths({"--out": tmp_path / "new" / "deeper" / "m.tif"}, inputs=[src])
+    assert ok["--out"] == tmp_path / "new" / "deeper" / "m.tif"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    with pytest.raises(ValueError, match="is the input image"):
+        check_output_paths({"--out": tmp_path / "sub" / ".." / "in.tif"}, inputs=[src])
+    with pytest.raises(ValueError, match="is a folder"):
+        check_output_paths({"--geojson": tmp_path})
+    with pytest.raises(ValueError, match=r"unsupported suffix '.txt'; use one of .geojson"):
+        check_output_paths({"--geojson": tmp_path / "a.txt"}, suffixes={"--geojson": [".geojson"]})
+    with pytest.raises(ValueError, match="already exists; pass --overwrite"):
+        check_output_paths({"--out": src})
+    assert check_output_paths({"--out": src}, overwrite=True)["--out"] == src
+    with pytest.raises(ValueError, match="same file as --out"):
+        check_output_paths({"--out": tmp_path / "a.png", "--probs": f"{tmp_path}/./a.png"})

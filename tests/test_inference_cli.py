@@ -115,6 +115,10 @@ def test_predict_png_gives_png_and_clear_errors(
     capsys.readouterr()
     assert main(["predict", str(tiny_checkpoint), str(png), "  ", "--out", str(out)]) == 2
     assert "expression is empty" in capsys.readouterr().err
+    assert main(["predict", str(tiny_checkpoint), str(png), "a ship", "--out", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    argv = ["predict", str(tiny_checkpoint), str(png), "a ship", "--out", str(out), "--overwrite"]
+    assert main(argv) == 0
     tif = make_geotiff(tmp_path / "s.tif", 20, 20)
     assert main(["predict", str(tiny_checkpoint), str(tif), "x", "--bands", "5"]) == 2
     assert "band index [5] does not exist" in capsys.readouterr().err

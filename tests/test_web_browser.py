@@ -6,9 +6,9 @@ Needs Debian's ``chromium`` and the ``playwright`` package (``make test`` instal
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from wrel.engine.checkpoint import save_model
     from wrel.inference import Predictor
     from wrel.models import ModelConfig, build_model
-    from wrel.web.server import DemoApp, Example, make_server
+    from wrel.web.server import DemoApp, Example, ServerLimits, make_server
 
     root = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
@@ -61,12 +61,10 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for i, text in enumerate(["the red vehicle on the left", "the long grey road"]):
         Image.fromarray(aerial_scene(i)).save(root / f"ex{i}.png")
         examples.append(Example(str(i), root / f"ex{i}.png", text, "vehicle"))
-    server = make_server(DemoApp(Predictor.from_checkpoint(ckpt), examples), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    limits = ServerLimits(max_side=256)
+    demo = DemoApp(Predictor.from_checkpoint(ckpt), examples, limits)
+    with make_server(demo, "127.0.0.1", 0) as server:  # uvicorn on an ephemeral port
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +100,17 @@ def test_upload_predict_and_bad_upload(browser, demo_url: str, tmp_path: Path) -
     page.click("#submit")
     page.wait_for_selector("#error", state="visible", timeout=30_000)
     assert "not a supported image" in page.inner_text("#error")
+    assert page.is_hidden("#result-panel")
+
+    # an image above the demo's side limit: refused from its header with a clear message
+    buf = io.BytesIO()
+    Image.new("1", (1000, 300)).save(buf, format="PNG")
+    page.set_input_files(
+        "#file", {"name": "wide.png", "mimeType": "image/png", "buffer": buf.getvalue()}
+    )
+    page.click("#submit")
+    page.wait_for_selector("#error:has-text('1000 x 300')", timeout=30_000)  # no eval: CSP
+    assert "accepts up to 256 per side" in page.inner_text("#error")
     assert page.is_hidden("#result-panel")
     page.close()
 

@@ -3,6 +3,14 @@
 Each subcommand lives in ``wrel.commands.<name>`` and exposes ``add_parser(subparsers)`` (which
 registers its parser and sets ``func``) and keeps heavy imports inside its run function, so
 ``wrel --help`` stays fast.
+
+Errors: an expected failure prints one line ``wrel: error: <message>`` on stderr, without a
+traceback (``--debug``, before or after the command, prints it too). Exit codes: 0 success;
+2 bad input (argument or config errors, invalid or missing files: ``ValueError``,
+``FileNotFoundError``, ``PermissionError`` and the other path errors); 1 a fault while working
+(a full or read-only disk during a save and other ``OSError``, ``MemoryError``, torch's
+``OutOfMemoryError``, a non-finite loss); 130 interrupted (Ctrl-C). Any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 # Order shown in `wrel --help`. Plain list -> modules; a missing module is a bug, not hidden.
@@ -24,6 +33,7 @@ COMMAND_MODULES = [
     "serve",
     "bench",
     "bound",
+    "bank",
 ]
 
 
@@ -39,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"wrel {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -48,7 +59,39 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
+    for command in sub.choices.values():  # `wrel train ... --debug` works too
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
     return parser
+
+
+_DEBUG_HELP = "print the full traceback of an error (default: one line)"
+
+#: Path problems of the user's input (exit 2); any other OSError is a fault while working.
+_INPUT_OS_ERRORS = (
+    FileNotFoundError,
+    PermissionError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+)
+
+
+def _exit_code(err: BaseException) -> int:
+    code = getattr(err, "exit_code", None)  # e.g. CheckpointWriteError: 1
+    if isinstance(code, int):
+        return code
+    if isinstance(err, (ValueError, *_INPUT_OS_ERRORS)):
+        return 2
+    return 1
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and not text:
+        text = err.strerror or ""
+    return text or type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,9 +110,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"wrel {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print("wrel: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError, MemoryError, FloatingPointError) as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"wrel: error: {_one_line(err)}", file=sys.stderr)
+        return _exit_code(err)
+    except RuntimeError as err:
+        if type(err).__name__ != "OutOfMemoryError":  # torch's; anything else is a bug
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"wrel: error: out of memory: {_one_line(err)}", file=sys.stderr)
+        return 1

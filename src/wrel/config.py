@@ -135,7 +135,10 @@ def parse_assignment(text: str) -> dict[str, Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ValueError(f"--set: bad key in {text!r}")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {key}: {_yaml_problem(err)}") from err
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")
@@ -153,10 +156,35 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not UTF-8 text: {err}") from err
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path}: {_yaml_problem(err)}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping at its top level")
     return data
+
+
+def _yaml_problem(err: Exception) -> str:
+    """One line for a YAML error; language tags (``!!python/object``) get their own advice."""
+    import yaml
+
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if problem and mark is not None:
+        text = f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    else:
+        text = " ".join(str(err).split())
+    if isinstance(err, yaml.constructor.ConstructorError):
+        return (
+            f"unsupported YAML tag ({text}); wrel reads plain YAML (mappings, lists, "
+            "strings, numbers, booleans): tags such as !!python/object are refused"
+        )
+    return f"invalid YAML: {text}"
 
 
 def apply_overrides(

@@ -8,12 +8,17 @@ on which samples, and, for Full, ``accurate_ratio = 1``. Resolution order: datac
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from wrel.config import apply_overrides, merge, to_dict
+from wrel.data.image_reading import ImageScaling
+from wrel.data.transforms import check_cutout
 from wrel.methods.bank import BankConfig
 from wrel.methods.base import StageConfig
 from wrel.models import ModelConfig
@@ -25,6 +30,8 @@ __all__ = [
     "METHOD_PRESETS",
     "method_names",
     "build_experiment",
+    "validate_experiment",
+    "check_run_name",
 ]
 
 
@@ -42,6 +49,15 @@ class DataConfig:
     train_split: str = "train"
     val_split: str | None = "val"  # None: no validation; best = last
     test_split: str | None = "test"  # evaluated once at the end with the best model
+    # let image file names in instances.json be absolute or hold ".." (trusted data only)
+    allow_outside_root: bool = False
+    # training images only: share of items that get one random box of the network input set to
+    # 0 after normalisation (the ImageNet mean colour); masks untouched. Paper recipe: 0.2
+    cutout_prob: float = 0.0
+    cutout_scale: tuple[float, float] = (0.1, 0.3)  # box height / width, fraction of the side
+    # how image files become the model's 8-bit RGB (bands, value mapping); recorded in the
+    # exported model and applied by `wrel predict` (wrel.data.image_reading, docs/data.md)
+    image_scaling: ImageScaling = field(default_factory=ImageScaling)
 
 
 @dataclass
@@ -57,6 +73,9 @@ class TrainConfig:
     drop_last: bool = True  # off automatically when a stage has fewer samples than a batch
     checkpoint_every: int = 0  # also write checkpoints/last every N steps (0: epoch ends only)
     eval_every: int = 1  # evaluate on val every N epochs of a stage (and at its last epoch)
+    # also evaluate on val every N optimizer steps inside epochs (0: off): the val curve of a
+    # run with few long epochs, for the plateau check; no class-name trace at these points
+    val_every_steps: int = 0
     select_metric: Literal["oIoU", "mIoU"] = "mIoU"  # best checkpoint criterion, on val
     protocol: str = "input"  # scoring resolution, passed to wrel.evaluation.Evaluator
     log_every: int = 10  # steps between metrics.jsonl train lines
@@ -88,7 +107,24 @@ def _stage(kind: str, samples: str, epochs: int, **extra: Any) -> dict[str, Any]
     return {"kind": kind, "samples": samples, "epochs": epochs, **extra}
 
 
-#: Method name -> config overrides. Epoch counts are for the small synthetic benchmark.
+def _paper_optim(lr: float) -> dict[str, float]:
+    return {"lr_backbone": lr, "lr_text": lr, "lr_head": lr}
+
+
+#: The released Dice term (wrel.methods.losses.DICE_VARIANTS).
+PAPER_DICE = "both-classes-sum-smooth1e-6"
+#: Teacher warm-up of the paper recipe: the released README's epoch-15 checkpoint of stage 1.
+#: On the accurate share rho = 0.1 that is 15 * 0.1 / 40 = 3.75 % of the joint stage's
+#: iterations; for another rho keep the share: epochs = round(1.5 / rho) (docs/training.md).
+PAPER_TEACHER_EPOCHS = 15
+#: Bank learning rates of the paper recipe (row-sparse AdamW), matched to the per-visit row
+#: movement of the released dense AdamW at 1e-5 (bank init) and 1e-6 (joint): 30x, between the
+#: measured 26.8x (constant gradient) and 31.3x (noisy) of benchmarks/bank_movement.py
+#: (figures in docs/training.md "Paper recipe").
+PAPER_BANK_LR = {"bank-init": 3e-4, "joint": 3e-5}
+
+#: Method name -> config overrides. Epoch counts are for the small synthetic benchmark, except
+#: the ``*-paper`` presets (RRSIS-D epochs of the released training).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "only-accurate": {"stages": [_stage("supervised", "accurate", 12, name="only-accurate")]},
     "naive": {"stages": [_stage("supervised", "all", 12, name="naive")]},
@@ -110,6 +146,47 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
                 optim={"lr_backbone": 2e-4, "lr_text": 6.7e-5, "lr_head": 6.7e-4},
             ),
         ]
+    },
+    "lrb-paper": {
+        # LRB-WREL as released (docs/training.md "Paper recipe"); model: paper_rrsisd.yaml
+        "data": {"cutout_prob": 0.2},
+        "bank": {"optimizer": "sparse"},
+        "stages": [
+            _stage(
+                "supervised",
+                "accurate",
+                PAPER_TEACHER_EPOCHS,
+                name="teacher-warmup",
+                optim=_paper_optim(3e-5),
+                dice=PAPER_DICE,
+            ),
+            _stage(
+                "bank_init",
+                "weak",
+                40,
+                name="bank-init",
+                evaluate=False,
+                bank_lr=PAPER_BANK_LR["bank-init"],
+                frozen_mode="train",
+                dice=PAPER_DICE,
+            ),
+            _stage(
+                "joint",
+                "all",
+                40,
+                name="joint",
+                bank_lr=PAPER_BANK_LR["joint"],
+                optim=_paper_optim(2e-5),
+                ema_scope="segmenter",
+                dice=PAPER_DICE,
+            ),
+        ],
+    },
+    "naive-paper": {
+        "data": {"cutout_prob": 0.2},
+        "stages": [
+            _stage("supervised", "all", 40, name="naive", optim=_paper_optim(3e-5), dice=PAPER_DICE)
+        ],
     },
 }
 
@@ -151,7 +228,166 @@ def build_experiment(
     cfg = apply_overrides(ExperimentConfig, data, yaml_files=yaml_files, assignments=others)
     for text in stage_sets:
         _set_stage_key(cfg, text)
+    _check_placeholders(cfg)
+    _sync_model_input_size(cfg)
+    check_cutout(cfg.data.cutout_prob, cfg.data.cutout_scale)
+    validate_experiment(cfg)
     return cfg
+
+
+#: Marks a value a user must fill in (configs/paper_rrsisd.yaml).
+PLACEHOLDER = "SET_ME"
+
+
+def _check_placeholders(cfg: ExperimentConfig) -> None:
+    """Refuse a config that still holds a ``SET_ME`` placeholder, naming every such key."""
+    found: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}.{index}")
+        elif isinstance(node, str) and node.startswith(PLACEHOLDER):
+            found.append(f"{where}={node}")
+
+    walk(to_dict(cfg), "")
+    if found:
+        keys = " ".join(f"--set {item.split('=')[0]}=..." for item in found)
+        raise ValueError(
+            f"the config still holds placeholders: {', '.join(found)}; fill them in the YAML "
+            f"file or with {keys} (a --config file is applied after --data, so use --set)"
+        )
+
+
+def _sync_model_input_size(cfg: ExperimentConfig) -> None:
+    """``model.input_size`` follows ``data.image_size``, its one owner (Swin is built for it)."""
+    size = cfg.data.image_size
+    if cfg.model.input_size is not None and cfg.model.input_size != size:
+        raise ValueError(
+            f"model.input_size={cfg.model.input_size} differs from data.image_size={size}; "
+            "model.input_size is filled from data.image_size: set data.image_size only"
+        )
+    cfg.model.input_size = size
+
+
+def check_run_name(name: object) -> str:
+    """A run name is one plain folder name inside ``train.output_dir`` (never a path)."""
+    seps = {"/", "\\", os.sep, *([os.altsep] if os.altsep else [])}
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or any(sep in name for sep in seps)
+        or any(ord(ch) < 32 for ch in name)
+        or len(name) > 200
+    ):
+        raise ValueError(
+            f"invalid run name {name!r}: it must be a single folder name (no '/', '\\', '..' or "
+            "control characters, at most 200 characters); the run folder is "
+            "<train.output_dir>/<name>, so set train.output_dir / --output-dir for another place"
+        )
+    return name
+
+
+def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Reject a config that cannot train, before any data is read or any model is built.
+
+    Checks: the run name is a plain folder name; every float is finite; batch sizes,
+    ``log_every``, ``eval_every`` and stage epochs are >= 1, ``checkpoint_every`` >= 0;
+    learning rates and weight decays are >= 0 (0 freezes a group or the bank, as in the
+    ablations); the device has a valid form; the stages' sample sets exist at the configured
+    ``data.accurate_ratio`` (for example LRB-WREL needs weak samples, so not ratio 1).
+
+    Returns:
+        ``cfg`` itself. Raises ``ValueError`` naming the key, the value and the fix.
+    """
+    from wrel.engine.distributed import check_device_name
+
+    check_run_name(cfg.name)
+    _check_finite(cfg, "")
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, value: object, rule: str) -> None:
+        if not ok:
+            problems.append(f"{key}={value!r} ({rule})")
+
+    t, d = cfg.train, cfg.data
+    for key in ("batch_size", "eval_batch_size", "log_every", "eval_every"):
+        need(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
+    need(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "0 or more")
+    need(t.val_every_steps >= 0, "train.val_every_steps", t.val_every_steps, "0 (off) or more")
+    need(bool(str(t.output_dir).strip()), "train.output_dir", t.output_dir, "must not be empty")
+    need(d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8 pixels")
+    need(d.num_workers >= 0, "data.num_workers", d.num_workers, "0 or more")
+    ratio = d.accurate_ratio
+    need(ratio is None or 0 <= ratio <= 1, "data.accurate_ratio", ratio, "must be in [0, 1]")
+    b = cfg.bank
+    need(b.num_prompts >= 1, "bank.num_prompts", b.num_prompts, "must be >= 1")
+    need(b.init_std >= 0, "bank.init_std", b.init_std, "0 or more")
+    need(0 <= b.beta1 < 1 and 0 <= b.beta2 < 1, "bank.beta1/beta2", (b.beta1, b.beta2), "[0, 1)")
+    need(b.eps > 0, "bank.eps", b.eps, "must be > 0")
+    if not cfg.stages:
+        problems.append("stages=[] (a method needs at least one stage)")
+    for index, st in enumerate(cfg.stages):
+        at = f"stages.{st.name or index}"
+        need(st.epochs >= 1, f"{at}.epochs", st.epochs, "must be >= 1")
+        need(st.eval_every >= 0, f"{at}.eval_every", st.eval_every, "0 (train.eval_every) or more")
+        for key in ("lr_backbone", "lr_text", "lr_head", "weight_decay", "grad_clip"):
+            value = getattr(st.optim, key)
+            need(value >= 0, f"{at}.optim.{key}", value, "must be >= 0")
+        need(st.optim.poly_power >= 0, f"{at}.optim.poly_power", st.optim.poly_power, ">= 0")
+        betas = st.optim.betas
+        need(all(0 <= x < 1 for x in betas), f"{at}.optim.betas", betas, "each in [0, 1)")
+        need(st.bank_lr >= 0, f"{at}.bank_lr", st.bank_lr, "must be >= 0")
+        need(st.bank_weight_decay >= 0, f"{at}.bank_weight_decay", st.bank_weight_decay, ">= 0")
+        need(st.bank_steps >= 0, f"{at}.bank_steps", st.bank_steps, "0 or more")
+        need(st.bank_update_every >= 1, f"{at}.bank_update_every", st.bank_update_every, ">= 1")
+        need(st.ema_time_scale > 0, f"{at}.ema_time_scale", st.ema_time_scale, "must be > 0")
+        need(st.consistency_weight >= 0, f"{at}.consistency_weight", st.consistency_weight, ">= 0")
+        temp = st.consistency_temperature
+        need(temp > 0, f"{at}.consistency_temperature", temp, "must be > 0")
+        lo_hi = st.consistency_threshold
+        need(all(0 <= x <= 1 for x in lo_hi), f"{at}.consistency_threshold", lo_hi, "in [0, 1]")
+        ramp = st.consistency_ramp_epochs
+        need(ramp >= 0, f"{at}.consistency_ramp_epochs", ramp, "0 or more")
+        if d.split_file is None and ratio is not None:
+            weak_stage = st.samples == "weak" or st.kind in ("bank_init", "joint")
+            if weak_stage and ratio >= 1:
+                problems.append(
+                    f"{at} ({st.kind} on {st.samples!r} samples) needs weak samples but "
+                    f"data.accurate_ratio={ratio} leaves none; use a ratio below 1 or a method "
+                    "without a reference bank (full, naive)"
+                )
+            if st.samples == "accurate" and ratio <= 0:
+                problems.append(
+                    f"{at} trains on accurate samples but data.accurate_ratio={ratio} leaves "
+                    "none; use a ratio above 0"
+                )
+    try:
+        check_device_name(t.device)
+    except ValueError as err:
+        problems.append(f"train.device: {err}")
+    if problems:
+        raise ValueError("invalid experiment config: " + "; ".join(problems))
+    return cfg
+
+
+def _check_finite(node: object, where: str) -> None:
+    """Every float of a (nested) config is finite; the error names the key."""
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            _check_finite(getattr(node, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            _check_finite(item, f"{where}[{i}]")
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ValueError(f"invalid experiment config: {where}={node!r} must be a finite number")
 
 
 def _set_stage_key(cfg: ExperimentConfig, text: str) -> None:

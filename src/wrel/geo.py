@@ -5,6 +5,13 @@ rasters are reduced to three bands (``bands``, 1-based as in GDAL) and stretched
 between two percentiles estimated on a decimated read of the whole scene, so every tile of a
 large scene gets the same stretch. :class:`GeoRaster` reads windows with ``rasterio`` so memory
 stays bounded by the tile size; :class:`ArrayRaster` wraps an image already in memory.
+
+Hostile or damaged inputs: a raster's declared size is checked against ``max_pixels`` right
+after its header is read, before any pixel is; nodata pixels (a nodata value, an internal mask
+or an alpha band, as GDAL reports them) are left out of the stretch estimate and read as black,
+and :meth:`GeoRaster.valid_mask` tells the predictor where they are. Writers go through
+:mod:`wrel.outfiles`: a temporary file in the same folder replaced atomically, so an interrupted
+write never leaves a truncated output.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from wrel.outfiles import atomic_output
 from wrel.tiling import Tile
 
 __all__ = [
@@ -28,6 +36,8 @@ __all__ = [
     "to_rgb8",
     "ArrayRaster",
     "GeoRaster",
+    "DEFAULT_MAX_PIXELS",
+    "check_pixel_count",
     "write_mask_geotiff",
     "mask_to_geojson",
     "write_geojson",
@@ -42,6 +52,10 @@ STRETCH_SAMPLE_SIDE = 1024
 # this holds about one row of 800-pixel tiles of an 8000-pixel-wide 16-bit RGB scene.
 GDAL_CACHE_MB = 128
 DEFAULT_PERCENTILES = (2.0, 98.0)
+# Largest raster (height x width) opened by default, checked on the declared size before any
+# pixel is read. Prediction holds two full-size 8-bit arrays (probabilities and mask), so 1e9
+# pixels (about 31600 x 31600) needs about 2 GB plus the model; ``None`` disables the check.
+DEFAULT_MAX_PIXELS = 1_000_000_000
 
 Stretch = tuple[np.ndarray, np.ndarray]  # per-band (low, high), float32 (3,)
 
@@ -70,15 +84,35 @@ def select_bands(count: int, bands: tuple[int, ...] | list[int] | None) -> tuple
     return (chosen[0], chosen[1], chosen[2])
 
 
+def check_pixel_count(
+    height: int, width: int, max_pixels: int | None, name: str = "the image"
+) -> None:
+    """Raise ``ValueError`` when ``height x width`` exceeds ``max_pixels`` (``None``: no limit)."""
+    if max_pixels is None:
+        return
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
+    pixels = int(height) * int(width)
+    if pixels > max_pixels:
+        raise ValueError(
+            f"{name} declares {width} x {height} = {pixels:,} pixels, over the limit of "
+            f"{max_pixels:,} pixels; raise it with --max-pixels (max_pixels=) if the machine has "
+            "about 2 bytes of memory per pixel to spare, or cut the scene into parts "
+            "(e.g. gdal_translate -srcwin)"
+        )
+
+
 def compute_stretch(
     sample: np.ndarray,
     mode: StretchMode = "auto",
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    valid: np.ndarray | None = None,
 ) -> Stretch:
     """Per-band stretch limits from a (possibly decimated) sample ``(h, w, 3)``.
 
     ``auto`` keeps 8-bit data as is and stretches anything else between ``percentiles``;
     ``none`` maps the dtype's range (0..255 for 8-bit, 0..65535 for 16-bit, 0..1 for floats).
+    ``valid`` (bool ``(h, w)``) leaves nodata pixels out of the percentiles.
     """
     if mode not in ("auto", "percentile", "none"):
         raise ValueError(f"stretch must be auto, percentile or none, got {mode!r}")
@@ -88,6 +122,8 @@ def compute_stretch(
         return np.zeros(3, np.float32), np.full(3, hi, np.float32)
     flat = sample.reshape(-1, sample.shape[-1]).astype(np.float32)  # (h*w, 3)
     finite = np.isfinite(flat).all(axis=1)
+    if valid is not None:
+        finite &= valid.reshape(-1)
     flat = flat[finite] if finite.any() else np.zeros((1, flat.shape[1]), np.float32)
     lo, hi = np.percentile(flat, percentiles, axis=0).astype(np.float32)
     hi = np.maximum(hi, lo + 1e-6)
@@ -133,10 +169,22 @@ class ArrayRaster:
     crs: Any = None
     transform: Any = None
     is_georeferenced = False
+    has_nodata = False
 
-    def __init__(self, rgb: np.ndarray) -> None:
+    def __init__(
+        self, rgb: np.ndarray, *, path: str | Path | None = None, source_dtype: Any = None
+    ) -> None:
         self.rgb = rgb
         self.height, self.width = int(rgb.shape[0]), int(rgb.shape[1])
+        self.path = None if path is None else Path(path)  # the file it was decoded from
+        # dtype of the pixels before the 8-bit mapping (uint16 for a 16-bit PNG), as GeoRaster
+        self.dtype = np.dtype(rgb.dtype if source_dtype is None else source_dtype)
+
+    def valid_mask(
+        self, tile: Tile | None = None, out_shape: tuple[int, int] | None = None
+    ) -> np.ndarray | None:
+        """Always ``None``: in-memory images have no nodata."""
+        return None
 
     def read_rgb(self, tile: Tile | None = None) -> np.ndarray:
         """uint8 ``(h, w, 3)`` of ``tile`` (the whole image when None)."""
@@ -163,6 +211,15 @@ class GeoRaster:
         bands: three 1-based band indices (or one, for grey); default as :func:`select_bands`.
         stretch: see :func:`compute_stretch`; estimated once on a decimated read.
         percentiles: low/high percentiles of the stretch.
+        max_pixels: refuse rasters declaring more pixels (checked on the header, before any
+            pixel is read); ``None`` for no limit.
+        scaling: a :class:`wrel.data.image_reading.ImageScaling` (the training contract): its
+            bands (unless ``bands`` is given) and value mapping replace ``stretch`` /
+            ``percentiles``.
+
+    Nodata (a nodata value, an internal mask or an alpha band of the selected bands) is left
+    out of the stretch, read as black (0) by :meth:`read_rgb`, and located by
+    :meth:`valid_mask`; ``has_nodata`` says whether the raster declares any.
     """
 
     def __init__(
@@ -171,6 +228,9 @@ class GeoRaster:
         bands: tuple[int, ...] | list[int] | None = None,
         stretch: StretchMode = "auto",
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        scaling: Any = None,
     ) -> None:
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -185,26 +245,61 @@ class GeoRaster:
                 f"cannot read {self.path} as a raster ({err}); is the file complete and a "
                 "GeoTIFF or another GDAL-readable format?"
             ) from err
+        self.scaling = scaling
+        try:
+            self._setup(bands, stretch, percentiles, max_pixels)
+        except BaseException:
+            self._ds.close()
+            raise
+
+    def _setup(
+        self,
+        bands: tuple[int, ...] | list[int] | None,
+        stretch: StretchMode,
+        percentiles: tuple[float, float],
+        max_pixels: int | None,
+    ) -> None:
+        from rasterio.enums import MaskFlags
+
         ds = self._ds
         self.height, self.width = int(ds.height), int(ds.width)
         if self.height == 0 or self.width == 0:
             raise ValueError(f"{self.path} has zero size ({self.width} x {self.height})")
-        self.bands = select_bands(ds.count, bands)
+        check_pixel_count(self.height, self.width, max_pixels, str(self.path))
+        if self.scaling is not None:  # wrel.data.image_reading.ImageScaling (the contract)
+            self.bands = self.scaling.select_bands(ds.count, bands)
+        else:
+            self.bands = select_bands(ds.count, bands)
         self.crs = ds.crs
         self.transform = ds.transform
         self.is_georeferenced = ds.crs is not None
         self.dtype = np.dtype(ds.dtypes[self.bands[0] - 1])
-        scale = max(self.height, self.width) / STRETCH_SAMPLE_SIDE
-        sample = self._read((max(1, round(self.height / scale)), max(1, round(self.width / scale))))
-        self.stretch = compute_stretch(sample, stretch, percentiles)
+        self.nodata = tuple(ds.nodatavals[b - 1] for b in self.bands)
+        self.has_nodata = any(
+            MaskFlags.all_valid not in ds.mask_flag_enums[b - 1] for b in self.bands
+        )
+        # Rasters up to STRETCH_SAMPLE_SIDE are sampled at their own size (every pixel, as the
+        # training reader sees them); larger ones on a decimated read.
+        scale = max(1.0, max(self.height, self.width) / STRETCH_SAMPLE_SIDE)
+        shape = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
+        # With nodata, nearest sampling keeps nodata values out of valid neighbours.
+        sample = self._read(shape, nearest=self.has_nodata)
+        valid = self.valid_mask(out_shape=shape)
+        if self.scaling is not None:
+            self.stretch = self.scaling.limits(sample, valid)
+        else:
+            self.stretch = compute_stretch(sample, stretch, percentiles, valid=valid)
 
-    def _read(self, out_shape: tuple[int, int] | None = None, window: Any = None) -> np.ndarray:
+    def _read(
+        self, out_shape: tuple[int, int] | None = None, window: Any = None, nearest: bool = False
+    ) -> np.ndarray:
         from rasterio.enums import Resampling
         from rasterio.errors import RasterioIOError
 
         kwargs: dict[str, Any] = {"window": window}
         if out_shape is not None:
-            kwargs.update(out_shape=(3, *out_shape), resampling=Resampling.bilinear)
+            resampling = Resampling.nearest if nearest else Resampling.bilinear
+            kwargs.update(out_shape=(3, *out_shape), resampling=resampling)
         import rasterio
 
         try:
@@ -214,16 +309,49 @@ class GeoRaster:
             raise ValueError(f"{self.path} is corrupt or truncated: {err}") from err
         return np.moveaxis(data, 0, -1)  # (h, w, 3)
 
-    def read_rgb(self, tile: Tile | None = None) -> np.ndarray:
-        """Stretched uint8 ``(h, w, 3)`` of ``tile`` (the whole raster when None)."""
+    def valid_mask(
+        self, tile: Tile | None = None, out_shape: tuple[int, int] | None = None
+    ) -> np.ndarray | None:
+        """bool ``(h, w)``, False on nodata pixels of ``tile`` (or of the whole raster resampled
+        to ``out_shape``); ``None`` when the raster declares no nodata (every pixel is valid).
+
+        A pixel is nodata when any selected band is nodata there.
+        """
+        if not self.has_nodata:
+            return None
+        import rasterio
+        from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
         window = None if tile is None else Window(tile.col, tile.row, tile.width, tile.height)
-        return apply_stretch(self._read(window=window), self.stretch)
+        kwargs: dict[str, Any] = {"window": window}
+        bands = sorted(set(self.bands))
+        if out_shape is not None:
+            kwargs["out_shape"] = (len(bands), *out_shape)
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                masks = self._ds.read_masks(bands, **kwargs)  # (n, h, w) uint8, 0 = nodata
+        except RasterioIOError as err:
+            raise ValueError(f"{self.path} is corrupt or truncated: {err}") from err
+        return masks.min(axis=0) > 0
+
+    def _blank_nodata(self, rgb: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        if valid is not None:
+            rgb[~valid] = 0
+        return rgb
+
+    def read_rgb(self, tile: Tile | None = None) -> np.ndarray:
+        """Stretched uint8 ``(h, w, 3)`` of ``tile`` (the whole raster when None); nodata is 0."""
+        from rasterio.windows import Window
+
+        window = None if tile is None else Window(tile.col, tile.row, tile.width, tile.height)
+        rgb = apply_stretch(self._read(window=window), self.stretch)
+        return self._blank_nodata(rgb, self.valid_mask(tile))
 
     def read_rgb_resized(self, height: int, width: int) -> np.ndarray:
         """The whole raster resampled to uint8 ``(height, width, 3)`` (memory ~ output size)."""
-        return apply_stretch(self._read(out_shape=(height, width)), self.stretch)
+        rgb = apply_stretch(self._read(out_shape=(height, width)), self.stretch)
+        return self._blank_nodata(rgb, self.valid_mask(out_shape=(height, width)))
 
     def close(self) -> None:
         """Close the dataset."""
@@ -236,12 +364,18 @@ def write_mask_geotiff(
     """Write ``mask`` uint8/bool ``(H, W)`` as a one-band tiled, compressed GeoTIFF.
 
     bool masks are written as 0/255. The CRS and transform are the input raster's, so the
-    mask overlays it in a GIS.
+    mask overlays it in a GIS. The file is written atomically (:func:`wrel.outfiles.atomic_output`).
     """
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        _write_mask_geotiff(tmp, mask, crs, transform)
+    return path
+
+
+def _write_mask_geotiff(path: Path, mask: np.ndarray, crs: Any, transform: Any) -> None:
+    """Write the GeoTIFF straight to ``path`` (a temporary file of an atomic write)."""
     import rasterio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     height, width = mask.shape
     profile: dict[str, Any] = {
         "driver": "GTiff",
@@ -265,7 +399,6 @@ def write_mask_geotiff(
                 strip.astype(np.uint8) * 255 if strip.dtype == np.bool_ else strip.astype(np.uint8)
             )
             dst.write(strip, 1, window=((r0, r0 + strip.shape[0]), (0, width)))
-    return path
 
 
 def _crs_member(crs: Any) -> dict[str, Any] | None:
@@ -327,12 +460,26 @@ def write_geojson(
     crs: Any = None,
     properties: dict[str, Any] | None = None,
 ) -> Path:
-    """Write :func:`mask_to_geojson` to ``path``; ``properties`` are added to every feature."""
+    """Write :func:`mask_to_geojson` to ``path`` (atomically); ``properties`` are added to every
+    feature."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        count = _write_geojson(tmp, mask, transform, crs, properties)
+    log.info("wrote %d polygon(s) to %s", count, path)
+    return path
+
+
+def _write_geojson(
+    path: Path,
+    mask: np.ndarray,
+    transform: Any,
+    crs: Any,
+    properties: dict[str, Any] | None,
+) -> int:
+    """Write the GeoJSON straight to ``path`` (a temporary file of an atomic write); returns the
+    number of polygons."""
     collection = mask_to_geojson(mask, transform, crs)
     for feature in collection["features"]:
         feature["properties"].update(properties or {})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(collection))
-    log.info("wrote %d polygon(s) to %s", len(collection["features"]), path)
-    return path
+    path.write_text(json.dumps(collection), encoding="utf-8")
+    return len(collection["features"])

@@ -17,7 +17,9 @@ from wrel.data.synth.geometry import Instance, singles_out
 from wrel.data.synth.stats import benchmark_stats
 from wrel.data.synthetic import RRSISD_CATEGORY_IDS, SynthConfig, generate_benchmark
 
-TINY = {"image_size": 64, "num_train": 24, "num_val": 4, "num_test": 4, "seed": 7}
+# two refs per image and unscaled objects: the non-default knobs keep their coverage
+TINY = {"image_size": 64, "num_train": 24, "num_val": 4, "num_test": 4, "seed": 7,
+        "refs_per_image": 2, "object_scale": 1.0}  # fmt: skip
 REF_KEYS = {
     "image_id",
     "split",
@@ -133,7 +135,7 @@ def test_byte_identical_for_a_seed(bench: Path, tmp_path: Path) -> None:
 
 
 def test_small_objects_stay_visible(tmp_path: Path) -> None:
-    """Vehicles are small yet at least about 4 x 4 px at the default size of 128."""
+    """Vehicles are small yet at least about 4 x 4 px at the default size."""
     cfg = SynthConfig(num_train=6, num_val=0, num_test=0, categories=["vehicle", "chimney"])
     generate_benchmark(tmp_path, cfg, progress=False)
     _, instances, _ = _load(tmp_path)

@@ -10,6 +10,7 @@ import torch
 
 from wrel.engine.checkpoint import (
     atomic_write_text,
+    file_record,
     load_model,
     load_tensors,
     save_model,
@@ -45,6 +46,8 @@ def test_roundtrip_is_exact_and_self_contained(saved: Path, tiny_model) -> None:
     }
     data = json.loads((saved / "config.json").read_text())
     assert data["format_version"] == 1 and data["model"]["backbone"]["name"] == "tiny"
+    assert set(data["files"]) >= {"model.safetensors", "text_encoder/config.json"}
+    assert all(len(r["sha256"]) == 64 for r in data["files"].values())
     model, metadata = load_model(saved)
     assert metadata["metrics"] == METADATA["metrics"] and "torch" in metadata["software"]
     assert not model.training
@@ -74,11 +77,21 @@ def test_another_models_config_fails_listing_keys(saved: Path) -> None:
         load_model(saved)
 
 
+def _rehash(folder: Path) -> None:
+    """Record the current weights' checksum, as a deliberate (not accidental) edit would."""
+    data = json.loads((folder / "config.json").read_text())
+    data["files"]["model.safetensors"] = file_record(folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(data))
+
+
 def test_missing_and_unexpected_keys_are_listed(saved: Path) -> None:
     tensors = load_tensors(saved / "model.safetensors")
     tensors.pop("decoder.classifier.bias")
     tensors["extra.weight"] = torch.zeros(1)
     save_tensors(saved / "model.safetensors", tensors)
+    with pytest.raises(ValueError, match="model.safetensors has .* bytes but .*config.json"):
+        load_model(saved)  # the manifest catches the swap first
+    _rehash(saved)
     with pytest.raises(ValueError, match=r"missing keys \['decoder.classifier.bias'\]") as err:
         load_model(saved)
     assert "extra.weight" in str(err.value)
@@ -96,6 +109,9 @@ def test_bit_flipped_header_fails(saved: Path) -> None:
     raw = bytearray(path.read_bytes())
     raw[12] ^= 0xFF  # inside the JSON header
     path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="model.safetensors is corrupt: its SHA-256"):
+        load_model(saved)
+    _rehash(saved)  # without the checksum, the header parser still refuses it
     with pytest.raises(ValueError, match="not a valid safetensors"):
         load_model(saved)
 

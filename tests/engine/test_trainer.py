@@ -179,3 +179,22 @@ def test_cli_train_then_eval(tmp_path: Path, tiny_bench: Path, tiny_model_sets, 
     scored = json.loads(capsys.readouterr().out)
     assert scored["metrics"]["mIoU"] == pytest.approx(result["test"]["mIoU"])
     assert main(["train", "--method", "naive", "--set", "train.nope=1"]) == 2
+
+
+def test_val_every_steps_and_plain_progress_lines(
+    tiny_experiment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Mid-epoch val points every N steps; progress as plain lines when not on a terminal."""
+    from wrel.engine.trainer import train
+
+    monkeypatch.setenv("WREL_PROGRESS", "lines")
+    monkeypatch.setenv("WREL_PROGRESS_INTERVAL", "0")
+    cfg = tiny_experiment("naive", "train.progress=true", "train.val_every_steps=2")
+    result = train(cfg)
+    lines = [json.loads(x) for x in (Path(result["run_dir"]) / "metrics.jsonl").open()]
+    steps = max(x["step"] for x in lines if x["event"] == "train")
+    val_steps = [x["step"] for x in lines if x["event"] == "val"]
+    assert val_steps == sorted(set(range(2, steps + 1, 2)) | {steps})
+    err = capsys.readouterr().err
+    assert "[wrel] naive epoch 1/1:" in err and f"{steps}/{steps} (100%)" in err
+    assert "[wrel] val naive" in err

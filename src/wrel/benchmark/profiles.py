@@ -2,14 +2,13 @@
 
 A profile fixes everything that decides a number in ``docs/results/``: how the embedded
 benchmark is rendered, the network input size, the epochs of every stage, and which methods,
-accurate ratios and seeds run. ``wrel demo`` trains LRB-WREL at 10 % with the settings of the
-``full`` profile (so its run is the table's ``lrb-r10-s0`` cell).
+accurate ratios and seeds run. ``wrel demo`` trains LRB-WREL at 10 % with the ``demo`` profile:
+the ``full`` profile's data and model with half its steps, to fit 15 minutes on a 2-core CPU.
 
-Budgets (this project's 2-core CPU; see README "Results"): ``full`` (the complete one-seed table)
-<= 60 minutes, measured at 52 minutes of run wall time (docs/results/cpu/results.md); ``quick``
-(10 %, one seed, the four methods) <= 15 minutes, measured at 13.0 minutes for the whole command
-(docs/results/quick/); ``gpu`` (larger images and data) < 8 minutes on one H100 is a target that
-no run has measured yet (no GPU has been lent to this project's sessions).
+Budgets (this project's 2-core CPU; targets until docs/results reports a measurement):
+``full`` (the complete one-seed table on the calibrated benchmark) <= 120 minutes, ``seeds``
+<= 150 minutes, ``quick`` (10 %, one seed, the four methods, a smaller render) <= 15 minutes;
+``gpu`` < 8 minutes on one H100 (no GPU has been lent to this project's sessions yet).
 """
 
 from __future__ import annotations
@@ -52,28 +51,35 @@ _CPU_SETS = (
     # (the reference trains 10 of BERT-base's 12), which makes a step 2.4x faster.
     "model.text.trainable_layers=[4,5]",
     "model.text.train_embeddings=false",
-    "data.image_size=64",
-    "train.batch_size=8",
-    "train.eval_batch_size=32",
+    # EfficientNet-Lite0's stem and first stage (stride 4, below the first language fusion)
+    # keep their ImageNet weights: no backward through the highest-resolution layers
+    # (docs/model.md, "Training throughput").
+    "model.backbone.frozen_stages=1",
+    "data.image_size=96",  # the benchmark is rendered at 96 px: no resize
+    "train.batch_size=16",
+    "train.eval_batch_size=64",
     "train.channels_last=true",
-    "train.log_every=10",
+    "train.log_every=20",
+    "train.val_every_steps=150",  # a val point every 2,400 samples: the plateau check's curve
     "train.trace_class_names=true",  # per-checkpoint class-name risk for `wrel bound`
 )
 
-#: Stage epochs of the CPU profiles (stage names of wrel.experiment.METHOD_PRESETS).
+#: Stage epochs of the CPU profiles (stage names of wrel.experiment.METHOD_PRESETS). An epoch
+#: is 12,000 samples (750 steps of 16); stages on the accurate subset get as many steps
+#: (``equal_steps``).
 _CPU_EPOCHS = {
-    "only-accurate": 6,
-    "naive": 6,
-    "full": 6,
-    "teacher-warmup": 6,
-    "bank-init": 2,
-    "joint": 6,
+    "only-accurate": 2,
+    "naive": 2,
+    "full": 2,
+    "teacher-warmup": 2,
+    "bank-init": 1,
+    "joint": 2,
 }
 
-_CPU_FULL = Profile(  # also the settings of `wrel demo`
+_CPU_FULL = Profile(
     name="full",
-    description="10 / 30 / 50 % accurate plus Full, one seed; <= 60 min on a 2-core CPU",
-    synth={},
+    description="10 / 30 / 50 % accurate plus Full, one seed; <= 120 min on a 2-core CPU",
+    synth={},  # the generator's defaults: the calibrated benchmark (docs/data.md)
     data_dir="data",
     sets=_CPU_SETS,
     epochs=_CPU_EPOCHS,
@@ -84,13 +90,27 @@ PROFILES: dict[str, Profile] = {
         _CPU_FULL,
         name="quick",
         description=(
-            "10 % accurate, one seed, the four methods, 4 instead of 6 epochs; <= 15 min on a "
-            "2-core CPU (13.0 min measured)"
+            "10 % accurate, one seed, the four methods on a 4,000-image render, one epoch per "
+            "stage; <= 15 min on a 2-core CPU (a smoke test of the pipeline, not the table)"
         ),
-        epochs={k: (v if k == "bank-init" else 4) for k, v in _CPU_EPOCHS.items()},
+        synth={"num_train": 4000, "num_val": 500, "num_test": 1000},
+        data_dir="data-quick",
+        epochs={k: 1 for k in _CPU_EPOCHS},
         ratios=(0.1,),
     ),
     "full": _CPU_FULL,
+    "demo": replace(
+        _CPU_FULL,
+        name="demo",
+        description=(
+            "the settings of `wrel demo`: the full profile's data and model with half its "
+            "steps (teacher, bank initialisation and joint stage one epoch each); <= 15 min "
+            "on a 2-core CPU"
+        ),
+        epochs={k: 1 for k in _CPU_EPOCHS},
+        ratios=(0.1,),
+        methods=("lrb",),
+    ),
     "seeds": replace(
         _CPU_FULL,
         name="seeds",
@@ -101,19 +121,20 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu",
         description=(
-            "256 px images, 4x the data, the complete table; target < 8 min on one H100 "
-            "(not yet run)"
+            "256 px images of the calibrated benchmark, the complete table; target < 8 min on "
+            "one H100 (not yet run)"
         ),
-        synth={"image_size": 256, "num_train": 2400, "num_val": 200, "num_test": 300},
+        synth={"image_size": 256},
         data_dir="data-gpu",
         sets=(
             "data.image_size=256",
             "data.num_workers=8",
             "train.batch_size=32",
-            "train.eval_batch_size=64",
+            "train.eval_batch_size=128",
             "train.channels_last=true",
             "train.amp=bf16",
             "train.log_every=20",
+            "train.val_every_steps=150",
             "train.trace_class_names=true",
         ),
         epochs={k: v + 2 for k, v in _CPU_EPOCHS.items()},

@@ -184,6 +184,64 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
     return out_png
 
 
+def leakage_curves(record: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """``(step, mIoU)`` of the leakage monitor's three scores in one run record's curve
+    (``"bank"``, ``"class_name"``, ``"expression"``; empty lists for a run without a bank)."""
+    out: dict[str, list[tuple[int, float]]] = {"bank": [], "class_name": [], "expression": []}
+    for point in record.get("curve") or []:
+        leak = point.get("leakage")
+        if not leak:
+            continue
+        for key in out:
+            value = leak.get(f"mIoU_{key}")
+            if value is not None:
+                out[key].append((int(point["step"]), float(value)))
+    return out
+
+
+def plot_leakage(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
+    """One panel per run with a bank: the leakage monitor's weak-sample mIoU against step,
+    scored with class name + bank, class name alone and the true expression.
+
+    A bank curve far above the expression curve means the bank stores the masks. Drawn on a
+    ``matplotlib.figure.Figure`` (no pyplot state). Raises ``ValueError`` when no record has
+    leakage points.
+    """
+    from matplotlib.figure import Figure
+
+    runs = [(r, leakage_curves(r)) for r in records]
+    runs = [(r, c) for r, c in runs if c["bank"]]
+    if not runs:
+        raise ValueError("no run record holds leakage points (runs with a reference bank)")
+    runs.sort(key=lambda rc: (rc[0]["method"], rc[0]["accurate_ratio"], rc[0]["seed"]))
+    cols = min(3, len(runs))
+    rows = -(-len(runs) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), constrained_layout=True)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    styles = {
+        "bank": ("class name + bank", "tab:red", "-"),
+        "class_name": ("class name", "tab:gray", "--"),
+        "expression": ("true expression", "tab:blue", "-"),
+    }
+    for ax, (rec, curves) in zip(axes, runs, strict=False):
+        for key, (label, color, style) in styles.items():
+            if curves[key]:
+                ax.plot(*zip(*curves[key], strict=True), style, color=color, marker=".",
+                        label=label)  # fmt: skip
+        ax.set_title(rec.get("name") or f"{rec['method']} {rec['accurate_ratio']:.0%}", fontsize=9)
+        ax.set_xlabel("optimizer step (all stages)")
+        ax.set_ylabel("weak train mIoU (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(runs) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Leakage monitor: fixed weak training samples scored three ways")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    return out_png
+
+
 def wall_time_table(records: Sequence[dict[str, Any]]) -> str:
     """Markdown table of mean wall time (minutes) per method and ratio, and LRB / Naive."""
     times: dict[tuple[str, float], list[float]] = defaultdict(list)

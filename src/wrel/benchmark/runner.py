@@ -115,8 +115,11 @@ def build_run_config(
 
     The seed sets both the training seed and the weak-split seed, so the seed spread covers
     which expressions are accurate as well as initialisation and data order. With
-    ``split_file`` (a published weak split) the split is taken as-is.
+    ``split_file`` (a weak-split file) the split is taken as-is and the accurate ratio is the
+    file's (:func:`wrel.data.splits.apply_split_file`); Full, the all-accurate reference, reads
+    the data set's own refs file.
     """
+    from wrel.data.splits import apply_split_file
     from wrel.experiment import build_experiment
 
     sets = [
@@ -130,9 +133,12 @@ def build_run_config(
         *extra_sets,
     ]
     cfg = build_experiment(spec.method, assignments=sets)
-    if split_file and spec.method != "full":
-        cfg.data.split_file = split_file
     ratio = cfg.data.accurate_ratio or 1.0
+    if split_file and spec.method != "full":
+        cfg.data.split_file = str(split_file)
+        cfg.data.accurate_ratio = None  # the file's ratio (apply_split_file checks and logs it)
+        info = apply_split_file(cfg)
+        ratio = info.accurate_ratio if info is not None else ratio
     for stage in cfg.stages:
         if stage.name not in profile.epochs:
             continue
@@ -175,6 +181,16 @@ def _curve(run_dir: Path) -> list[dict[str, Any]]:
                     "val_oIoU": rec.get("oIoU"),
                 }
             )
+        elif rec.get("event") == "leakage":  # wrel.engine.leakage, runs with a bank
+            keys = ("mIoU_bank", "mIoU_class_name", "mIoU_expression", "gap", "num_samples")
+            points.append(
+                {
+                    "step": rec["step"],
+                    "epoch": rec.get("epoch"),
+                    "stage": rec.get("stage"),
+                    "leakage": {k: rec.get(k) for k in keys},
+                }
+            )
     return points
 
 
@@ -182,9 +198,11 @@ def run_record(
     spec: RunSpec, cfg: Any, result: dict[str, Any], wall_time_s: float
 ) -> dict[str, Any]:
     """The JSON record of a finished run (see :mod:`wrel.benchmark.report`)."""
+    from wrel.benchmark.plateau import plateau_check
     from wrel.config import to_dict
 
     best = result.get("best") or {}
+    curve = _curve(Path(result["run_dir"]))
     return {
         "name": spec.name,
         "method": spec.method,
@@ -195,7 +213,8 @@ def run_record(
         "best": {k: best.get(k) for k in ("stage", "epoch", "step")},
         "val": best.get("val"),
         "test": result.get("test"),
-        "curve": _curve(Path(result["run_dir"])),
+        "curve": curve,
+        "plateau": plateau_check(curve),
         "config": to_dict(cfg),
     }
 
@@ -216,9 +235,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
     """``results.json`` (all records), ``results.md`` (tables) and the plots, from the records."""
+    from wrel.benchmark.plateau import plateau_table
     from wrel.benchmark.report import (
         gap_lines,
         markdown_table,
+        plot_leakage,
         plot_ratio_curves,
         plot_training_curves,
         wall_time_table,
@@ -243,6 +264,13 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         "",
         *(gap_lines(records) or ["- (needs Only-Accurate, the method and Full)"]),
         "",
+        "## Plateau check",
+        "",
+        "A run reached its plateau when its val mIoU gains less than 1 point over the last "
+        "20 % of its final stage's steps (wrel.benchmark.plateau).",
+        "",
+        plateau_table(records),
+        "",
         "## Training cost (wall time per run, this machine)",
         "",
         wall_time_table(records),
@@ -251,6 +279,8 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
     _write_atomic(paths["md"], "\n".join(text))
     paths["ratio_plot"] = plot_ratio_curves(records, out / "miou_vs_ratio.png")
     paths["curves_plot"] = plot_training_curves(records, out / "training_curves.png")
+    if any(p.get("leakage") for r in records for p in r.get("curve") or []):
+        paths["leakage_plot"] = plot_leakage(records, out / "leakage.png")
     return paths
 
 
@@ -307,6 +337,7 @@ def run_benchmark(
     Returns:
         The records of ``specs`` (finished earlier or now).
     """
+    from wrel.engine.state import find_resume_dir
     from wrel.engine.trainer import TRACE_FILE
 
     if train_fn is None:
@@ -331,7 +362,7 @@ def run_benchmark(
         cfg = build_run_config(profile, spec, data_root, runs_dir, extra_sets, split_file)
         cfg.train.progress = progress
         run_dir = Path(runs_dir) / spec.name
-        resume = (run_dir / "checkpoints" / "last" / "state.json").is_file()
+        resume = find_resume_dir(run_dir / "checkpoints" / "last") is not None
         if resume:
             echo(f"    resuming the unfinished run in {run_dir}")
         elif run_dir.exists():

@@ -68,7 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="refer-format data root (default: the profile's synthetic benchmark, rendered "
         "if missing)",
     )
-    p.add_argument("--split-file", help="published weak-split refs file (replaces --ratios)")
+    p.add_argument(
+        "--split-file",
+        help="weak-split refs file (published, or from `wrel data split`): every method but "
+        "Full trains on it, at the file's own accurate ratio (not with --ratios)",
+    )
     p.add_argument("--methods", type=lambda t: t.split(","), help="comma list (default: all)")
     p.add_argument(
         "--ratios", type=_comma_list(float, "numbers"), help="comma list of accurate ratios"
@@ -110,7 +114,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     ratios = args.ratios or list(profile.ratios)
     if args.split_file:
-        ratios = ratios[:1]  # one published split: its own ratio
+        from wrel.data.splits import split_file_info
+
+        if args.ratios:
+            raise ValueError(
+                "pass either --split-file or --ratios, not both: a split file fixes which "
+                "expressions are weak, so its ratio is read from the file"
+            )
+        info = split_file_info(args.split_file)
+        print(info.describe() + "; Full runs on the data set's own refs (all accurate)")
+        ratios = [round(info.accurate_ratio, 4)]  # names and records carry the file's ratio
     specs = plan_runs(args.methods or list(profile.methods), ratios, args.seeds or profile.seeds)
     if args.dry_run:
         for spec in specs:

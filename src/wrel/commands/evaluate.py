@@ -48,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     size = args.image_size or experiment.get("data", {}).get("image_size", 64)
     protocol = args.protocol or meta.get("protocol", "input")
     samples = load_samples(args.data, args.split, name=args.name)
+    from wrel.inference.predictor import scaling_from_metadata
+
+    scaling = scaling_from_metadata(meta)  # the training image reading (None: older exports)
     loader = DataLoader(
-        RefSegDataset(samples, image_size=(size, size)),
+        RefSegDataset(samples, image_size=(size, size), scaling=scaling),
         batch_size=args.batch_size,
         collate_fn=collate_samples,
     )

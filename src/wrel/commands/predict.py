@@ -7,8 +7,12 @@ import argparse
 DESCRIPTION = """\
 Segment the object that TEXT refers to in IMAGE with a trained model folder.
 
-IMAGE may be a PNG/JPEG or a GDAL raster (GeoTIFF, ...), 8- or 16-bit, with 1 to N bands
-(--bands picks three, 16-bit data is percentile-stretched). Georeferenced inputs give a GeoTIFF
+IMAGE may be a PNG/JPEG or a GDAL raster (GeoTIFF, ...), 8- or 16-bit, with 1 to N bands.
+Bands and pixel values are mapped to 8-bit RGB exactly as in training (the checkpoint records
+data.image_scaling); --bands replaces its band choice, --stretch overrides its value mapping
+(with a warning). Checkpoints older than that record keep the auto stretch (8-bit as is, 2-98%
+percentiles otherwise). An empty mask is reported on stderr with the highest foreground
+probability. Georeferenced inputs give a GeoTIFF
 mask with the input's CRS and transform plus GeoJSON polygons in the same CRS; other inputs give
 a PNG mask.
 
@@ -20,7 +24,22 @@ Large scenes (--mode):
          by their own look or surroundings ("the white ship beside the pier"). Memory stays
          bounded by the tile size, whatever the scene size.
   auto   whole up to --max-whole-side pixels, tile above (default).
+
+Safety: outputs are checked before anything is computed (never the input image, never a folder,
+a supported suffix, a writable folder, no existing file unless --overwrite) and written
+atomically (a temporary file in the same folder, then renamed), so an interrupted run leaves
+any previous output intact. Images declaring more than --max-pixels pixels are refused from
+their header, before the model loads. GeoTIFF nodata pixels are left out of the stretch and
+never predicted as foreground.
 """
+
+#: How outputs are named in messages: write_prediction's argument -> the flag.
+FLAG_NAMES = {
+    "mask_path": "--out",
+    "overlay_path": "--overlay",
+    "geojson_path": "--geojson",
+    "probs_path": "--probs",
+}
 
 
 def _bands(text: str) -> list[int]:
@@ -28,6 +47,18 @@ def _bands(text: str) -> list[int]:
         return [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--bands expects e.g. 4,3,2, got {text!r}") from None
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value != int(value):
+        raise argparse.ArgumentTypeError(
+            f"--max-pixels expects a whole number of pixels such as 2e9 (0: no limit), got {text!r}"
+        )
+    return int(value)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,10 +93,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stretch",
         choices=["auto", "percentile", "none"],
-        default="auto",
-        help="auto: keep 8-bit, 2-98%% percentile stretch for other data",
+        default=None,
+        help="override the checkpoint's training image scaling (default: use it): auto keeps "
+        "8-bit and stretches other data between its 2-98%% percentiles, percentile stretches "
+        "all data, none maps the dtype's full range",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (the input image is never replaced)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_pixels,
+        help="refuse images declaring more pixels (height x width), checked before any pixel is "
+        "read; ~2 bytes of memory per pixel are needed (default 1e9 = wrel.geo."
+        "DEFAULT_MAX_PIXELS; 0: no limit)",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,12 +118,17 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, predict, write the requested files, print a summary."""
     import json
     import logging
+    import sys
     from pathlib import Path
 
     from wrel.engine.distributed import resolve_device
+    from wrel.geo import DEFAULT_MAX_PIXELS
     from wrel.inference import Predictor, PredictorConfig, open_image, write_prediction
+    from wrel.inference.outputs import check_prediction_paths
+    from wrel.inference.predictor import read_checkpoint_scaling
 
     log = logging.getLogger("wrel.predict")
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
     config = PredictorConfig(
         mode=args.mode,
         tile_size=args.tile_size,
@@ -86,34 +136,68 @@ def run(args: argparse.Namespace) -> int:
         max_whole_side=args.max_whole_side,
         batch_size=args.batch_size,
         threshold=args.threshold,
+        max_pixels=max_pixels,
     )
-    raster = open_image(args.image, bands=args.bands, stretch=args.stretch)
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=resolve_device(args.device), config=config
+    if not args.text.strip():  # cheap checks first: nothing is opened or loaded for them
+        raise ValueError("the expression is empty; describe the object, e.g. 'the red car'")
+    image = Path(args.image)
+
+    def check(**paths: str | Path | None) -> None:
+        check_prediction_paths(**paths, inputs=[image], overwrite=args.overwrite, names=FLAG_NAMES)
+
+    # The given outputs are checked before the image is opened; the defaults (which depend on
+    # whether the image is georeferenced) right after its header is read, before the model.
+    given = {
+        "mask_path": args.out,
+        "overlay_path": args.overlay,
+        "geojson_path": args.geojson,
+        "probs_path": args.probs,
+    }
+    check(**given)
+    scaling = read_checkpoint_scaling(args.checkpoint)  # the training contract, if recorded
+    if scaling is not None and args.stretch is not None:
+        log.warning(
+            "--stretch %s overrides the checkpoint's training image scaling (%s): the model may "
+            "see other pixel values than in training",
+            args.stretch,
+            scaling.describe(),
+        )
+        scaling = None
+    raster = open_image(
+        image,
+        bands=args.bands,
+        stretch=args.stretch or "auto",
+        max_pixels=max_pixels,
+        scaling=scaling,
     )
     try:
+        out = Path(args.out or f"{image.stem}_mask{'.tif' if raster.is_georeferenced else '.png'}")
+        geojson = args.geojson or (out.with_suffix(".geojson") if raster.is_georeferenced else None)
+        outputs = {**given, "mask_path": out, "geojson_path": geojson}
+        check(**outputs)
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint, device=resolve_device(args.device), config=config
+        )
         probs = predictor.predict_raster(raster, args.text)
         mask = predictor.to_mask(probs)
-        stem = Path(args.image).stem
-        out = Path(args.out or f"{stem}_mask{'.tif' if raster.is_georeferenced else '.png'}")
-        geojson = args.geojson or (out.with_suffix(".geojson") if raster.is_georeferenced else None)
-        files = write_prediction(
-            raster,
-            probs,
-            mask,
-            mask_path=out,
-            overlay_path=args.overlay,
-            geojson_path=geojson,
-            probs_path=args.probs,
-            properties={"text": args.text},
+        files = write_prediction(  # all or nothing; OutputWriteError (exit 1) on a fault
+            raster, probs, mask, **outputs, properties={"text": args.text}, overwrite=args.overwrite
         )
     finally:
         raster.close()
+    top = float(probs.max(initial=0)) / 255.0  # uint8 probabilities
+    if not mask.any():
+        print(
+            f"warning: the mask is empty: no pixel reaches the threshold {args.threshold:g}; "
+            f"the highest foreground probability is {top:.3f}",
+            file=sys.stderr,
+        )
     summary = {
         "image": str(args.image),
         "text": args.text,
         "size": [raster.height, raster.width],
         "foreground_fraction": round(float(mask.mean()), 6),
+        "max_probability": round(top, 4),
         **{k: str(v) for k, v in vars(files).items() if v is not None},
     }
     log.info("wrote %s", ", ".join(str(v) for v in vars(files).values() if v is not None))

@@ -28,8 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="lrb", help="training method")
     p.add_argument("--data", help="data root (refer layout), sets data.root")
     p.add_argument("--accurate-ratio", type=float, help="share of accurate train expressions")
-    p.add_argument("--split-file", help="published weak-split refs file (overrides the ratio)")
-    p.add_argument("--name", help="run name (default: the method)")
+    p.add_argument(
+        "--split-file",
+        help="weak-split refs file (published, or from `wrel data split`); the accurate ratio "
+        "is read from it (not with --accurate-ratio or --method full)",
+    )
+    p.add_argument(
+        "--name", help="run name, a plain folder name inside --output-dir (default: the method)"
+    )
     p.add_argument("--output-dir", help="parent of run folders (default: runs)")
     p.add_argument("--epochs", type=int, help="epochs of every supervised/joint stage")
     p.add_argument("--batch-size", type=int, help="global batch size")
@@ -64,12 +70,24 @@ def _base(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, print the final metrics."""
+    from wrel.data.splits import apply_split_file
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
+    from wrel.experiment import DataConfig, build_experiment
     from wrel.methods.base import NonFiniteLossError
 
+    if args.split_file and args.method == "full":  # the Full preset would drop it silently
+        raise ValueError(
+            f"--method full trains with every train expression accurate (accurate ratio 1), so "
+            f"the weak split file {args.split_file} cannot apply; drop --split-file for Full "
+            "(it reads the data set's own refs(unc).p), or use naive / only-accurate / lrb"
+        )
     cfg = build_experiment(
         args.method, base=_base(args), yaml_files=args.config, assignments=args.assignments
+    )
+    apply_split_file(
+        cfg,
+        ratio_given=args.split_file is not None and args.accurate_ratio is not None,
+        default_ratio=DataConfig().accurate_ratio,
     )
     if args.name:
         cfg.name = args.name  # the preset names the run after the method otherwise

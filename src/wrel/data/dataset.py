@@ -22,8 +22,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wrel.data.images import decode_segmentation, read_mask_file, read_rgb
-from wrel.data.transforms import hflip_sample, normalize_image, resize_mask, resize_rgb
+from wrel.data.image_reading import ImageScaling, read_image
+from wrel.data.images import decode_segmentation, read_mask_file
+from wrel.data.transforms import (
+    apply_cutout,
+    check_cutout,
+    hflip_sample,
+    normalize_image,
+    random_cutout_box,
+    resize_mask,
+    resize_rgb,
+)
 
 __all__ = ["RefSegDataset", "Sample", "class_name_view", "collate_samples", "load_samples"]
 
@@ -85,7 +94,8 @@ def _dataset_name(root: Path, name: str | None) -> str:
     if not found:
         raise FileNotFoundError(
             f"no {root}/*/refs(unc).p and no {root}/output_phrase_<split>.txt; point --data at "
-            "a refer-format root (or generate the benchmark: wrel data synth --out DIR)"
+            "a refer-format or RefSegRS root (or render the embedded benchmark into a new "
+            "folder: wrel data synth --out NEW_DIR)"
         )
     raise ValueError(f"{root} holds several data sets {found}; pass name= (--name) to pick one")
 
@@ -99,6 +109,7 @@ def load_samples(
     seed: int = 0,
     split_file: str | Path | None = None,
     check_files: bool = True,
+    allow_outside_root: bool = False,
 ) -> list[Sample]:
     """Samples of one split, with the WREL weak split applied to ``train``.
 
@@ -116,6 +127,8 @@ def load_samples(
         split_file: a published refs pickle (a weak split) to use as-is instead of the
             data set's own ``refs(unc).p``.
         check_files: check that every image exists and every mask is non-empty.
+        allow_outside_root: let image file names of the refer layout be absolute or hold
+            ``..`` (refused by default; for data you trust).
 
     Raises:
         FileNotFoundError: the root, a refs/instances file or an image is missing.
@@ -125,7 +138,11 @@ def load_samples(
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist; check --data")
     if split_file is not None and accurate_ratio is not None:
-        raise ValueError("pass either split_file (a published split) or accurate_ratio, not both")
+        raise ValueError(
+            f"pass either split_file ({split_file}) or accurate_ratio ({accurate_ratio}), not "
+            "both: a split file fixes which expressions are weak, so it carries its own ratio "
+            "(load it with accurate_ratio=None)"
+        )
     ratio = accurate_ratio if split == "train" else None
     if (root / f"output_phrase_{split}.txt").is_file() and name is None:
         from wrel.data.refsegrs import load_refsegrs_samples
@@ -137,7 +154,8 @@ def load_samples(
     from wrel.data.refer_samples import refer_samples
 
     return refer_samples(root, _dataset_name(root, name), split, ratio, seed, split_file,
-                         check_files=check_files)  # fmt: skip
+                         check_files=check_files,
+                         allow_outside_root=allow_outside_root)  # fmt: skip
 
 
 def class_name_view(samples: Sequence[Sample]) -> list[Sample]:
@@ -168,8 +186,16 @@ class RefSegDataset(Dataset[dict[str, Any]]):
         image_size: model input ``(H, W)``; any size, not only square.
         hflip_prob: probability of a horizontal flip; "left" and "right" in the text are
             swapped with it. 0 (the WREL recipe) disables it.
-        seed: seed of the flips; a flip depends on ``(seed, epoch, index)`` only, so it is the
-            same in every worker process (call :meth:`set_epoch` to vary it per epoch).
+        cutout_prob: share of items whose network input gets one random box blanked to 0
+            after normalisation (the ImageNet mean colour); the mask is not changed, so the
+            referred object keeps its full label under the box. 0 (default) disables it.
+        cutout_scale: range of the box's height and width as fractions of the input's.
+        seed: seed of the flips and cut-outs; they depend on ``(seed, epoch, index)`` only, so
+            they are the same in every worker process (call :meth:`set_epoch` to vary them per
+            epoch; the trainer does). Flips and cut-outs draw from separate streams.
+        scaling: how image files become 8-bit RGB (bands, value mapping): the contract shared
+            with ``wrel predict`` (:mod:`wrel.data.image_reading`); default ``auto`` (8-bit
+            images as they are, other data per-image 2-98 % percentiles).
 
     Items are dicts: ``image`` float32 ``(3, H, W)`` ImageNet-normalised, ``mask`` int64
     ``(H, W)`` in {0, 1} (nearest resize), ``text``, ``sample_id``, ``quality``, ``category``.
@@ -181,9 +207,14 @@ class RefSegDataset(Dataset[dict[str, Any]]):
         image_size: tuple[int, int] = (480, 480),
         hflip_prob: float = 0.0,
         seed: int = 0,
+        cutout_prob: float = 0.0,
+        cutout_scale: tuple[float, float] = (0.1, 0.3),
+        scaling: ImageScaling | None = None,
     ) -> None:
         if not 0.0 <= hflip_prob <= 1.0:
             raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob}")
+        self.cutout_scale = check_cutout(cutout_prob, cutout_scale)
+        self.cutout_prob = float(cutout_prob)
         height, width = (int(v) for v in image_size)
         if height < 1 or width < 1:
             raise ValueError(f"image_size must be two positive ints (H, W), got {image_size!r}")
@@ -192,9 +223,10 @@ class RefSegDataset(Dataset[dict[str, Any]]):
         self.hflip_prob = float(hflip_prob)
         self.seed = int(seed)
         self.epoch = 0
+        self.scaling = scaling or ImageScaling()
 
     def set_epoch(self, epoch: int) -> None:
-        """Vary the random flips with the epoch."""
+        """Vary the random flips and cut-outs with the epoch."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -202,7 +234,7 @@ class RefSegDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        image = read_rgb(sample.image_path)
+        image = read_image(sample.image_path, self.scaling)  # (h, w, 3) uint8
         mask = sample.read_mask()
         if mask.shape != image.shape[:2]:
             raise ValueError(
@@ -221,8 +253,13 @@ class RefSegDataset(Dataset[dict[str, Any]]):
                 image, mask, text = hflip_sample(image, mask, text)
         image = resize_rgb(image, self.image_size)
         mask = resize_mask(mask, self.image_size)
+        tensor = normalize_image(image)  # (3, H, W)
+        if self.cutout_prob > 0.0:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])  # own stream
+            if rng.random() < self.cutout_prob:
+                apply_cutout(tensor, random_cutout_box(rng, self.image_size, self.cutout_scale))
         return {
-            "image": normalize_image(image),  # (3, H, W)
+            "image": tensor,  # (3, H, W)
             "mask": torch.from_numpy(mask.astype(np.int64)),  # (H, W)
             "text": text,
             "sample_id": sample.sample_id,

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
 
+from wrel.data.images import decode_segmentation, read_rgb
+from wrel.data.refer import image_file
 from wrel.data.synth.stats import read_benchmark
 from wrel.data.synth.writer import DATASET_NAME
 
@@ -67,10 +67,14 @@ def render_preview(
     for ax in axes.ravel():
         ax.axis("off")
     image_dir = Path(root) / "images" / DATASET_NAME / "JPEGImages"
+    images = {im["id"]: im for im in data["instances"]["images"]}
     for ax, ref in zip(axes.ravel(), picks, strict=False):
-        mask = mask_utils.decode(anns[ref["ann_id"]]["segmentation"])  # (H, W) uint8
-        image = Image.open(image_dir / ref["file_name"]).convert("RGB")
-        _draw_panel(ax, np.asarray(image), mask, data["attributes"][str(ref["ref_id"])])
+        ann = anns[ref["ann_id"]]
+        info = images[ann["image_id"]]
+        # validated decode (bounded sizes and runs) and a path that stays in the image folder
+        mask = decode_segmentation(ann["segmentation"], info["height"], info["width"])
+        image = read_rgb(image_file(image_dir, info["file_name"]))  # (H, W, 3) uint8
+        _draw_panel(ax, image, mask, data["attributes"][str(ref["ref_id"])])
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

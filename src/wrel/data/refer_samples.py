@@ -1,7 +1,8 @@
 """Build :class:`~wrel.data.dataset.Sample` lists from a refer-format data set, with checks.
 
 Every problem is reported with the file it comes from and how to fix it: an unknown split, a
-ref whose annotation, image or category is missing, a missing image file, an empty mask.
+ref whose annotation, image or category is missing, a ref whose annotation belongs to another
+image, an image file_name that leaves the image folder, a missing image file, an empty mask.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from pathlib import Path
 
 from wrel.data.dataset import Sample
 from wrel.data.images import segmentation_area
-from wrel.data.refer import INSTANCES_FILE, REFS_FILE, ReferData, ReferRef, image_dir, read_refer
+from wrel.data.refer import (
+    INSTANCES_FILE,
+    REFS_FILE,
+    ReferData,
+    ReferRef,
+    image_dir,
+    image_file,
+    read_refer,
+)
 from wrel.data.splits import select_weak_ids
 
 __all__ = ["refer_samples"]
@@ -31,8 +40,9 @@ def _check_split(data: ReferData, split: str, refs_path: Path) -> list[ReferRef]
 
 
 def _sample(
-    ref: ReferRef, data: ReferData, images: Path, weak: bool, where: tuple[Path, Path]
-) -> Sample:
+    ref: ReferRef, data: ReferData, images: Path, weak: bool, where: tuple[Path, Path],
+    allow_outside_root: bool,
+) -> Sample:  # fmt: skip
     refs_path, instances_path = where
     ann = data.annotations.get(ref.ann_id)
     if ann is None:
@@ -46,16 +56,27 @@ def _sample(
             f"{refs_path}: ref {ref.ref_id} points at image {ref.image_id}, which is not in "
             f"{instances_path}; use the instances.json that belongs to these refs"
         )
+    if ann.image_id != ref.image_id:
+        raise ValueError(
+            f"{refs_path}: ref {ref.ref_id} is on image {ref.image_id} but its annotation "
+            f"{ref.ann_id} belongs to image {ann.image_id} in {instances_path}; fix the ref"
+        )
     category = data.categories.get(ref.category_id)
     if category is None:
         raise ValueError(
             f"{refs_path}: ref {ref.ref_id} has category_id {ref.category_id}, which is not in "
             f"the categories of {instances_path}; add it there"
         )
+    try:
+        path = image_file(images, image.file_name, allow_outside_root=allow_outside_root)
+    except ValueError as err:
+        raise ValueError(
+            f"{instances_path}: image {image.image_id} (ref {ref.ref_id}): {err}"
+        ) from err
     weak = weak or ref.quality == "weak"
     return Sample(
         sample_id=ref.ref_id,
-        image_path=images / image.file_name,
+        image_path=path,
         split=ref.split,
         category=category.name,
         text=category.name if weak else ref.sentences[0].raw,
@@ -97,8 +118,13 @@ def refer_samples(
     split_file: str | Path | None,
     *,
     check_files: bool = True,
+    allow_outside_root: bool = False,
 ) -> list[Sample]:
-    """Samples of ``split`` of ``<root>/<name>`` (see :func:`wrel.data.dataset.load_samples`)."""
+    """Samples of ``split`` of ``<root>/<name>`` (see :func:`wrel.data.dataset.load_samples`).
+
+    ``allow_outside_root`` lets an image ``file_name`` be absolute or hold ``..`` (refused by
+    default: see :func:`wrel.data.refer.image_file`).
+    """
     refs_path = Path(split_file) if split_file is not None else root / name / REFS_FILE
     instances_path = root / name / INSTANCES_FILE
     data = read_refer(root, name, refs_file=split_file)
@@ -113,9 +139,19 @@ def refer_samples(
         weak_ids = select_weak_ids(refs, accurate_ratio, seed, split=split)
     images = image_dir(root, name)
     where = (refs_path, instances_path)
-    samples = [_sample(r, data, images, r.ref_id in weak_ids, where) for r in refs]
+    samples = [
+        _sample(r, data, images, r.ref_id in weak_ids, where, allow_outside_root) for r in refs
+    ]
     if check_files:
         _check_files(samples, instances_path)
     num_weak = sum(s.is_weak for s in samples)
-    logger.info("%s/%s: %d samples (%d weak)", name, split, len(samples), num_weak)
+    if split_file is not None and samples:
+        logger.info(
+            "%s/%s from split file %s: %d samples, %d accurate, %d weak (accurate ratio %.4f, "
+            "from the file)",
+            name, split, split_file, len(samples), len(samples) - num_weak, num_weak,
+            (len(samples) - num_weak) / len(samples),
+        )  # fmt: skip
+    else:
+        logger.info("%s/%s: %d samples (%d weak)", name, split, len(samples), num_weak)
     return samples

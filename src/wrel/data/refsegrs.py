@@ -7,7 +7,10 @@ Accepted layout::
     <root>/masks/<image_index>.<ext>   its target mask ({0, 1} or 0/255)
 
 Blank lines and lines starting with ``#`` are skipped. The sample id is the image index when it
-is an integer, else a stable CRC32 of it; ids must be unique within a split. The files carry no
+is an ASCII integer below 2**63, else a stable CRC32 of it; ids must be unique within a split. An
+image index is a file stem: one holding ``/``, ``\\`` or NUL, or equal to ``.`` or ``..``, is
+refused (it could name a file outside ``images/`` and ``masks/``). Image and mask files hold at
+most :data:`wrel.data.images.MAX_IMAGE_PIXELS` pixels (checked when they are read). The files carry no
 class label, so the category (the weak text) is the earliest class word of the phrase from a
 vocabulary (RefSegRS and DIOR classes by default) found in the phrase's head chunk, falling back
 to its head noun (see :func:`category_of`).
@@ -80,8 +83,21 @@ def _index_files(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in files}
 
 
+_MAX_ID = 2**63 - 1
+
+
 def _sample_id(index: str) -> int:
-    return int(index) if index.isdigit() else zlib.crc32(index.encode()) & 0x7FFFFFFF
+    if index.isascii() and index.isdigit() and int(index) <= _MAX_ID:
+        return int(index)
+    return zlib.crc32(index.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF
+
+
+def _check_index(index: str, path: Path, number: int) -> None:
+    if index in (".", "..") or any(c in index for c in "/\\\0"):
+        raise ValueError(
+            f"{path}:{number}: image index {index!r} is not a plain file stem; it may not hold "
+            "'/', '\\' or NUL or be '.' or '..'"
+        )
 
 
 def _parse_lines(path: Path) -> list[tuple[int, str, str]]:
@@ -122,6 +138,7 @@ def load_refsegrs_samples(
     samples: list[Sample] = []
     seen: dict[int, int] = {}
     for number, index, phrase in _parse_lines(path):
+        _check_index(index, path, number)
         sample_id = _sample_id(index)
         if sample_id in seen:
             raise ValueError(

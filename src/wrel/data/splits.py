@@ -17,6 +17,7 @@ import copy
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import numpy as np
 from wrel.data.refer import ReferRef, dump_refs, is_weak_ref, load_refs
 
 __all__ = [
+    "SplitFileInfo",
+    "apply_split_file",
     "apply_weak_split",
     "build_weak_split",
     "category_names_from_weak_refs",
@@ -32,6 +35,7 @@ __all__ = [
     "import_split",
     "select_weak_ids",
     "split_counts",
+    "split_file_info",
     "weak_ids_of",
     "write_split",
 ]
@@ -184,3 +188,106 @@ def write_split(refs: list[dict[str, Any]], path: str | Path) -> Path:
     out = dump_refs(refs, path)
     logger.info("wrote split with %d refs to %s", len(refs), out)
     return out
+
+
+@dataclass(frozen=True)
+class SplitFileInfo:
+    """What a weak-split file holds for one split: refs, accurate and weak counts."""
+
+    path: Path
+    split: str
+    num_refs: int
+    num_accurate: int
+    num_weak: int
+
+    @property
+    def accurate_ratio(self) -> float:
+        """Share of the split's refs that keep their expression (0 when it has none)."""
+        return self.num_accurate / self.num_refs if self.num_refs else 0.0
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        return (
+            f"split file {self.path}: {self.num_refs} {self.split} refs, {self.num_accurate} "
+            f"accurate, {self.num_weak} weak: accurate ratio {self.accurate_ratio:.4f} (from "
+            "the file)"
+        )
+
+
+def split_file_info(path: str | Path, split: str = "train") -> SplitFileInfo:
+    """Read a split file (published or written by ``wrel data split``) and count ``split``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a valid refs pickle (see :func:`wrel.data.refer.load_refs`), or it has no
+            ``split`` refs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"split file {path} does not exist; pass a refs pickle such as "
+            "'refs(unc)-90-all.p' or one written by `wrel data split --out`"
+        )
+    refs, weak = import_split(path)
+    ids = [int(r["ref_id"]) for r in refs if r.get("split") == split]
+    if not ids:
+        found = sorted({str(r.get("split")) for r in refs})
+        raise ValueError(f"split file {path} holds no {split!r} refs (its splits: {found})")
+    num_weak = sum(1 for i in ids if i in weak)
+    return SplitFileInfo(path, split, len(ids), len(ids) - num_weak, num_weak)
+
+
+def apply_split_file(
+    cfg: Any, *, ratio_given: bool = False, default_ratio: float | None = None
+) -> SplitFileInfo | None:
+    """Make an experiment config train on its ``data.split_file`` (in place).
+
+    The accurate ratio is the file's: ``data.accurate_ratio`` becomes None (the loader then
+    keeps the file's accurate / weak marks) and the file's ratio is logged and returned.
+
+    Args:
+        cfg: an ``ExperimentConfig`` (``method``, ``data``, ``stages``).
+        ratio_given: the user also passed an accurate ratio (``--accurate-ratio``).
+        default_ratio: ``DataConfig``'s default ratio; any other configured ratio counts as
+            given (e.g. from a YAML file).
+
+    Returns:
+        The file's counts, or None when the config has no split file.
+
+    Raises:
+        ValueError: a ratio was given too; the method is ``full`` (it trains on every
+            expression, so a weak split contradicts it); the file leaves a stage without
+            samples (e.g. LRB-WREL with no weak refs).
+    """
+    data = cfg.data
+    if not data.split_file:
+        return None
+    if cfg.method == "full":
+        raise ValueError(
+            f"--method full trains with every train expression accurate (accurate ratio 1), "
+            f"so the weak split file {data.split_file} cannot apply; drop --split-file for "
+            "Full (it reads the data set's own refs(unc).p), or use naive / only-accurate / lrb "
+            "with the split file"
+        )
+    if ratio_given or data.accurate_ratio not in (None, default_ratio):
+        raise ValueError(
+            f"pass either a split file ({data.split_file}) or an accurate ratio "
+            f"({data.accurate_ratio}), not both: a split file fixes which expressions are "
+            "weak, so its ratio is read from the file"
+        )
+    info = split_file_info(data.split_file, getattr(data, "train_split", "train"))
+    data.accurate_ratio = None
+    for stage in cfg.stages:
+        weak_stage = stage.samples == "weak" or stage.kind in ("bank_init", "joint")
+        if weak_stage and info.num_weak == 0:
+            raise ValueError(
+                f"stage {stage.name or stage.kind!r} needs weak samples but {info.describe()}; "
+                "use a split file with weak refs or a method without a reference bank"
+            )
+        if stage.samples == "accurate" and info.num_accurate == 0:
+            raise ValueError(
+                f"stage {stage.name or stage.kind!r} trains on accurate samples but "
+                f"{info.describe()}"
+            )
+    logger.info("%s", info.describe())
+    return info

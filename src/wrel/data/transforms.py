@@ -1,7 +1,11 @@
-"""Sample transforms: resizing to the model size, ImageNet normalisation, a text-aware flip.
+"""Sample transforms: resizing to the model size, ImageNet normalisation, a text-aware flip and
+random box cut-outs.
 
 Referring expressions name directions, so a horizontal flip is only correct when "left" and
-"right" in the text are swapped with it (:func:`hflip_sample`).
+"right" in the text are swapped with it (:func:`hflip_sample`). A cut-out
+(:func:`random_cutout_box`, :func:`apply_cutout`) blanks one box of the normalised network input
+to 0, i.e. to the ImageNet mean colour; the mask is never touched, so pixels of the referred
+object under the box keep their label.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import torch
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "apply_cutout",
+    "check_cutout",
     "hflip_sample",
     "normalize_image",
+    "random_cutout_box",
     "resize_mask",
     "resize_rgb",
     "swap_left_right",
@@ -85,3 +92,39 @@ def hflip_sample(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Mirror ``(H, W, 3)`` image and ``(H, W)`` mask left-right and swap left/right in text."""
     return image[:, ::-1].copy(), mask[:, ::-1].copy(), swap_left_right(text)
+
+
+def check_cutout(prob: float, scale: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """Validate a cut-out probability and box scale range; returns the range as a tuple."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"cutout_prob must be in [0, 1], got {prob}")
+    if len(scale) != 2 or not 0.0 < float(scale[0]) <= float(scale[1]) <= 1.0:
+        raise ValueError(
+            f"cutout_scale must be two fractions 0 < low <= high <= 1 of the image side, got "
+            f"{scale!r}"
+        )
+    return float(scale[0]), float(scale[1])
+
+
+def random_cutout_box(
+    rng: np.random.Generator, size: tuple[int, int], scale: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """A box ``(top, left, height, width)`` inside an image of ``size = (H, W)``.
+
+    Its height and width are independent uniform fractions in ``scale`` of ``H`` and ``W``
+    (at least one pixel); its position is uniform among the placements inside the image.
+    """
+    height, width = _check_size(size)
+    box_h = max(1, round(rng.uniform(*scale) * height))
+    box_w = max(1, round(rng.uniform(*scale) * width))
+    top = int(rng.integers(0, height - box_h + 1))
+    left = int(rng.integers(0, width - box_w + 1))
+    return top, left, box_h, box_w
+
+
+def apply_cutout(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """Set the pixels of ``box`` in a normalised ``(3, H, W)`` image to 0 (the ImageNet mean
+    colour), in place; returns ``image``."""
+    top, left, box_h, box_w = box
+    image[:, top : top + box_h, left : left + box_w] = 0.0
+    return image

@@ -3,22 +3,35 @@
 An exported model folder holds::
 
     model.safetensors     every parameter and buffer of the RefSegModel
-    config.json           {"format_version", "model": ModelConfig, "metadata": {...}}
+    config.json           {"format_version", "model": ModelConfig, "metadata": {...},
+                           "files": {relative path: {"sha256", "bytes"}}}
     text_encoder/         tokenizer + Hugging Face config (the folder is self-contained)
     MODEL_CARD.md         a short human-readable summary
 
-:func:`load_model` rebuilds the model from ``config.json`` without pretrained files (the
-backbone package and the text model folder are not needed) and loads the weights strictly.
+:func:`load_model` checks, before building anything, that every file listed in ``files`` has
+its recorded SHA-256 and that the tensor shapes in the safetensors header are the shapes the
+config implies (the config's model is built on the ``meta`` device, which allocates nothing);
+it then rebuilds the model from ``config.json`` without pretrained files (the backbone package
+and the text model folder are not needed), refuses non-finite weights, and loads strictly.
+
+Write failures (a full or read-only disk) raise :class:`CheckpointWriteError` naming the
+folder; the temporary files are removed and the previous checkpoint is left as it was. A
+damaged file raises :class:`CheckpointError` (a ``ValueError``) naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +43,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "sha256_file",
+    "write_errors",
+    "remove_stale_temps",
+    "checkpoint_temps",
+    "writer_alive",
     "atomic_write_text",
     "save_tensors",
     "load_tensors",
@@ -45,22 +65,168 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "MODEL_CARD.md"
 TEXT_DIR = "text_encoder"
+_HASH_CHUNK = 1 << 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing a part, truncated, corrupt or inconsistent (names the file)."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (full or read-only disk, ...); the previous one is intact.
+
+    ``errno`` is the underlying error number; ``str()`` names the folder and the error text.
+    """
+
+    exit_code = 1  # wrel.cli: a runtime fault, not a bad argument
+
+    def __init__(self, target: Path, err: OSError) -> None:
+        reason = err.strerror or str(err) or type(err).__name__
+        if err.errno is not None and not err.strerror:
+            reason = f"{reason} ({errno.errorcode.get(err.errno, err.errno)})"
+        super().__init__(err.errno, reason)
+        self.target = Path(target)
+        self.original = err
+        self.message = (
+            f"cannot write checkpoint {self.target}: {reason}; the previous checkpoint (if "
+            "any) was left intact. Free disk space or make the folder writable, then retry (a "
+            "training run continues with --resume)"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextlib.contextmanager
+def write_errors(target: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``target`` into :class:`CheckpointWriteError`."""
+    try:
+        yield
+    except CheckpointWriteError as err:  # from a nested writer: name the outer target
+        if err.target == Path(target):
+            raise
+        raise CheckpointWriteError(Path(target), err.original) from err.original
+    except OSError as err:
+        raise CheckpointWriteError(Path(target), err) from err
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """``{"sha256", "bytes"}`` of one file, as stored in checkpoint manifests."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def verify_files(root: Path, files: Any, manifest: Path) -> None:
+    """Check each ``{relative path: {"sha256", "bytes"}}`` entry of ``manifest`` under ``root``.
+
+    Raises:
+        CheckpointError: A malformed entry, a missing file, or a size / SHA-256 mismatch.
+    """
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("sha256"), str)
+        for k, v in files.items()
+    ):
+        raise CheckpointError(f"{manifest}: malformed 'files' manifest (corrupt?)")
+    for rel, record in files.items():
+        path = root / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise CheckpointError(f"{manifest}: file entry {rel!r} leaves the checkpoint folder")
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path} is missing (listed in {manifest}); the checkpoint is incomplete"
+            )
+        size = path.stat().st_size
+        if isinstance(record.get("bytes"), int) and size != record["bytes"]:
+            raise CheckpointError(
+                f"{path} has {size} bytes but {manifest} records {record['bytes']} "
+                "(truncated or replaced?)"
+            )
+        digest = sha256_file(path)
+        if digest != record["sha256"]:
+            raise CheckpointError(
+                f"{path} is corrupt: its SHA-256 {digest[:16]}... differs from the "
+                f"{record['sha256'][:16]}... recorded in {manifest}"
+            )
+
+
+def writer_alive(pid: int) -> bool:
+    """Whether the writer ``pid`` of a temporary may still run on this host.
+
+    This process counts as not running: call it only while this process writes nothing there.
+    """
+    if pid == os.getpid():
+        return False  # callers clean before this process writes anything
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but owned by another user (or cannot tell): keep its files
+    return True
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(?:tmp|old)-(\d+)(?:-.*)?$")
+
+
+def checkpoint_temps(folder: str | Path) -> list[tuple[Path, int]]:
+    """``(path, writer pid)`` of the temporaries in ``folder`` (``.<name>.tmp-<pid>[-...]`` or
+    ``.<name>.old-<pid>``, as every writer of this module names them)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in sorted(folder.iterdir()):
+        match = _TEMP_NAME.match(entry.name)
+        if match is not None:
+            found.append((entry, int(match.group(1))))
+    return found
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporaries of checkpoint writers that no longer run; return their paths.
+
+    An entry of :func:`checkpoint_temps` whose process is gone, or is this process (call this
+    only while this process writes nothing there), is removed; those of live processes are kept.
+    """
+    removed: list[Path] = []
+    for entry, pid in checkpoint_temps(folder):
+        if writer_alive(pid):
+            continue
+        with write_errors(entry):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        removed.append(entry)
+        logger.warning("removed %s, left behind by an interrupted checkpoint write", entry)
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -80,15 +246,28 @@ def save_tensors(
     ):
         raise ValueError("safetensors metadata must map str to str; json.dumps other values")
     cpu = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(cpu, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with write_errors(path):
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=".tmp"
+        )
+        os.close(fd)
+        try:
+            save_file(cpu, tmp, metadata=metadata)
+            fsync_file(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file to disk (safetensors' writer does not)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
@@ -101,9 +280,33 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
     try:
         return load_file(str(path), device=str(device))
     except Exception as err:  # safetensors raises SafetensorError / OSError / ValueError
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a valid safetensors file (truncated or corrupt?): {err}"
         ) from err
+
+
+def read_header_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header, without reading any tensor data."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except Exception as err:  # SafetensorError and friends
+        raise CheckpointError(
+            f"{path} is not a valid safetensors file (truncated or corrupt?): {err}"
+        ) from err
+
+
+def first_non_finite(tensors: dict[str, Tensor]) -> str | None:
+    """Name of the first floating-point tensor holding a NaN or an infinity, else None."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 def software_versions() -> dict[str, str]:
@@ -157,7 +360,10 @@ def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, An
 
     ``metadata`` should name the data set, method, metrics and the protocol they were measured
     with; software versions are added. An existing ``directory`` is replaced only after the new
-    folder is complete.
+    folder is complete. ``config.json`` records the SHA-256 of every other file it needs.
+
+    Raises:
+        CheckpointWriteError: The disk is full or read-only; ``directory`` is left as it was.
     """
     from wrel.config import to_dict
 
@@ -167,23 +373,31 @@ def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, An
     directory = Path(directory)
     meta = {**metadata, "software": software_versions()}
     model_cfg = to_dict(config)
+    document = {"format_version": FORMAT_VERSION, "model": model_cfg, "metadata": meta}
     try:
-        payload = json.dumps(
-            {"format_version": FORMAT_VERSION, "model": model_cfg, "metadata": meta}, indent=2
-        )
+        json.dumps(document)
     except TypeError as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp"))
-    try:
-        save_tensors(tmp / WEIGHTS_FILE, dict(model.state_dict()), {"format": "pt"})
-        model.text_encoder.save(tmp / TEXT_DIR)
-        atomic_write_text(tmp / CONFIG_FILE, payload)
-        atomic_write_text(tmp / CARD_FILE, _model_card(model, model_cfg, meta))
-        _replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with write_errors(directory):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-{os.getpid()}-")
+        )
+        try:
+            save_tensors(tmp / WEIGHTS_FILE, dict(model.state_dict()), {"format": "pt"})
+            model.text_encoder.save(tmp / TEXT_DIR)
+            atomic_write_text(tmp / CARD_FILE, _model_card(model, model_cfg, meta))
+            files = sorted(
+                p.relative_to(tmp).as_posix()
+                for p in tmp.rglob("*")
+                if p.is_file() and p.name != CARD_FILE
+            )
+            document["files"] = {rel: file_record(tmp / rel) for rel in files}
+            atomic_write_text(tmp / CONFIG_FILE, json.dumps(document, indent=2))
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     logger.info("saved model to %s", directory)
     return directory
 
@@ -193,7 +407,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.replace(new, target)
         return
-    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
     shutil.rmtree(old, ignore_errors=True)
     os.replace(target, old)
     try:
@@ -212,16 +426,44 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict) or "model" not in data:
-        raise ValueError(f"{path} lacks the 'model' section of a wrel checkpoint config")
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{path} lacks the 'model' section of a wrel checkpoint config")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: checkpoint format_version {version!r} is not supported "
             f"(this wrel reads {FORMAT_VERSION})"
         )
     return data
+
+
+def _build_from_config(cfg: Any, config_path: Path, *, meta: bool) -> RefSegModel:
+    """``build_model(cfg)``; on the meta device (no memory) when ``meta``; errors name the file."""
+    from wrel.models import build_model
+
+    try:
+        if meta:
+            with torch.device("meta"):
+                return build_model(cfg)
+        return build_model(cfg)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{config_path}: cannot build the model it describes: {err}") from err
+
+
+def _shape_problems(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]
+) -> str | None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if not (missing or unexpected or wrong):
+        return None
+    return (
+        f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}, wrong shapes "
+        f"{[(k, found[k], expected[k]) for k in wrong[:10]]} as (name, file, config) "
+        f"(up to 10 each; {len(missing)}/{len(unexpected)}/{len(wrong)} in all)"
+    )
 
 
 def load_model(
@@ -229,35 +471,64 @@ def load_model(
 ) -> tuple[RefSegModel, dict[str, Any]]:
     """Rebuild and strictly load a model saved by :func:`save_model`.
 
+    Order: ``config.json``; the text encoder folder; the SHA-256 of every file it lists; the
+    safetensors header against the shapes of the config's model built on the ``meta`` device
+    (nothing is allocated for a config that does not match its weights); then the real build,
+    the weights (refused when any is NaN/inf) and a strict ``load_state_dict``.
+
     Returns:
         ``(model, metadata)``; the model is in eval mode on ``device``.
 
     Raises:
-        FileNotFoundError: Missing folder or files.
-        ValueError: Corrupt files, or weights that do not match the config exactly.
+        FileNotFoundError: Missing folder, config or text encoder folder.
+        CheckpointError: (a ``ValueError``) corrupt files, a SHA-256 mismatch, weights that do
+            not match the config exactly, or non-finite weights.
     """
     from wrel.config import from_dict
-    from wrel.models import ModelConfig, build_model
+    from wrel.models import ModelConfig
 
     directory = Path(directory)
-    data = _read_config(directory / CONFIG_FILE)
-    cfg = from_dict(ModelConfig, data["model"], where="model")
-    cfg.backbone.pretrained, cfg.backbone.checkpoint_path = False, None
-    cfg.text.pretrained, cfg.text.path = False, str(directory / TEXT_DIR)
-    model = build_model(cfg)
-    weights_path = directory / WEIGHTS_FILE
-    tensors = load_tensors(weights_path)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"{weights_path} does not match {directory / CONFIG_FILE}: "
-            f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}, wrong shapes "
-            f"{[(k, tuple(tensors[k].shape), tuple(expected[k].shape)) for k in wrong[:10]]} "
-            f"(up to 10 each; {len(missing)}/{len(unexpected)}/{len(wrong)} in all)"
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"model folder {directory} does not exist (or is not a folder), so neither does "
+            f"{directory / CONFIG_FILE}; a model folder is written by training "
+            "(runs/<name>/checkpoints/best) or by save_model"
         )
+    config_path = directory / CONFIG_FILE
+    data = _read_config(config_path)
+    text_dir = directory / TEXT_DIR
+    if not (text_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{directory} lacks its text encoder folder {text_dir} (tokenizer + config.json, "
+            "written by save_model); copy the whole model folder, not only its files"
+        )
+    if "files" in data:  # exports of older wrel versions carry no checksums
+        verify_files(directory, data["files"], config_path)
+    try:
+        cfg = from_dict(ModelConfig, data["model"], where="model")
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{config_path}: {err}") from err
+    cfg.backbone.pretrained, cfg.backbone.checkpoint_path = False, None
+    cfg.text.pretrained, cfg.text.path = False, str(text_dir)
+    weights_path = directory / WEIGHTS_FILE
+    found = read_header_shapes(weights_path)
+    skeleton = _build_from_config(cfg, config_path, meta=True)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    del skeleton
+    problems = _shape_problems(expected, found)
+    if problems:
+        raise CheckpointError(
+            f"{weights_path} does not match {config_path} (refused before building the model): "
+            f"{problems}"
+        )
+    tensors = load_tensors(weights_path)
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(
+            f"{weights_path}: tensor {bad!r} holds NaN or infinite values; this model cannot "
+            "predict anything (a diverged run?). Use another checkpoint"
+        )
+    model = _build_from_config(cfg, config_path, meta=False)
     model.load_state_dict(tensors, strict=True)
-    model.config = from_dict(ModelConfig, data["model"], where="model")
+    model.config = from_dict(ModelConfig, data["model"], where="model")  # checked above
     return model.to(device).eval(), dict(data.get("metadata", {}))

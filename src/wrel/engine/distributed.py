@@ -23,6 +23,8 @@ __all__ = [
     "DistInfo",
     "init_distributed",
     "resolve_device",
+    "check_device_name",
+    "DEVICE_FORMS",
     "ddp_wrapper",
     "barrier",
     "shutdown",
@@ -51,15 +53,40 @@ class DistInfo:
         return self.world_size > 1
 
 
+#: What ``train.device`` / ``--device`` accept (for error messages).
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it has a valid device form (availability is not checked), else ValueError."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name.strip()):
+        raise ValueError(f"invalid device {name!r}; valid forms: {DEVICE_FORMS}")
+    return name.strip()
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> this rank's CUDA device when available, else CPU; otherwise ``name``."""
+    """``"auto"`` -> this rank's CUDA device when available, else CPU; otherwise ``name``.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`DEVICE_FORMS`, or names an unavailable CUDA.
+    """
+    name = check_device_name(name)
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} but MPS is not available; use cpu or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available; use cpu or auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
     return device
 
 

@@ -29,10 +29,15 @@ def load_split_samples(cfg: DataConfig) -> dict[str, list[Any]]:
             accurate_ratio=cfg.accurate_ratio,
             seed=cfg.split_seed,
             split_file=cfg.split_file,
+            allow_outside_root=cfg.allow_outside_root,
         ),
     }
     for key, split in (("val", cfg.val_split), ("test", cfg.test_split)):
-        out[key] = load_samples(cfg.root, split, name=cfg.name) if split else []
+        out[key] = (
+            load_samples(cfg.root, split, name=cfg.name, allow_outside_root=cfg.allow_outside_root)
+            if split
+            else []
+        )
     if not out["train"]:
         raise ValueError(f"no {cfg.train_split!r} samples under {cfg.root}; check data.root")
     return out
@@ -73,7 +78,14 @@ def stage_data(
             "or the stage's samples"
         )
     size = cfg.data.image_size
-    dataset = RefSegDataset(samples, image_size=(size, size))
+    dataset = RefSegDataset(
+        samples,
+        image_size=(size, size),
+        seed=cfg.train.seed,
+        cutout_prob=cfg.data.cutout_prob,
+        cutout_scale=cfg.data.cutout_scale,
+        scaling=cfg.data.image_scaling,
+    )
     per_rank = cfg.train.batch_size // dist.world_size
     per_rank_samples = math.ceil(len(samples) / dist.world_size)
     drop_last = cfg.train.drop_last and per_rank_samples >= per_rank
@@ -84,6 +96,7 @@ def stage_data(
             dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.train.seed
         )
         sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)  # per-epoch cut-outs (workers copy the dataset after this)
         sampler.skip = skip_batches * per_rank
         # An explicit generator keeps worker seeds (and the global RNG) independent of
         # when the iterator is created, which resume relies on.
@@ -108,7 +121,7 @@ def eval_loader(cfg: ExperimentConfig, samples: list[Any]) -> DataLoader:
 
     size = cfg.data.image_size
     return DataLoader(
-        RefSegDataset(samples, image_size=(size, size)),
+        RefSegDataset(samples, image_size=(size, size), scaling=cfg.data.image_scaling),
         batch_size=cfg.train.eval_batch_size,
         shuffle=False,
         num_workers=cfg.data.num_workers,

@@ -1,16 +1,21 @@
 """Resume state: nested stage state + loop position + RNG, as safetensors + JSON, atomically.
 
 A resume checkpoint is a folder with ``tensors.safetensors`` (every tensor of the nested
-state, keyed by its path) and ``state.json`` (the rest of the structure, with tensor
-placeholders). It is written to a temporary sibling folder, then swapped in by renames, so a
-kill during a write leaves the previous checkpoint readable: ``last/`` or, in the instant
-between the two renames, ``last.prev/`` (which :func:`find_resume_dir` falls back to).
-Nothing is unpickled when loading.
+state, keyed by its path), ``state.json`` (the rest of the structure, with tensor
+placeholders) and ``manifest.json`` (size and SHA-256 of both, written last). A save writes a
+temporary sibling ``.last.tmp-<pid>/``, then rotates by renames: the current ``last/`` becomes
+``last.prev/`` (the previous good checkpoint, kept) and the new folder becomes ``last/``. A
+kill or a write error at any point leaves ``last/`` or ``last.prev/`` complete.
+
+:func:`load_resume_state` verifies the manifest; a missing, truncated or corrupt ``last/``
+falls back to ``last.prev/`` with a warning, and every error names the file. Folders without a
+manifest (written by wrel before checksums) load with a warning. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -21,18 +26,32 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wrel.engine.checkpoint import (
+    CheckpointError,
+    file_record,
+    fsync_file,
+    verify_files,
+    write_errors,
+)
+
 __all__ = [
     "flatten_state",
     "unflatten_state",
     "save_resume_state",
     "load_resume_state",
+    "read_resume_state",
     "find_resume_dir",
+    "resume_candidates",
     "capture_rng",
     "restore_rng",
 ]
 
+log = logging.getLogger(__name__)
+
 _TENSORS = "tensors.safetensors"
 _JSON = "state.json"
+_MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = 1
 
 
 def flatten_state(obj: Any, prefix: str = "s") -> tuple[dict[str, Tensor], Any]:
@@ -75,49 +94,182 @@ def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
     return skeleton
 
 
-def save_resume_state(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Atomically (re)write the resume checkpoint folder ``directory``."""
+def save_resume_state(
+    directory: str | Path, state: dict[str, Any], *, current_is_damaged: bool = False
+) -> Path:
+    """Atomically (re)write the resume checkpoint folder ``directory``; keep one previous one.
+
+    ``current_is_damaged``: the existing ``directory`` failed its checks (the run resumed from
+    ``.prev``): it is moved to ``<name>.damaged`` instead of becoming the new ``.prev``.
+
+    Raises:
+        CheckpointWriteError: A full or read-only disk; ``directory`` and its ``.prev`` are left
+            as they were and the temporary folder is removed.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    prev = directory.with_name(f"{directory.name}.prev")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     tensors, skeleton = flatten_state(state)
-    save_file(tensors, str(tmp / _TENSORS))
-    (tmp / _JSON).write_text(json.dumps(skeleton))
-    _fsync_dir(tmp)
-    shutil.rmtree(prev, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, prev)
-    os.replace(tmp, directory)
-    _fsync_dir(directory.parent)
-    shutil.rmtree(prev, ignore_errors=True)
+    with write_errors(directory):
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            save_file(tensors, str(tmp / _TENSORS))
+            fsync_file(tmp / _TENSORS)
+            _write_synced(tmp / _JSON, json.dumps(skeleton))
+            manifest = {
+                "format": _MANIFEST_FORMAT,
+                "files": {name: file_record(tmp / name) for name in (_TENSORS, _JSON)},
+            }
+            _write_synced(tmp / _MANIFEST, json.dumps(manifest, indent=1))
+            _fsync_dir(tmp)
+            _rotate(tmp, directory, current_is_damaged)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rotation finished
+            raise
     return directory
 
 
-def find_resume_dir(directory: str | Path) -> Path | None:
-    """``directory`` if complete, else its ``.prev`` sibling if complete, else None."""
+def _rotate(new: Path, directory: Path, current_is_damaged: bool = False) -> None:
+    """``directory`` -> ``directory.prev`` (if complete), then ``new`` -> ``directory``.
+
+    Every step is a rename; the folders being dropped are first renamed to
+    ``.<name>.old-<pid>`` so that a kill never leaves a half-deleted checkpoint under a real name
+    (:func:`wrel.engine.checkpoint.remove_stale_temps` clears them later).
+    """
+    prev = directory.with_name(f"{directory.name}.prev")
+    trash: list[Path] = []
+    if directory.exists():
+        if current_is_damaged:
+            damaged = directory.with_name(f"{directory.name}.damaged")
+            if damaged.exists():
+                trash.append(_move_aside(damaged))
+            os.replace(directory, damaged)
+            log.warning("moved the damaged checkpoint %s to %s", directory, damaged)
+        elif _has_files(directory):
+            if prev.exists():
+                trash.append(_move_aside(prev))
+            os.replace(directory, prev)
+        else:  # an incomplete folder is never worth keeping as the fallback
+            trash.append(_move_aside(directory))
+    os.replace(new, directory)
+    _fsync_dir(directory.parent)
+    for path in trash:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _move_aside(path: Path) -> Path:
+    aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(path, aside)
+    return aside
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _has_files(path: Path) -> bool:
+    return (path / _JSON).is_file() and (path / _TENSORS).is_file()
+
+
+def resume_candidates(directory: str | Path) -> list[Path]:
+    """``[directory, directory.prev]``: the folders a resume may read, newest first."""
     directory = Path(directory)
-    for candidate in (directory, directory.with_name(f"{directory.name}.prev")):
-        if (candidate / _JSON).is_file() and (candidate / _TENSORS).is_file():
+    return [directory, directory.with_name(f"{directory.name}.prev")]
+
+
+def find_resume_dir(directory: str | Path) -> Path | None:
+    """The newest candidate holding the files of a checkpoint (not verified), else None."""
+    for candidate in resume_candidates(directory):
+        if _has_files(candidate):
             return candidate
     return None
 
 
-def load_resume_state(directory: str | Path) -> dict[str, Any]:
-    """Read a folder written by :func:`save_resume_state` (falls back to ``.prev``)."""
-    from safetensors.torch import load_file
+def read_resume_state(directory: str | Path) -> tuple[dict[str, Any], Path]:
+    """Read the newest usable resume checkpoint: ``directory``, else its ``.prev`` sibling.
 
-    found = find_resume_dir(directory)
-    if found is None:
+    Returns:
+        ``(state, folder it was read from)``; a fallback to ``.prev`` is logged as a warning.
+
+    Raises:
+        FileNotFoundError: Neither folder exists.
+        CheckpointError: Every existing folder is incomplete or damaged (each one is named).
+    """
+    problems: list[str] = []
+    for candidate in resume_candidates(directory):
+        if not candidate.exists():
+            continue
+        try:
+            state = _read_one(candidate)
+        except CheckpointError as err:
+            problems.append(str(err))
+            log.warning("resume checkpoint unusable: %s", err)
+            continue
+        if problems:
+            log.warning(
+                "resuming from the previous checkpoint %s because the newer one is damaged",
+                candidate,
+            )
+        return state, candidate
+    if not problems:
         raise FileNotFoundError(
             f"no resume checkpoint in {directory}; start the run without --resume"
         )
-    tensors = load_file(str(found / _TENSORS))
-    return unflatten_state(json.loads((found / _JSON).read_text()), tensors)
+    raise CheckpointError(
+        f"no usable resume checkpoint in {Path(directory).parent}: "
+        + "; ".join(problems)
+        + f". Delete {Path(directory).parent} to restart the run from the beginning"
+    )
+
+
+def load_resume_state(directory: str | Path) -> dict[str, Any]:
+    """Read a folder written by :func:`save_resume_state` (falls back to ``.prev``)."""
+    return read_resume_state(directory)[0]
+
+
+def _read_one(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    for name in (_JSON, _TENSORS):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder / name} is missing (the checkpoint is incomplete)")
+    manifest = folder / _MANIFEST
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{manifest} is not valid JSON (corrupt?): {err}") from err
+        files = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(files, dict) or set(files) != {_JSON, _TENSORS}:
+            raise CheckpointError(f"{manifest} does not list {_JSON} and {_TENSORS} (corrupt?)")
+        verify_files(folder, files, manifest)
+    else:
+        log.warning("%s has no %s (older wrel): its integrity is not checked", folder, _MANIFEST)
+    try:
+        tensors = load_file(str(folder / _TENSORS))
+    except Exception as err:  # SafetensorError, OSError, ...
+        raise CheckpointError(
+            f"{folder / _TENSORS} is not a valid safetensors file (truncated or corrupt?): {err}"
+        ) from err
+    try:
+        skeleton = json.loads((folder / _JSON).read_text(encoding="utf-8"))
+        state = unflatten_state(skeleton, tensors)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{folder / _JSON} is not valid JSON (corrupt?): {err}") from err
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{folder / _JSON} does not match {folder / _TENSORS} (corrupt?): {err!r}"
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{folder / _JSON} does not hold a resume state mapping")
+    return state
 
 
 def capture_rng() -> dict[str, Any]:

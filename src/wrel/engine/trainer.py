@@ -6,7 +6,8 @@ Anatomy of a run (``runs/<name>/``)::
     metrics.jsonl        one JSON object per logged train step / evaluation
     risk_trace.jsonl     with train.trace_class_names: per-sample val losses (1 - IoU) with
                          accurate expressions and with class names, one line per evaluation
-    checkpoints/last/    resume state (safetensors + JSON), rewritten atomically
+    checkpoints/last/    resume state (safetensors + JSON + SHA-256 manifest), rewritten atomically
+    checkpoints/last.prev/  the previous resume state (the fallback of a damaged last/)
     checkpoints/best/    exported student (save_model), best on val over the final stage
     bank.safetensors     the reference bank with its id mapping (methods that use one)
     final_metrics.json   test metrics of the best model, evaluated once at the end
@@ -20,14 +21,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from wrel.config import dumps, to_dict
+from wrel.data.image_reading import IMAGE_SCALING_KEY
+from wrel.engine.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    checkpoint_temps,
+    remove_stale_temps,
+    write_errors,
+    writer_alive,
+)
 from wrel.engine.distributed import (
     DistInfo,
     barrier,
@@ -37,10 +46,17 @@ from wrel.engine.distributed import (
     shutdown,
 )
 from wrel.engine.loaders import StageData, eval_loader, load_split_samples, stage_data
+from wrel.engine.progress import Progress
 from wrel.engine.stages import build_stage
-from wrel.engine.state import capture_rng, load_resume_state, restore_rng, save_resume_state
+from wrel.engine.state import (
+    capture_rng,
+    find_resume_dir,
+    read_resume_state,
+    restore_rng,
+    save_resume_state,
+)
 from wrel.engine.validation import evaluate_model, metric_value
-from wrel.experiment import ExperimentConfig
+from wrel.experiment import ExperimentConfig, validate_experiment
 from wrel.methods.base import Handover, NonFiniteLossError, Stage, StageConfig, StageContext
 
 __all__ = ["train", "Trainer", "LoopState", "TRACE_FILE"]
@@ -71,12 +87,14 @@ class Trainer:
     """Runs the stages of ``cfg``; see the module docstring for the run folder."""
 
     def __init__(self, cfg: ExperimentConfig, *, resume: bool = False) -> None:
+        validate_experiment(cfg)  # before any data is read or any model is built
         self.cfg = cfg
         self.resume = resume
         self.device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist: DistInfo = DistInfo()
         self.run_dir = Path(cfg.train.output_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self._last_is_damaged = False  # set when --resume fell back to last.prev
 
     # -- top level ----------------------------------------------------------------------------
 
@@ -91,37 +109,116 @@ class Trainer:
                 )
             self.samples = load_split_samples(self.cfg.data)
             resumed = self._prepare_run_dir()
+            self._record_paths()
             handover = self._run_stages(resumed)
             return self._finish(handover)
         finally:
             shutdown(self.dist)
 
     def _prepare_run_dir(self) -> dict[str, Any] | None:
+        """Check the run folder; return the resume state (None: start from the beginning).
+
+        - Temporaries of interrupted checkpoint writers that no longer run are removed first.
+        - Without ``--resume``: a folder holding a complete checkpoint (``last``, ``last.prev``
+          or ``best``) is refused; one with only leftovers of a run killed before its first
+          checkpoint is started afresh (with a warning).
+        - With ``--resume``: the saved config must match; the newest usable resume checkpoint is
+          read (``last``, else ``last.prev`` with a warning; the first save then moves the
+          damaged ``last`` to ``last.damaged``); a run that never completed a checkpoint starts
+          from the beginning with a warning.
+        """
         saved = self.run_dir / "config.json"
+        live = self._live_writers()  # rank 0 decides for all (PIDs are per host)
+        if live:
+            path, pid = live[0]
+            raise ValueError(
+                f"{path} belongs to process {pid}, which is still running: another run is "
+                f"writing {self.run_dir}. Stop it first (or, if no run uses this folder, "
+                "delete that temporary)"
+            )
+        if self.dist.is_main:
+            for folder in (self.run_dir, self.ckpt_dir):
+                remove_stale_temps(folder)
+        barrier(self.dist)
         if self.resume:
             if not saved.is_file():
                 raise FileNotFoundError(f"nothing to resume: {saved} does not exist")
-            if _comparable(json.loads(saved.read_text())) != _comparable(
-                json.loads(dumps(self.cfg))
-            ):
+            try:
+                previous = json.loads(saved.read_text(encoding="utf-8"))
+                same = _comparable(previous) == _comparable(json.loads(dumps(self.cfg)))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise ValueError(
+                    f"{saved} is not a wrel run config (corrupt?): {err!r}; restore it or start "
+                    "a new --name"
+                ) from err
+            if not same:
                 raise ValueError(
                     f"--resume with a config that differs from {saved}; resume with the same "
                     "options (progress/num_workers may differ) or start a new --name"
                 )
-            state = load_resume_state(self.ckpt_dir / "last")
+            try:
+                state, source = read_resume_state(self.ckpt_dir / "last")
+            except FileNotFoundError:
+                log.warning(
+                    "%s holds no resume checkpoint (the run stopped before its first one): "
+                    "starting it from the beginning",
+                    self.ckpt_dir,
+                )
+                self._start_fresh(saved)
+                return None
+            _check_resume_state(state, source)
+            # resumed from last.prev: the first save moves the damaged last to last.damaged
+            # instead of rotating it into last.prev (which stays the good fallback until then)
+            self._last_is_damaged = source.name != "last"
             self._truncate_log(int(state["loop"]["global_step"]))
             return state
-        if self.ckpt_dir.exists():
+        if self._has_checkpoint():
             raise ValueError(
                 f"run folder {self.run_dir} already has checkpoints; pass --resume to continue "
                 "it or choose another --name / train.output_dir"
             )
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            saved.write_text(dumps(self.cfg))
-            (self.run_dir / "metrics.jsonl").write_text("")
-        barrier(self.dist)
+        if self.ckpt_dir.exists():
+            log.warning(
+                "%s holds no complete checkpoint (a run killed before its first one): "
+                "starting the run from the beginning",
+                self.ckpt_dir,
+            )
+        self._start_fresh(saved)
         return None
+
+    def _start_fresh(self, saved: Path) -> None:
+        if self.dist.is_main:
+            with write_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(saved, dumps(self.cfg))
+                atomic_write_text(self.run_dir / "metrics.jsonl", "")
+                (self.run_dir / TRACE_FILE).unlink(missing_ok=True)
+        barrier(self.dist)
+
+    def _has_checkpoint(self) -> bool:
+        best = self.ckpt_dir / "best"
+        return find_resume_dir(self.ckpt_dir / "last") is not None or (
+            (best / "config.json").is_file() and (best / "model.safetensors").is_file()
+        )
+
+    def _live_writers(self) -> list[tuple[str, int]]:
+        """Checkpoint temporaries in the run folder whose writer process still runs, as seen
+        by rank 0 and broadcast, so that every rank takes the same decision."""
+        live: list[tuple[str, int]] = []
+        if self.dist.is_main:
+            live = [
+                (str(path), pid)
+                for folder in (self.run_dir, self.ckpt_dir)
+                for path, pid in checkpoint_temps(folder)
+                if writer_alive(pid)
+            ]
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            box: list[Any] = [live]
+            dist.broadcast_object_list(box, src=0)
+            live = box[0]
+        return live
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -170,11 +267,11 @@ class Trainer:
         ipe = data.iters_per_epoch
         for epoch in range(state.epoch, scfg.epochs):
             loader = data.loader(epoch, skip_batches=state.iteration)
-            bar = tqdm(
-                total=ipe,
+            bar = Progress(
+                ipe,
+                f"{name} epoch {epoch + 1}/{scfg.epochs}",
                 initial=state.iteration,
-                desc=f"{name} {epoch + 1}/{scfg.epochs}",
-                disable=None if (self.cfg.train.progress and self.dist.is_main) else True,
+                enabled=self.cfg.train.progress and self.dist.is_main,
             )
             for batch in loader:
                 progress = epoch + state.iteration / ipe
@@ -193,8 +290,9 @@ class Trainer:
                     raise
                 state.iteration += 1
                 state.global_step += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if "loss" in k})
+                bar.update(
+                    1, step=state.global_step, **{k: v for k, v in logs.items() if "loss" in k}
+                )
                 if state.global_step % self.cfg.train.log_every == 0 or state.iteration == ipe:
                     self._log(
                         {
@@ -209,6 +307,9 @@ class Trainer:
                 every = self.cfg.train.checkpoint_every
                 if every and state.global_step % every == 0 and state.iteration < ipe:
                     self._save_state(stage, state)
+                val_every = self.cfg.train.val_every_steps
+                if val_every and state.global_step % val_every == 0 and state.iteration < ipe:
+                    self._maybe_evaluate(stage, scfg, name, state, mid_epoch=True)
             bar.close()
             state.epoch, state.iteration = epoch + 1, 0
             self._maybe_evaluate(stage, scfg, name, state)
@@ -218,13 +319,24 @@ class Trainer:
             if state.epoch % k == 0 or state.epoch == scfg.epochs:
                 self._save_state(stage, state)
 
-    def _maybe_evaluate(self, stage: Stage, scfg: StageConfig, name: str, state: LoopState) -> None:
+    def _maybe_evaluate(
+        self, stage: Stage, scfg: StageConfig, name: str, state: LoopState, mid_epoch: bool = False
+    ) -> None:
+        """Score val at an epoch end (when due) or, with ``mid_epoch``, inside an epoch
+        (``train.val_every_steps``); keep the best student of the final stage."""
         every = max(1, scfg.eval_every or self.cfg.train.eval_every)
-        due = state.epoch % every == 0 or state.epoch == scfg.epochs
+        val_every = self.cfg.train.val_every_steps
+        due = (
+            mid_epoch
+            or state.epoch % every == 0
+            or state.epoch == scfg.epochs
+            or (val_every > 0 and state.global_step % val_every == 0)
+        )
         if not (scfg.evaluate and due and self.samples.get("val")):
             return
         model = stage.eval_model()
-        trace = self.cfg.train.trace_class_names
+        # class-name traces at epoch ends only (mid-epoch evaluations are for the curve)
+        trace = self.cfg.train.trace_class_names and not mid_epoch
         metrics = evaluate_model(
             model,
             eval_loader(self.cfg, self.samples["val"]),
@@ -235,19 +347,27 @@ class Trainer:
             progress=self.cfg.train.progress and self.dist.is_main,
             per_sample=trace,
         )
-        where = {"stage": name, "epoch": state.epoch - 1, "step": state.global_step}
+        epoch = state.epoch if mid_epoch else state.epoch - 1  # the epoch the model is in
+        where = {"stage": name, "epoch": epoch, "step": state.global_step}
         extra = self._trace_class_names(model, where, metrics.pop("samples")) if trace else {}
         self._log({"event": "val", **where, **_jsonable(metrics), **extra})
+        bank = getattr(stage, "bank", None)
+        if bank is not None and self.cfg.bank.leakage_samples > 0:  # wrel.engine.leakage
+            from wrel.engine.leakage import measure_leakage
+
+            leak = measure_leakage(model, bank, self.samples["train"], self.cfg, self.device)
+            self._log({"event": "leakage", **where, **leak})
         if state.stage_index != len(self.cfg.stages) - 1:
             return  # the best checkpoint is chosen among the final stage's students only
         value = metric_value(metrics, self.cfg.train.select_metric)
-        if state.best_value is None or value > state.best_value:
+        # ties go to the later checkpoint: a run stuck at 0 does not report its first epoch
+        if state.best_value is None or value >= state.best_value:
             state.best_value = value
             self._export_best(
                 model,
                 {
                     "stage": name,
-                    "epoch": state.epoch - 1,
+                    "epoch": epoch,
                     "step": state.global_step,
                     "val": _jsonable(metrics),
                 },
@@ -299,7 +419,10 @@ class Trainer:
                     "name": self.cfg.data.name,
                     "accurate_ratio": self.cfg.data.accurate_ratio,
                     "split_file": self.cfg.data.split_file,
+                    **self._data_summary(),
                 },
+                # the image-reading contract, applied again by wrel.inference.Predictor
+                IMAGE_SCALING_KEY: self.cfg.data.image_scaling.to_dict(),
                 "protocol": self.cfg.train.protocol,
                 "experiment": to_dict(self.cfg),
                 **info,
@@ -316,21 +439,87 @@ class Trainer:
                     "stage": stage.state_dict(),
                     "rng": capture_rng(),
                 },
+                current_is_damaged=getattr(self, "_last_is_damaged", False),
             )
+            self._last_is_damaged = False
         barrier(self.dist)
 
     def _log(self, record: dict[str, Any], file: str = "metrics.jsonl") -> None:
         if self.dist.is_main:
+            if file == "metrics.jsonl":  # wall-clock time of the line, ISO-8601 UTC, last key
+                record = {**record, "time": _utc_now()}
             with (self.run_dir / file).open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
+
+    def _data_summary(self) -> dict[str, Any]:
+        """Train counts and the accurate ratio the run really trained with (derived from the
+        samples, so a split file's own ratio is what is reported)."""
+        train = self.samples.get("train") or []
+        accurate = sum(1 for s in train if s.quality == "accurate")
+        d = self.cfg.data
+        source = "split_file" if d.split_file else "accurate_ratio"
+        if not d.split_file and d.accurate_ratio is None:
+            source = "files"  # the refs' own accurate / weak marks
+        return {
+            "num_train": len(train),
+            "num_accurate": accurate,
+            "num_weak": len(train) - accurate,
+            "train_accurate_ratio": round(accurate / len(train), 6) if train else None,
+            "ratio_source": source,
+        }
+
+    def _record_paths(self) -> None:
+        """``paths.json``: each path of the config as given and absolute (config.json keeps
+        what the user gave, so ``--resume`` compares the same strings); warns on resume when
+        a relative path now points elsewhere."""
+        if not self.dist.is_main:
+            return
+        d = self.cfg.data
+        given = {
+            "data.root": d.root,
+            "data.split_file": d.split_file,
+            "train.output_dir": self.cfg.train.output_dir,
+            "run_dir": str(self.run_dir),
+        }
+        paths = {
+            key: {"given": str(value), "absolute": str(Path(value).expanduser().resolve())}
+            for key, value in given.items()
+            if value is not None
+        }
+        target = self.run_dir / "paths.json"
+        if self.resume and target.is_file():
+            try:
+                before = json.loads(target.read_text(encoding="utf-8"))
+            except ValueError:
+                before = {}
+            for key, now in paths.items():
+                old = (before.get(key) or {}).get("absolute") if isinstance(before, dict) else None
+                if old and old != now["absolute"]:
+                    log.warning(
+                        "%s=%r now resolves to %s; the run started with %s (another working "
+                        "folder?)",
+                        key,
+                        now["given"],
+                        now["absolute"],
+                        old,
+                    )
+        with write_errors(self.run_dir):
+            atomic_write_text(target, json.dumps(paths, indent=2))
 
     def _truncate_log(self, global_step: int) -> None:
         """Drop log and trace lines written after the checkpoint we resume from (rank 0)."""
         for path in (self.run_dir / "metrics.jsonl", self.run_dir / TRACE_FILE):
             if not (self.dist.is_main and path.is_file()):
                 continue
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= global_step]
+            kept = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except ValueError:  # a line cut short by a kill
+                    log.warning("dropping an unreadable line of %s: %.60s", path, line)
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= global_step:
+                    kept.append(line)
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(ln + "\n" for ln in kept))
             os.replace(tmp, path)
@@ -358,12 +547,38 @@ class Trainer:
                         desc="test",
                     )
                 )
+            result["data"] = {"split_file": self.cfg.data.split_file, **self._data_summary()}
+            share = "empty_prediction_share"
+            result[share] = {
+                "val": ((result["best"] or {}).get("val") or {}).get(share),
+                "test": (result.get("test") or {}).get(share),
+            }
+            result["warnings"] = _empty_warnings(result[share])
+            for message in result["warnings"]:
+                log.warning("%s", message)
             path = self.run_dir / "final_metrics.json"
             path.with_suffix(".tmp").write_text(json.dumps(result, indent=2, sort_keys=True))
             os.replace(path.with_suffix(".tmp"), path)
             log.info("final metrics written to %s", path)
         barrier(self.dist)
         return result
+
+
+def _check_resume_state(state: dict[str, Any], source: Path) -> None:
+    """The parts the loop reads from a resume state exist (a checksum-valid folder of another
+    format, or an edited one, fails here naming the folder)."""
+    loop = state.get("loop")
+    names = {f.name for f in fields(LoopState)}
+    if (
+        not isinstance(loop, dict)
+        or set(loop) != names
+        or not isinstance(state.get("stage"), dict)
+        or not isinstance(state.get("rng"), dict)
+    ):
+        raise CheckpointError(
+            f"{source} is not a wrel resume checkpoint of this version (needs 'loop' with "
+            f"{sorted(names)}, 'stage' and 'rng')"
+        )
 
 
 def _comparable(data: dict[str, Any]) -> dict[str, Any]:
@@ -375,6 +590,32 @@ def _comparable(data: dict[str, Any]) -> dict[str, Any]:
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(metrics, default=float))
+
+
+def _utc_now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _empty_warnings(shares: dict[str, float | None]) -> list[str]:
+    """Warnings for a best model whose val / test predictions are all (or mostly) empty."""
+    out = []
+    for split, share in shares.items():
+        if share is None:
+            continue
+        if share >= 1.0:
+            out.append(
+                f"every {split} prediction of the best model is empty (no foreground pixel): "
+                "the model has learnt nothing usable; check the learning rates, the epochs and "
+                "the image scaling (data.image_scaling), and the target sizes (wrel data stats)"
+            )
+        elif share >= 0.5:
+            out.append(
+                f"{share:.0%} of the {split} predictions of the best model are empty (no "
+                "foreground pixel)"
+            )
+    return out
 
 
 def _best_info(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+
+from wrel.engine.progress import Progress
 
 __all__ = ["evaluate_model", "metric_value"]
 
@@ -51,7 +52,9 @@ def evaluate_model(
         if amp == "bf16"
         else contextlib.nullcontext()
     )
-    for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+    bar = Progress(len(loader), desc, enabled=progress, unit="batch")
+    for batch in loader:
+        bar.update(1)
         input_ids, attention_mask = model.tokenize(list(batch["text"]))  # type: ignore[operator]
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         text: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -66,6 +69,7 @@ def evaluate_model(
         evaluator.update(
             pred, batch["mask"].bool(), list(batch["category"]), sample_ids=batch["sample_id"]
         )
+    bar.close()
     model.train(was_training)
     metrics = dict(evaluator.compute(gather=False))
     if per_sample:

@@ -1,7 +1,7 @@
 """Accumulating evaluator: ``reset() / update(pred, gt, categories) / compute() -> dict``.
 
-It stores only per-sample intersection/union counts (two int64 per expression), so it is cheap at
-any data set size, exact under accumulation (several updates equal one big update) and keeps the
+It stores only per-sample intersection/union counts (two int64 per expression) and whether the
+prediction was empty (one bool), so it is cheap at any data set size, exact under accumulation (several updates equal one big update) and keeps the
 per-sample IoUs that :mod:`wrel.theory` needs. Under ``torch.distributed`` ``compute()`` gathers
 every rank's counts (without pickling) so that each rank reports the global metrics.
 """
@@ -61,6 +61,7 @@ class Evaluator:
         self._inter: list[torch.Tensor] = []
         self._union: list[torch.Tensor] = []
         self._ids: list[torch.Tensor] = []
+        self._empty: list[torch.Tensor] = []  # bool (B,): no predicted foreground pixel
         self._categories: list[str] = []
         self._has_categories = True
 
@@ -95,6 +96,7 @@ class Evaluator:
             p = p.unsqueeze(0)
         p, g = match_resolution(p.bool(), g.bool().to(p.device), self.protocol.resolution)
         inter, union = intersection_union(p, g)
+        empty = ~p.flatten(1).any(dim=1)  # (B,) bool, vectorised
         batch = inter.numel()
         if categories is not None and len(categories) != batch:
             raise ValueError(f"update got {len(categories)} categories for a batch of {batch}")
@@ -104,6 +106,7 @@ class Evaluator:
         self._inter.append(inter.cpu())
         self._union.append(union.cpu())
         self._ids.append(ids)
+        self._empty.append(empty.cpu())
         self._categories.extend(list(categories) if categories is not None else [""] * batch)
 
     @staticmethod
@@ -133,6 +136,7 @@ class Evaluator:
         self._inter.extend(other._inter)
         self._union.extend(other._union)
         self._ids.extend(other._ids)
+        self._empty.extend(other._empty)
         self._categories.extend(other._categories)
         self._has_categories = self._has_categories and other._has_categories
         return self
@@ -160,14 +164,32 @@ class Evaluator:
 
         Returns:
             ``{"oIoU", "mIoU", "Prec@0.5".."Prec@0.9", "num_samples", "per_category":
-            {name: {...}}, "protocol": {...}}``; ``per_category`` is empty when any update came
-            without categories.
+            {name: {...}}, "protocol": {...}, "empty_prediction_share"}``; ``per_category``
+            is empty when any update came without categories; ``empty_prediction_share`` is
+            the share (0-1) of samples whose predicted mask has no foreground pixel.
         """
         inter, union, _, cats = self._gathered(gather)
         if inter.numel() == 0:
             log.warning("Evaluator.compute() called with no samples; metrics are 0")
         has_categories = self._has_categories and all(cats)
-        return summarize(inter, union, cats if has_categories else None, self.protocol)
+        metrics = summarize(inter, union, cats if has_categories else None, self.protocol)
+        metrics["empty_prediction_share"] = self._empty_share(gather)
+        return metrics
+
+    def _empty_share(self, gather: bool) -> float:
+        """Share of accumulated (all ranks' with ``gather``) predictions that are empty."""
+        empty = torch.cat(self._empty) if self._empty else torch.zeros(0, dtype=torch.bool)
+        counts = torch.tensor([int(empty.sum()), empty.numel()], dtype=torch.int64)
+        from wrel.evaluation.gather import _device, is_distributed
+
+        if gather and is_distributed():
+            import torch.distributed as dist
+
+            counts = counts.to(_device())
+            dist.all_reduce(counts)  # sum of (empty, total) over ranks
+            counts = counts.cpu()
+        total = int(counts[1])
+        return round(int(counts[0]) / total, 6) if total else 0.0
 
     def per_sample(self, gather: bool = False) -> list[tuple[int | None, str | None, int, int]]:
         """``(sample_id, category, I, U)`` of every accumulated sample, in update order.

@@ -3,6 +3,8 @@
 GDAL formats (GeoTIFF, JPEG2000, ...) are read lazily in windows through :class:`~wrel.geo.GeoRaster`;
 ordinary picture formats are decoded by Pillow into an :class:`~wrel.geo.ArrayRaster`. Every
 reader yields 8-bit RGB (see :mod:`wrel.geo` for band selection and the percentile stretch).
+With ``scaling`` (a :class:`~wrel.data.image_reading.ImageScaling`, what the checkpoint records)
+the bands and value mapping are exactly those of training (:mod:`wrel.data.image_reading`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from wrel.geo import ArrayRaster, GeoRaster, StretchMode, to_rgb8
+from wrel.data.image_reading import ImageScaling, decode_array, scale_to_rgb8
+from wrel.geo import DEFAULT_MAX_PIXELS, ArrayRaster, GeoRaster, StretchMode, to_rgb8
 
 __all__ = [
     "ImageInput",
@@ -31,11 +34,18 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
 
-def _pil_to_array(img: Any) -> np.ndarray:
-    """Pixel values of a PIL image as ``(H, W)`` or ``(H, W, C)`` keeping 16-bit depth."""
-    if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-        img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
-    return np.asarray(img)
+_pil_to_array = decode_array  # one decoder for training and prediction
+
+
+def _to_rgb8(
+    array: np.ndarray,
+    bands: tuple[int, ...] | list[int] | None,
+    stretch: StretchMode,
+    scaling: ImageScaling | None,
+) -> np.ndarray:
+    if scaling is not None:
+        return scale_to_rgb8(array, scaling, bands)
+    return to_rgb8(array, bands, stretch)
 
 
 def decode_picture(
@@ -43,12 +53,20 @@ def decode_picture(
     bands: tuple[int, ...] | list[int] | None = None,
     stretch: StretchMode = "auto",
     max_pixels: int | None = None,
+    scaling: ImageScaling | None = None,
 ) -> np.ndarray:
     """Decode a PNG/JPEG/... file or its bytes to uint8 RGB ``(H, W, 3)``.
+
+    ``scaling`` (the training contract) replaces ``stretch``; ``bands`` overrides its bands.
 
     Raises:
         ValueError: not an image, corrupt, empty or larger than ``max_pixels``.
     """
+    return _to_rgb8(_decode_raw(data, max_pixels), bands, stretch, scaling)
+
+
+def _decode_raw(data: bytes | str | Path, max_pixels: int | None) -> np.ndarray:
+    """Raw pixel values ``(H, W[, C])`` of a picture file or its bytes (checked)."""
     from PIL import Image, UnidentifiedImageError
 
     name = "the upload" if isinstance(data, bytes) else str(data)
@@ -60,8 +78,9 @@ def decode_picture(
                 raise ValueError(f"{name} is an empty image ({width} x {height})")
             if max_pixels is not None and width * height > max_pixels:
                 raise ValueError(
-                    f"{name} is {width} x {height} pixels, over the limit of {max_pixels} "
-                    "pixels; downscale it or use `wrel predict` for large scenes"
+                    f"{name} is {width} x {height} pixels, over the limit of {max_pixels:,} "
+                    "pixels; downscale it, or for large scenes use a tiled GeoTIFF with "
+                    "`wrel predict` (its limit is --max-pixels)"
                 )
             img.load()
             array = _pil_to_array(img)
@@ -69,27 +88,40 @@ def decode_picture(
         raise ValueError(
             f"{name} is not a supported image (PNG, JPEG, TIFF, BMP, WebP, GIF)"
         ) from err
-    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"{name} is too large to decode in memory ({err}); convert it to a tiled GeoTIFF "
+            "(gdal_translate -co TILED=YES in.png out.tif), which is read window by window"
+        ) from err
+    except (OSError, SyntaxError) as err:
         raise ValueError(f"cannot decode {name}: {err}; is the file complete?") from err
-    return to_rgb8(array, bands, stretch)
+    return array
 
 
 def open_image(
     image: ImageInput,
     bands: tuple[int, ...] | list[int] | None = None,
     stretch: StretchMode = "auto",
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    scaling: ImageScaling | None = None,
 ) -> Raster:
     """A reader for ``image``: a file path, a ``PIL.Image`` or an array ``(H, W[, C])``.
 
     Arrays may be uint8, uint16 or float with 1, 3, 4 or more bands (``bands`` selects three,
-    1-based); 8-bit RGB arrays are used as they are.
+    1-based); 8-bit RGB arrays are used as they are. Files declaring more than ``max_pixels``
+    pixels are refused from their header, before any pixel is read (``None``: no limit;
+    in-memory images are not checked). GeoTIFF nodata is honoured (see
+    :class:`~wrel.geo.GeoRaster`). ``scaling`` (a checkpoint's
+    :class:`~wrel.data.image_reading.ImageScaling`) replaces ``stretch`` so the model sees the
+    values it was trained on; ``bands`` then overrides only its band choice.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: unsupported format, corrupt or empty image, unknown band.
+        ValueError: unsupported format, corrupt, empty or too large image, unknown band.
     """
     if isinstance(image, np.ndarray):
-        return ArrayRaster(to_rgb8(image, bands, stretch))
+        return ArrayRaster(_to_rgb8(image, bands, stretch, scaling), source_dtype=image.dtype)
     if isinstance(image, str | Path):
         path = Path(image)
         if not path.is_file():
@@ -98,9 +130,13 @@ def open_image(
             raise ValueError(f"image {path} is an empty file (0 bytes)")
         suffix = path.suffix.lower()
         if suffix in RASTER_SUFFIXES:
-            return GeoRaster(path, bands=bands, stretch=stretch)
+            return GeoRaster(
+                path, bands=bands, stretch=stretch, max_pixels=max_pixels, scaling=scaling
+            )
         if suffix in PICTURE_SUFFIXES:
-            return ArrayRaster(decode_picture(path, bands, stretch))
+            raw = _decode_raw(path, max_pixels)
+            rgb = _to_rgb8(raw, bands, stretch, scaling)
+            return ArrayRaster(rgb, path=path, source_dtype=raw.dtype)
         raise ValueError(
             f"unsupported image format {suffix or '(no suffix)'!r} for {path}; use one of "
             f"{', '.join(RASTER_SUFFIXES + PICTURE_SUFFIXES)}"
@@ -108,7 +144,8 @@ def open_image(
     if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
         if 0 in image.size:
             raise ValueError(f"the image is empty ({image.size[0]} x {image.size[1]})")
-        return ArrayRaster(to_rgb8(_pil_to_array(image), bands, stretch))
+        raw = _pil_to_array(image)
+        return ArrayRaster(_to_rgb8(raw, bands, stretch, scaling), source_dtype=raw.dtype)
     raise ValueError(
         f"cannot use a {type(image).__name__} as an image; pass a file path, a PIL image or a "
         "numpy array (H, W[, C])"

@@ -6,6 +6,8 @@ size in pixels, good for "all ships" style queries and small objects) or seen wh
 downscale (``mode="whole"``: keeps the global layout that expressions such as "the ship at the
 top left" refer to). Probabilities are kept as ``uint8`` (``round(255 p)``) at full resolution
 so an 8000 x 8000 scene costs 64 MB; tile work is bounded by ``tile_size`` and ``batch_size``.
+Rasters larger than ``config.max_pixels`` are refused before any pixel is read or any array
+allocated, and nodata pixels of a GeoTIFF always get probability 0 (never foreground).
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wrel.geo import StretchMode
+from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
+from wrel.geo import DEFAULT_MAX_PIXELS, StretchMode, check_pixel_count
 from wrel.inference.images import ImageInput, Raster, open_image
-from wrel.tiling import RowStitcher, tile_grid
+from wrel.tiling import RowStitcher, Tile, tile_grid
 
 __all__ = [
     "IMAGE_SIZE_KEY",
     "IMAGE_MEAN_KEY",
     "IMAGE_STD_KEY",
+    "IMAGE_SCALING_KEY",
     "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_MAX_PIXELS",
     "PredictorConfig",
     "Predictor",
     "image_size_from_metadata",
+    "scaling_from_metadata",
+    "read_checkpoint_scaling",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,12 @@ class PredictorConfig:
     threshold: float = 0.5  # foreground probability threshold for masks
     # Longest side of the image read for the whole-scene pass of large rasters (decimated).
     whole_read_side: int = 2048
+    # Refuse images of more pixels (height x width), checked on a file's header before any
+    # pixel is read: the output needs ~2 bytes per pixel. None disables the check.
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        _validate(self)
 
 
 def image_size_from_metadata(metadata: dict[str, Any]) -> tuple[int, int]:
@@ -81,6 +94,36 @@ def image_size_from_metadata(metadata: dict[str, Any]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def scaling_from_metadata(metadata: dict[str, Any]) -> ImageScaling | None:
+    """The training image scaling recorded in checkpoint metadata (``IMAGE_SCALING_KEY``, else
+    ``experiment.data.image_scaling``); ``None`` for checkpoints written before the contract.
+
+    Raises:
+        ValueError: the recorded spec is malformed (names the key).
+    """
+    meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
+    spec = meta.get(IMAGE_SCALING_KEY)
+    if spec is None:
+        spec = ((meta.get("experiment") or {}).get("data") or {}).get("image_scaling")
+    if spec is None:
+        return None
+    return ImageScaling.from_dict(spec, where=f"checkpoint metadata {IMAGE_SCALING_KEY!r}")
+
+
+def read_checkpoint_scaling(path: str | Path) -> ImageScaling | None:
+    """:func:`scaling_from_metadata` of a model folder's ``config.json``, read without loading
+    the weights (``wrel predict`` opens the image before the model). ``None`` when the file is
+    missing or unreadable: loading the model then reports the problem."""
+    import json
+
+    config = Path(path) / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return scaling_from_metadata(data if isinstance(data, dict) else {})
+
+
 class Predictor:
     """Segment the object an expression refers to.
 
@@ -91,6 +134,10 @@ class Predictor:
         std: per-channel normalisation std.
         device: where the model runs.
         config: tiling and batching; defaults to :class:`PredictorConfig`.
+        scaling: how image files and arrays become 8-bit RGB, as in training
+            (:class:`~wrel.data.image_reading.ImageScaling`, from the checkpoint); ``None``
+            (checkpoints older than the contract): the ``auto`` stretch, with a warning for
+            inputs that are not 8-bit.
     """
 
     def __init__(
@@ -102,8 +149,11 @@ class Predictor:
         std: Sequence[float] = IMAGENET_STD,
         device: str | torch.device = "cpu",
         config: PredictorConfig | None = None,
+        scaling: ImageScaling | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.scaling = scaling
+        self._warned_legacy = False
         self.model = model.to(self.device).eval()
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.config = config or PredictorConfig()
@@ -136,7 +186,23 @@ class Predictor:
             std=meta.get(IMAGE_STD_KEY, IMAGENET_STD),
             device=device,
             config=config,
+            scaling=scaling_from_metadata(meta),
         )
+
+    def open(
+        self,
+        image: ImageInput,
+        bands: Sequence[int] | None = None,
+        stretch: StretchMode | None = None,
+    ) -> Raster:
+        """Open ``image`` with the training scaling (:meth:`predict` does this for you).
+
+        ``stretch`` (``auto`` / ``percentile`` / ``none``) replaces the checkpoint's scaling,
+        with a warning that the model was trained on other values; ``bands`` replaces only its
+        band choice.
+        """
+        raster, _ = _as_raster(image, bands, stretch, self.config.max_pixels, self.scaling)
+        return raster
 
     # -- text -----------------------------------------------------------------------------------
 
@@ -199,7 +265,7 @@ class Predictor:
         return_probs: bool = False,
         mode: Mode | None = None,
         bands: Sequence[int] | None = None,
-        stretch: StretchMode = "auto",
+        stretch: StretchMode | None = None,
     ) -> np.ndarray:
         """Mask of the object ``text`` refers to, at the image's original size.
 
@@ -209,13 +275,16 @@ class Predictor:
             text: the referring expression.
             return_probs: return float32 probabilities ``(H, W)`` instead of the mask.
             mode: ``whole``, ``tile`` or ``auto``; overrides ``config.mode``.
-            bands: three 1-based bands (or one) of multi-band inputs.
-            stretch: 8-/16-bit handling, see :func:`wrel.geo.compute_stretch`.
+            bands: three 1-based bands (or one) of multi-band inputs (default: the
+                checkpoint's ``image_scaling.bands``).
+            stretch: ``None`` (default): the checkpoint's image scaling, as in training;
+                ``auto`` / ``percentile`` / ``none`` override it (see
+                :func:`wrel.geo.compute_stretch`) with a warning.
 
         Returns:
             bool mask ``(H, W)``, or float32 probabilities ``(H, W)`` when ``return_probs``.
         """
-        raster, owned = _as_raster(image, bands, stretch)
+        raster, owned = _as_raster(image, bands, stretch, self.config.max_pixels, self.scaling)
         try:
             probs = self.predict_raster(raster, text, mode)
         finally:
@@ -233,8 +302,10 @@ class Predictor:
         """:meth:`predict` for many image/expression pairs, images of whole size batched."""
         if len(images) != len(texts):
             raise ValueError(f"got {len(images)} images but {len(texts)} expressions")
-        opened = [_as_raster(image, None, "auto") for image in images]
+        opened: list[tuple[Raster, bool]] = []
         try:
+            for image in images:
+                opened.append(_as_raster(image, None, None, self.config.max_pixels, self.scaling))
             results = self._predict_rasters([r for r, _ in opened], texts)
         finally:
             for raster, owned in opened:
@@ -246,6 +317,9 @@ class Predictor:
 
     def _predict_rasters(self, rasters: list[Raster], texts: Sequence[str]) -> list[np.ndarray]:
         """uint8 probabilities of each raster; whole-image passes share batched forwards."""
+        for raster in rasters:
+            self._check_size(raster)
+            self._warn_legacy(raster)
         out: list[np.ndarray | None] = [None] * len(rasters)
         small = [i for i, r in enumerate(rasters) if self._choose_mode(r) == "whole"]
         for i in set(range(len(rasters))) - set(small):
@@ -258,7 +332,9 @@ class Predictor:
             batch = torch.stack([self._model_input(rasters[i]) for i in chunk])  # (B, 3, H, W)
             probs = self._forward(batch, (ids, attn)).cpu()  # (B, H, W)
             for i, p in zip(chunk, probs, strict=True):
-                out[i] = _upsample_u8(p, rasters[i].height, rasters[i].width)
+                out[i] = _zero_nodata(
+                    rasters[i], _upsample_u8(p, rasters[i].height, rasters[i].width)
+                )
         return [p for p in out if p is not None]
 
     def to_mask(self, probs_u8: np.ndarray) -> np.ndarray:
@@ -268,15 +344,44 @@ class Predictor:
     def predict_raster(self, raster: Raster, text: str, mode: Mode | None = None) -> np.ndarray:
         """uint8 probabilities ``(H, W)`` (``round(255 p)``) of a whole raster.
 
+        Nodata pixels (:meth:`~wrel.geo.GeoRaster.valid_mask`) get probability 0.
+
         Args:
             raster: an opened image (:func:`~wrel.inference.images.open_image`).
             text: the referring expression.
             mode: overrides ``config.mode``.
+
+        Raises:
+            ValueError: the raster has more than ``config.max_pixels`` pixels, or a bad text.
         """
+        self._check_size(raster)
+        self._warn_legacy(raster)
         tokens = self.tokenize(text)
         if self._choose_mode(raster, mode) == "whole":
-            return self._predict_whole(raster, tokens)
-        return self._predict_tiled(raster, tokens)
+            probs = self._predict_whole(raster, tokens)
+        else:
+            probs = self._predict_tiled(raster, tokens)
+        return _zero_nodata(raster, probs)
+
+    def _warn_legacy(self, raster: Raster) -> None:
+        """Warn once when a checkpoint without ``image_scaling`` meets data that is not 8-bit."""
+        dtype = getattr(raster, "dtype", None)
+        if self.scaling is not None or self._warned_legacy or dtype is None:
+            return
+        if np.dtype(dtype) != np.uint8:
+            self._warned_legacy = True
+            log.warning(
+                "this checkpoint records no image_scaling (trained before the image-reading "
+                "contract): the %s input is percentile-stretched (2-98%%) as before, but that "
+                "training read 16-bit images divided by 257, so the model may see other pixel "
+                "values than in training; retrain to record data.image_scaling",
+                np.dtype(dtype).name,
+            )
+
+    def _check_size(self, raster: Raster) -> None:
+        """Refuse rasters over ``config.max_pixels`` before the full-size output is allocated."""
+        name = str(getattr(raster, "path", None) or "the image")
+        check_pixel_count(raster.height, raster.width, self.config.max_pixels, name)
 
     def _choose_mode(self, raster: Raster, mode: Mode | None = None) -> str:
         mode = mode or self.config.mode
@@ -341,15 +446,56 @@ def _validate(cfg: PredictorConfig) -> None:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if not 0.0 < cfg.threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {cfg.threshold}")
+    if cfg.max_pixels is not None and cfg.max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1 (or None for no limit), got {cfg.max_pixels}")
 
 
 def _as_raster(
-    image: Any, bands: Sequence[int] | None, stretch: StretchMode
+    image: Any,
+    bands: Sequence[int] | None,
+    stretch: StretchMode | None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    scaling: ImageScaling | None = None,
 ) -> tuple[Raster, bool]:
-    """``(raster, owned)``: owned readers were opened here and must be closed by the caller."""
+    """``(raster, owned)``: owned readers were opened here and must be closed by the caller.
+
+    ``stretch=None`` applies ``scaling`` (the checkpoint's; the ``auto`` stretch without one);
+    an explicit ``stretch`` overrides it with a warning.
+    """
     if hasattr(image, "read_rgb") and hasattr(image, "read_rgb_resized"):
         return image, False
-    return open_image(image, list(bands) if bands else None, stretch), True
+    if stretch is not None and scaling is not None:
+        log.warning(
+            "stretch=%r overrides the checkpoint's training image scaling (%s): the model may "
+            "see other pixel values than in training",
+            stretch,
+            scaling.describe(),
+        )
+        scaling = None
+    band_list = list(bands) if bands else None
+    opened = open_image(image, band_list, stretch or "auto", max_pixels=max_pixels, scaling=scaling)
+    return opened, True
+
+
+# Rows of the nodata mask read at once: about 16 M pixels, whatever the scene width.
+_NODATA_STRIP_PIXELS = 16_000_000
+
+
+def _zero_nodata(raster: Raster, probs: np.ndarray) -> np.ndarray:
+    """Set ``probs`` (uint8 ``(H, W)``) to 0 on the raster's nodata pixels, in row strips."""
+    valid_mask = getattr(raster, "valid_mask", None)
+    if not getattr(raster, "has_nodata", False) or valid_mask is None:
+        return probs
+    if not probs.flags.writeable:  # e.g. an array viewing a PIL image's buffer
+        probs = probs.copy()
+    height, width = probs.shape
+    rows = max(1, _NODATA_STRIP_PIXELS // max(1, width))
+    for r0 in range(0, height, rows):
+        strip = probs[r0 : r0 + rows]
+        valid = valid_mask(Tile(r0, 0, strip.shape[0], width))
+        if valid is not None:
+            strip[~valid] = 0
+    return probs
 
 
 def _upsample_u8(probs: torch.Tensor, height: int, width: int) -> np.ndarray:

@@ -12,19 +12,43 @@ samples (61 GB for the rows alone), against 245 GB for dense AdamW with its dens
 tiny models of the tests (``D = 64``) need 15 GB per million. Under ``torch.distributed`` every
 rank all-gathers the (row index, gradient) pairs of all ranks and applies the same update, so
 the bank stays identical on every rank (the reference code lets the copies drift).
+
+Variants that limit what a row can store (``BankConfig``; the defaults are the plain bank above,
+see docs/training.md "Bank variants"):
+
+- ``parametrization="vocab"``: each prompt slot is a softmax mixture over a vocabulary's word
+  embeddings, ``prompt = softmax(logits / T) @ vocab``, so prompts stay in the convex hull of
+  the vocabulary; the learnable rows are the logits ``(N_weak, P, V)``. ``vocab`` is a snapshot
+  of the word-embedding rows of the vocabulary's tokens, taken when the bank is built. The
+  temperature of row ``r`` anneals geometrically with the row's own update count ``s_r``:
+  ``T_r = T_start * (T_end / T_start) ** min(1, s_r / temperature_steps)``.
+- ``projection="nearest"``: the forward pass uses the nearest vocabulary row (the argmax of the
+  mixture, or, for a free bank, the closest row in Euclidean distance), the backward pass the
+  gradient of the unprojected prompt (straight-through).
+- ``max_norm = r > 0`` (free bank): after every update each prompt vector is projected onto the
+  ball of radius ``r`` times the mean word-embedding norm of the model's table.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["BankConfig", "ReferenceBank", "fill_prompts"]
+__all__ = [
+    "BankConfig",
+    "DEFAULT_VOCAB_WORDS",
+    "ReferenceBank",
+    "fill_prompts",
+    "vocab_token_ids",
+    "word_embedding_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +63,79 @@ class BankConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    # sparse: row-lazy AdamW (only the batch's rows move); dense: AdamW over every row at every
+    # step, as the released code (wrel.methods.bank_optim; docs/training.md "Paper recipe")
+    optimizer: Literal["sparse", "dense"] = "sparse"
+    # -- variants (docs/training.md "Bank variants"); the defaults are the plain free bank --
+    parametrization: Literal["free", "vocab"] = "free"  # vocab: softmax mixtures of words
+    vocab_words: list[str] | None = None  # vocabulary of the vocab bank / projection (tokenised
+    # with the model's tokenizer); None: DEFAULT_VOCAB_WORDS
+    full_vocab: bool = False  # use the whole word-embedding table instead (memory-checked)
+    temperature_start: float = 1.0  # vocab bank: softmax temperature of a fresh row ...
+    temperature_end: float = 0.1  # ... annealed geometrically to this one ...
+    temperature_steps: int = 15  # ... over this many updates of the row (0: T_end at once)
+    projection: Literal["none", "nearest"] = "none"  # nearest: straight-through nearest token
+    max_norm: float = 0.0  # free bank: > 0 caps each prompt's norm at max_norm * mean word norm
+    max_memory_gb: float = 4.0  # refuse a vocab bank whose rows + moments exceed this
+    # Leakage monitor (wrel.engine.leakage): weak training samples scored at each evaluation
+    leakage_samples: int = 64  # 0 disables it
+    leakage_seed: int = 0  # fixes which weak samples are scored
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad value."""
+        checks = [
+            (self.num_prompts >= 1, "num_prompts must be >= 1"),
+            (self.init_std >= 0, "init_std must be >= 0"),
+            (self.parametrization in ("free", "vocab"), "parametrization must be free or vocab"),
+            (self.projection in ("none", "nearest"), "projection must be none or nearest"),
+            (
+                0 < self.temperature_end <= self.temperature_start,
+                "temperatures must satisfy 0 < temperature_end <= temperature_start",
+            ),
+            (self.temperature_steps >= 0, "temperature_steps must be >= 0"),
+            (self.max_norm >= 0, "max_norm must be >= 0 (0 disables the norm bound)"),
+            (
+                not (self.max_norm > 0 and self.parametrization == "vocab"),
+                "max_norm applies to the free bank; a vocab bank is already bounded by the "
+                "convex hull of its vocabulary (set max_norm=0)",
+            ),
+            (self.max_memory_gb > 0, "max_memory_gb must be > 0"),
+            (self.optimizer in ("sparse", "dense"), "optimizer must be sparse or dense"),
+            (self.leakage_samples >= 0, "leakage_samples must be >= 0 (0 disables the monitor)"),
+            (
+                self.vocab_words is None or len(self.vocab_words) > 0,
+                "vocab_words must be None (the default list) or a non-empty list of words",
+            ),
+        ]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise ValueError(f"bank config: {'; '.join(bad)} (got {asdict(self)})")
+
+    @property
+    def needs_vocab(self) -> bool:
+        """Whether the bank needs vocabulary embeddings (vocab bank or nearest projection)."""
+        return self.parametrization == "vocab" or self.projection == "nearest"
+
+
+#: The default vocabulary of the vocab bank: the words an expression adds to a class name in
+#: RRSIS-D-style data (position, size, colour, relation) and the spoken RRSIS-D class names.
+DEFAULT_VOCAB_WORDS: tuple[str, ...] = (
+    # position
+    "left", "right", "top", "bottom", "upper", "lower", "middle", "center", "side", "corner",
+    "leftmost", "rightmost", "topmost", "bottommost", "uppermost", "lowest", "far", "edge",
+    # size
+    "largest", "smallest", "biggest", "tiniest", "large", "small", "big", "tiny", "long", "short",
+    # colour
+    "red", "white", "black", "gray", "grey", "blue", "green", "orange", "yellow", "brown",
+    "dark", "light",
+    # relation
+    "next", "beside", "near", "close", "between", "above", "below", "behind",
+    # other objects (RRSIS-D class names, spoken)
+    "airplane", "airport", "baseball", "basketball", "bridge", "chimney", "dam", "golf",
+    "field", "ground", "track", "harbor", "overpass", "ship", "stadium", "storage", "tank",
+    "tennis", "court", "train", "station", "vehicle", "windmill", "expressway", "service",
+    "area", "toll",
+)  # fmt: skip
 
 
 def fill_prompts(
@@ -71,14 +168,71 @@ def fill_prompts(
     return out, mask
 
 
+def word_embedding_table(model: Any) -> Tensor:
+    """The word-embedding table ``(V_all, D)`` behind ``model.embed_tokens``.
+
+    Found as the ``nn.Embedding`` of ``model`` whose output equals ``embed_tokens`` on a few
+    ids, so it works for any model with the documented interface.
+
+    Raises:
+        ValueError: no such embedding.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.num_embeddings > 0:
+            probe = torch.arange(min(4, module.num_embeddings), device=module.weight.device)
+            with torch.no_grad():
+                same = model.embed_tokens(probe[None])[0]
+                if same.shape == (probe.numel(), module.embedding_dim) and torch.equal(
+                    same, module(probe)
+                ):
+                    return module.weight
+    raise ValueError(
+        f"{type(model).__name__} has no nn.Embedding that embed_tokens reads from; the bank "
+        "variants that use the vocabulary need the model's word-embedding table"
+    )
+
+
+def vocab_token_ids(model: Any, cfg: BankConfig) -> Tensor:
+    """Sorted unique token ids ``(V,)`` of the bank's vocabulary.
+
+    ``cfg.full_vocab``: every row of the word-embedding table. Otherwise the words of
+    ``cfg.vocab_words`` (default :data:`DEFAULT_VOCAB_WORDS`) tokenised with ``model.tokenize``,
+    without padding and the special tokens the tokenizer adds around every text (those of an
+    empty text). A word split into several pieces contributes every piece.
+    """
+    if cfg.full_vocab:
+        return torch.arange(word_embedding_table(model).shape[0], dtype=torch.int64)
+    words = list(cfg.vocab_words) if cfg.vocab_words is not None else list(DEFAULT_VOCAB_WORDS)
+    bad = [w for w in words if not isinstance(w, str) or not w.strip()]
+    if bad:
+        raise ValueError(f"bank.vocab_words holds empty or non-string entries: {bad[:5]}")
+    ids, mask = model.tokenize(words)  # (W, L) each
+    empty_ids, empty_mask = model.tokenize([""])
+    special = empty_ids[empty_mask.bool()]  # e.g. [CLS], [SEP]
+    keep = mask.bool() & ~torch.isin(ids, special)
+    vocab = ids[keep].unique()  # sorted
+    if vocab.numel() == 0:
+        raise ValueError(
+            f"bank.vocab_words {words[:5]}... tokenise to no ordinary token; give real words"
+        )
+    return vocab.to(torch.int64)
+
+
 class ReferenceBank:
-    """Per-sample prompt rows ``(N, P, D)`` keyed by sample id, with a row-sparse AdamW.
+    """Per-sample prompt rows keyed by sample id, with a row-sparse AdamW.
+
+    ``rows`` holds the learnable parameters: the prompts ``(N, P, D)`` of a free bank, or the
+    mixture logits ``(N, P, V)`` of a vocab bank; :meth:`prompts` maps them to prompt vectors.
+    Build a bank that needs the vocabulary (or a norm bound) with :meth:`for_model`.
 
     Args:
         sample_ids: ids of the weak training samples (any order, unique).
         dim: ``D``, the text encoder's word-embedding width.
         cfg: bank settings.
         device: where rows and moments live.
+        vocab_ids: ``(V,)`` token ids of the vocabulary (vocab bank / nearest projection).
+        vocab: ``(V, D)`` their word embeddings.
+        embed_norm: mean norm of the model's word embeddings (for ``cfg.max_norm``).
     """
 
     def __init__(
@@ -87,28 +241,165 @@ class ReferenceBank:
         dim: int,
         cfg: BankConfig,
         device: torch.device | str = "cpu",
+        *,
+        vocab_ids: Tensor | None = None,
+        vocab: Tensor | None = None,
+        embed_norm: float | None = None,
     ) -> None:
+        cfg.validate()
         ids = torch.as_tensor(sample_ids, dtype=torch.int64).flatten()
         if ids.numel() != ids.unique().numel():
             raise ValueError("reference bank: sample ids must be unique")
+        if cfg.needs_vocab and (vocab is None or vocab_ids is None):
+            raise ValueError(
+                f"bank parametrization={cfg.parametrization!r} / projection={cfg.projection!r} "
+                "needs the vocabulary embeddings; build the bank with ReferenceBank.for_model"
+            )
+        if cfg.max_norm > 0 and not (embed_norm and embed_norm > 0):
+            raise ValueError("bank.max_norm needs the mean word-embedding norm (for_model)")
         self.cfg = cfg
         self.ids = ids.sort().values.to(device)  # (N,) row r <-> ids[r]
+        self.vocab_ids = torch.zeros(0, dtype=torch.int64, device=device)  # (V,)
+        self.vocab = torch.zeros(0, dim, device=device)  # (V, D)
+        if vocab is not None and vocab_ids is not None:
+            if vocab.ndim != 2 or vocab.shape != (vocab_ids.numel(), dim):
+                raise ValueError(
+                    f"bank vocabulary embeddings {tuple(vocab.shape)} do not match "
+                    f"{vocab_ids.numel()} token ids of width {dim}"
+                )
+            self.vocab_ids = vocab_ids.to(device, torch.int64)
+            self.vocab = vocab.detach().to(device, torch.float32)
+        self.embed_norm = float(embed_norm or 0.0)
+        width = dim
+        if cfg.parametrization == "vocab":
+            width = self.vocab.shape[0]
+            self._check_memory(width)
         gen = torch.Generator().manual_seed(cfg.seed)
-        shape = (self.ids.numel(), cfg.num_prompts, dim)
-        self.rows = (torch.randn(shape, generator=gen) * cfg.init_std).to(device)  # (N, P, D)
+        shape = (self.ids.numel(), cfg.num_prompts, width)
+        self.rows = (torch.randn(shape, generator=gen) * cfg.init_std).to(device)  # (N, P, D|V)
         self.exp_avg = torch.zeros_like(self.rows)
         self.exp_avg_sq = torch.zeros_like(self.rows)
         self.steps = torch.zeros(self.ids.numel(), dtype=torch.int64, device=device)  # (N,)
+        if cfg.max_norm > 0:
+            self.project_rows(torch.arange(self.num_rows, device=self.rows.device))
+
+    @classmethod
+    def for_model(
+        cls,
+        sample_ids: Tensor | list[int],
+        model: Any,
+        cfg: BankConfig,
+        device: torch.device | str = "cpu",
+    ) -> ReferenceBank:
+        """A bank for ``model``'s word-embedding space, with the vocabulary ``cfg`` asks for.
+
+        The vocabulary embeddings are a snapshot of ``model``'s table now (detached).
+        """
+        probe = torch.zeros(1, 1, dtype=torch.int64, device=device)
+        with torch.no_grad():
+            dim = int(model.embed_tokens(probe).shape[-1])
+            vocab_ids = vocab = None
+            embed_norm = None
+            if cfg.needs_vocab:
+                vocab_ids = vocab_token_ids(model, cfg).to(device)
+                if cfg.parametrization == "vocab":  # refuse before embedding a huge vocabulary
+                    cls._memory_check(cfg, len(torch.as_tensor(sample_ids)), vocab_ids.numel())
+                vocab = model.embed_tokens(vocab_ids[None])[0].float()
+            if cfg.max_norm > 0:
+                embed_norm = float(word_embedding_table(model).float().norm(dim=-1).mean())
+        return cls(
+            sample_ids, dim, cfg, device, vocab_ids=vocab_ids, vocab=vocab, embed_norm=embed_norm
+        )
+
+    @staticmethod
+    def _memory_check(cfg: BankConfig, num_rows: int, vocab_size: int) -> None:
+        need = 12 * num_rows * cfg.num_prompts * vocab_size  # rows + 2 AdamW moments, float32
+        gb = need / 1e9
+        if gb > cfg.max_memory_gb:
+            raise ValueError(
+                f"a vocab bank of {num_rows} rows x {cfg.num_prompts} slots x {vocab_size} "
+                f"words needs {gb:.1f} GB (logits + 2 AdamW moments, float32), over "
+                f"bank.max_memory_gb={cfg.max_memory_gb}; restrict bank.vocab_words (and "
+                "full_vocab=false), lower bank.num_prompts, or raise bank.max_memory_gb"
+            )
+        log.info(
+            "vocab bank: %d rows x %d slots x %d words = %.3f GB (logits + moments)",
+            num_rows,
+            cfg.num_prompts,
+            vocab_size,
+            gb,
+        )
+
+    def _check_memory(self, vocab_size: int) -> None:
+        self._memory_check(self.cfg, self.num_rows, vocab_size)
 
     @property
     def num_rows(self) -> int:
         return int(self.ids.numel())
 
     def to(self, device: torch.device | str) -> ReferenceBank:
-        """Move rows, moments and ids to ``device`` (in place); returns ``self``."""
-        for name in ("ids", "rows", "exp_avg", "exp_avg_sq", "steps"):
+        """Move rows, moments, ids and vocabulary to ``device`` (in place); returns ``self``."""
+        for name in ("ids", "rows", "exp_avg", "exp_avg_sq", "steps", "vocab_ids", "vocab"):
             setattr(self, name, getattr(self, name).to(device))
         return self
+
+    # -- parametrisation ---------------------------------------------------------------------
+
+    def temperature(self, rows: Tensor) -> Tensor:
+        """Softmax temperature ``(K,)`` of rows ``(K,)`` (vocab bank), from their update counts:
+        ``T_start * (T_end / T_start) ** min(1, steps / temperature_steps)``."""
+        cfg = self.cfg
+        steps = self.steps[rows].to(torch.float32)
+        if cfg.temperature_steps:
+            frac = (steps / cfg.temperature_steps).clamp(max=1.0)
+        else:
+            frac = torch.ones_like(steps)
+        ratio = cfg.temperature_end / cfg.temperature_start
+        return cfg.temperature_start * torch.as_tensor(ratio, device=steps.device) ** frac
+
+    def mixture_weights(self, rows: Tensor, params: Tensor | None = None) -> Tensor:
+        """Vocab bank: the convex weights ``(K, P, V)`` (>= 0, summing to 1) of rows ``(K,)``;
+        ``params`` (the rows' logits, e.g. a leaf that needs gradients) defaults to theirs."""
+        if self.cfg.parametrization != "vocab":
+            raise ValueError("mixture_weights: this bank is free (parametrization='free')")
+        logits = self.rows[rows] if params is None else params
+        temp = self.temperature(rows).to(logits.dtype)[:, None, None]  # (K, 1, 1)
+        return torch.softmax(logits / temp, dim=-1)
+
+    def prompts(self, rows: Tensor, params: Tensor | None = None) -> Tensor:
+        """Prompt vectors ``(K, P, D)`` of rows ``(K,)`` (no -1), differentiable in ``params``.
+
+        ``params``: the rows' parameters (default: the stored ones), e.g. a leaf tensor the bank
+        step differentiates. Free bank: the prompts are the parameters; vocab bank: mixtures
+        ``softmax(logits / T) @ vocab``. With ``projection="nearest"`` the forward value is the
+        nearest vocabulary row and the gradient that of the unprojected prompt.
+        """
+        params = self.rows[rows] if params is None else params
+        if self.cfg.parametrization == "vocab":
+            weights = self.mixture_weights(rows, params)  # (K, P, V)
+            soft = weights @ self.vocab.to(weights.dtype)  # (K, P, D)
+            if self.cfg.projection == "nearest":
+                hard = self.vocab[weights.argmax(dim=-1)].to(soft.dtype)  # (K, P, D)
+                return hard + (soft - soft.detach())  # exactly hard forward, d soft backward
+            return soft
+        if self.cfg.projection == "nearest":
+            vocab = self.vocab.to(params.dtype)
+            nearest = torch.cdist(params.detach().flatten(0, 1), vocab).argmin(dim=-1)  # (K*P,)
+            hard = vocab[nearest].view_as(params)
+            return hard + (params - params.detach())  # exactly hard forward, identity grad
+        return params
+
+    def project_rows(self, rows: Tensor) -> None:
+        """Apply the norm bound (``cfg.max_norm``, free bank) to rows ``(K,)`` in place.
+
+        Called after every update; a custom optimiser writing ``rows`` should call it too.
+        """
+        if self.cfg.max_norm <= 0 or rows.numel() == 0:
+            return
+        radius = self.cfg.max_norm * self.embed_norm
+        param = self.rows[rows]  # (K, P, D)
+        norm = param.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        self.rows.index_copy_(0, rows, param * (radius / norm).clamp(max=1.0))
 
     def row_index(self, sample_ids: Tensor, is_weak: Tensor | None = None) -> Tensor:
         """Rows of ``sample_ids`` ``(B,)``; -1 where ``is_weak`` is False.
@@ -135,7 +426,8 @@ class ReferenceBank:
 
     def gather(self, rows: Tensor) -> Tensor:
         """Detached prompts ``(B, P, D)`` for row indices ``(B,)`` (zeros where the row is -1)."""
-        out = self.rows[rows.clamp_min(0)]  # (B, P, D)
+        with torch.no_grad():
+            out = self.prompts(rows.clamp_min(0))  # (B, P, D)
         return torch.where((rows >= 0)[:, None, None], out, torch.zeros_like(out))
 
     def fill(
@@ -165,6 +457,11 @@ class ReferenceBank:
         rows, grads, total = _gather_all_ranks(rows, grads.to(self.rows.dtype), num_samples)
         if total == 0 or rows.numel() == 0:
             return
+        if self.cfg.optimizer == "dense":
+            from wrel.methods.bank_optim import dense_adamw_step
+
+            dense_adamw_step(self, rows, grads, total, lr=lr, weight_decay=weight_decay)
+            return
         uniq, inverse = torch.unique(rows, return_inverse=True)  # (U,), (K,)
         grad = (
             torch.zeros(
@@ -184,56 +481,100 @@ class ReferenceBank:
         param = self.rows[uniq].mul_(1 - lr * weight_decay)
         param.sub_(lr * (m / bc1) / ((v / bc2).sqrt() + self.cfg.eps))
         self.rows.index_copy_(0, uniq, param)
+        self.project_rows(uniq)
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Rows, moments, per-row step counts and the id mapping (all tensors)."""
-        return {
+        """Rows, moments, per-row step counts and the id mapping (all tensors); plus the
+        vocabulary (``vocab_ids``, ``vocab``) and ``embed_norm`` for the variants using them."""
+        state = {
             "ids": self.ids,
             "rows": self.rows,
             "exp_avg": self.exp_avg,
             "exp_avg_sq": self.exp_avg_sq,
             "steps": self.steps,
         }
+        if self.cfg.needs_vocab:
+            state.update(vocab_ids=self.vocab_ids, vocab=self.vocab)
+        if self.cfg.max_norm > 0:
+            state["embed_norm"] = torch.tensor(self.embed_norm, dtype=torch.float64)
+        return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Restore :meth:`state_dict`; the ids and shapes must match exactly."""
-        missing = {"ids", "rows", "exp_avg", "exp_avg_sq", "steps"} - set(state)
-        if missing:
-            raise ValueError(f"reference bank state lacks {sorted(missing)}")
+        expected = set(self.state_dict())
+        missing = expected - set(state)
+        foreign = ({"vocab_ids", "vocab", "embed_norm"} & set(state)) - expected
+        if missing or foreign:
+            raise ValueError(
+                f"reference bank state lacks {sorted(missing)} / has unexpected "
+                f"{sorted(foreign)}: it was saved by a bank with other variant settings "
+                "(bank.parametrization / projection / max_norm); use the run's settings"
+            )
         ids = state["ids"].to(self.ids.device, torch.int64)
         if ids.shape != self.ids.shape or not torch.equal(ids, self.ids):
             raise ValueError(
                 "reference bank state was saved for other sample ids; use the same data, "
                 "accurate_ratio and seed as the run that saved it"
             )
-        if state["rows"].shape != self.rows.shape:
-            raise ValueError(
-                f"reference bank state has rows {tuple(state['rows'].shape)}, "
-                f"expected {tuple(self.rows.shape)}"
-            )
-        for name in ("rows", "exp_avg", "exp_avg_sq", "steps"):
-            getattr(self, name).copy_(state[name])
+        for name in ("rows", "vocab_ids", "vocab"):
+            if name in expected and state[name].shape != getattr(self, name).shape:
+                raise ValueError(
+                    f"reference bank state has {name} {tuple(state[name].shape)}, "
+                    f"expected {tuple(getattr(self, name).shape)}"
+                )
+        for name in ("rows", "exp_avg", "exp_avg_sq", "steps", "vocab_ids", "vocab"):
+            if name in expected:
+                getattr(self, name).copy_(state[name])
+        if "embed_norm" in expected:
+            self.embed_norm = float(state["embed_norm"])
 
     def save(self, path: str | Path) -> None:
-        """Write the bank (with its id mapping) to a safetensors file."""
+        """Write the bank (with its id mapping and its config as metadata) to safetensors."""
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(path))
+        save_file(
+            {k: v.contiguous().cpu() for k, v in self.state_dict().items()},
+            str(path),
+            metadata={"bank_config": json.dumps(asdict(self.cfg))},
+        )
 
     @classmethod
     def load(
         cls, path: str | Path, cfg: BankConfig | None = None, device: torch.device | str = "cpu"
     ) -> ReferenceBank:
-        """Read a bank written by :meth:`save`."""
+        """Read a bank written by :meth:`save`.
+
+        The variant settings saved with the file win over ``cfg`` (the file's tensors depend on
+        them); ``num_prompts`` is read off the rows.
+        """
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"reference bank file {path} does not exist")
         state = load_file(str(path))
-        cfg = cfg or BankConfig()
-        cfg = BankConfig(**{**cfg.__dict__, "num_prompts": int(state["rows"].shape[1])})
-        bank = cls(state["ids"], int(state["rows"].shape[2]), cfg, device)
+        if "rows" not in state or "ids" not in state:
+            raise ValueError(f"{path} is not a reference bank file (no 'rows' / 'ids' tensors)")
+        with safe_open(str(path), framework="pt") as fh:
+            saved = json.loads((fh.metadata() or {}).get("bank_config", "{}"))
+        known = {f.name for f in fields(BankConfig)}
+        values = {**(cfg or BankConfig()).__dict__}
+        values.update({k: v for k, v in saved.items() if k in known})
+        values["num_prompts"] = int(state["rows"].shape[1])
+        cfg = BankConfig(**values)
+        vocab = state.get("vocab")
+        dim = int(vocab.shape[1]) if vocab is not None else int(state["rows"].shape[2])
+        embed_norm = float(state["embed_norm"]) if "embed_norm" in state else None
+        bank = cls(
+            state["ids"],
+            dim,
+            cfg,
+            device,
+            vocab_ids=state.get("vocab_ids"),
+            vocab=vocab,
+            embed_norm=embed_norm,
+        )
         bank.load_state_dict(state)
         return bank
 

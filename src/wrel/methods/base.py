@@ -62,6 +62,19 @@ class StageConfig:
     # EMA momentum a -> a ** ema_time_scale (joint): the paper's schedule assumes ~1500
     # iterations per epoch; k times fewer per epoch and k keeps its horizon in epochs.
     ema_time_scale: float = 1.0
+    # joint: each weak sample reads its bare class name, without its bank prompts, in the
+    # student step with this probability (docs/training.md "Bank variants")
+    prompt_dropout: float = 0.0
+    # Dice term of the segmentation loss (wrel.methods.losses.DICE_VARIANTS)
+    dice: Literal["foreground-mean-smooth1", "both-classes-sum-smooth1e-6"] = (
+        "foreground-mean-smooth1"
+    )
+    # bank_init: mode of the frozen copy the bank is fitted through; "train" (the released
+    # code) keeps stochastic depth and BatchNorm batch statistics on (a stochastic teacher)
+    frozen_mode: Literal["eval", "train"] = "eval"
+    # joint: what the EMA teacher averages; "segmenter" (the released code) shares the
+    # student's live text encoder with the teacher (wrel.methods.ema.EMA_SCOPES)
+    ema_scope: Literal["segmenter+text", "segmenter"] = "segmenter+text"
     evaluate: bool = True  # evaluate the student on val after each epoch of this stage
     eval_every: int = 0  # evaluate every N epochs of this stage; 0: train.eval_every
 

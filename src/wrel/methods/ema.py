@@ -3,6 +3,11 @@
 Unlike the reference code, the EMA covers buffers too: BatchNorm running statistics are
 averaged like parameters and integer buffers (``num_batches_tracked``) are copied, so the
 teacher never keeps stale normalisation statistics.
+
+Scope (``EMA_SCOPES``): ``segmenter+text`` (default) averages the whole model;
+``segmenter`` (the released code) averages the backbone, fusion and decoder only, and the
+teacher's ``text_encoder`` *is* the student's live text encoder (one module, shared), so the
+bank step goes through the student's current text encoder.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["ema_momentum", "EmaTeacher"]
+__all__ = ["EMA_SCOPES", "ema_momentum", "EmaTeacher"]
+
+#: EMA scope -> name prefixes of the student that the teacher shares instead of averaging.
+EMA_SCOPES: dict[str, tuple[str, ...]] = {"segmenter+text": (), "segmenter": ("text_encoder",)}
 
 
 def ema_momentum(progress: float, time_scale: float = 1.0) -> float:
@@ -44,15 +52,52 @@ def ema_momentum(progress: float, time_scale: float = 1.0) -> float:
 class EmaTeacher(nn.Module):
     """A frozen copy of the student that follows it by exponential moving average.
 
-    The teacher is always in eval mode and never requires gradients; ``train()`` calls are
+    The teacher is always in eval mode and its own weights never require gradients; ``train()`` calls are
     ignored so that a parent ``.train()`` cannot switch its BatchNorm/dropout back on.
+
+    Args:
+        student: the model to follow.
+        scope: a key of :data:`EMA_SCOPES`. With ``segmenter`` the student's ``text_encoder``
+            child is shared (tied), not copied: it keeps the student's ``requires_grad`` flags,
+            :meth:`update` skips it, and :meth:`averaged_state_dict` leaves it out. Its train /
+            eval mode still follows the teacher's ``eval()`` calls, so a student step must set
+            ``student.train()`` itself (the stages do).
     """
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: nn.Module, scope: str = "segmenter+text") -> None:
         super().__init__()
-        self.module = copy.deepcopy(student)
+        if scope not in EMA_SCOPES:
+            raise ValueError(f"unknown EMA scope {scope!r}; valid scopes: {sorted(EMA_SCOPES)}")
+        self.scope = scope
+        self.tied = EMA_SCOPES[scope]
+        missing = [n for n in self.tied if not isinstance(getattr(student, n, None), nn.Module)]
+        if missing:
+            raise ValueError(f"EMA scope {scope!r}: the student has no child module(s) {missing}")
+        # the memo maps each tied child to itself: deepcopy shares it instead of copying it
+        memo = {id(getattr(student, name)): getattr(student, name) for name in self.tied}
+        self.module = copy.deepcopy(student, memo)
+        for name, param in self.module.named_parameters():
+            if not self._is_tied(name):
+                param.requires_grad_(False)
         self.module.eval()
-        self.module.requires_grad_(False)
+
+    def _is_tied(self, name: str) -> bool:
+        return any(name == p or name.startswith(f"{p}.") for p in self.tied)
+
+    def averaged_state_dict(self) -> dict[str, torch.Tensor]:
+        """The teacher's own (averaged) tensors: its state dict without the tied children."""
+        return {k: v for k, v in self.module.state_dict().items() if not self._is_tied(k)}
+
+    def load_averaged_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`averaged_state_dict`, strictly (missing or extra keys are errors)."""
+        expected = set(self.averaged_state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(
+                f"EMA teacher state (scope {self.scope!r}) does not match: missing "
+                f"{missing[:8]}, unexpected {unexpected[:8]}"
+            )
+        self.module.load_state_dict(state, strict=not self.tied)
 
     def train(self, mode: bool = True) -> EmaTeacher:  # noqa: ARG002 - always eval
         """Keep the teacher in eval mode whatever ``mode`` is."""
@@ -62,15 +107,18 @@ class EmaTeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, student: nn.Module, momentum: float) -> None:
-        """``teacher <- momentum * teacher + (1 - momentum) * student`` over params and buffers."""
+        """``teacher <- momentum * teacher + (1 - momentum) * student`` over params and buffers
+        (tied children excluded: they are the student's own)."""
         weight = 1.0 - momentum
-        t_params = list(self.module.parameters())
-        s_params = list(student.parameters())
-        if len(t_params) != len(s_params):
+        t_params = [(n, p) for n, p in self.module.named_parameters() if not self._is_tied(n)]
+        s_params = [(n, p) for n, p in student.named_parameters() if not self._is_tied(n)]
+        if [n for n, _ in t_params] != [n for n, _ in s_params]:
             raise ValueError("EMA teacher and student have different parameter lists")
-        for t, s in zip(t_params, s_params, strict=True):
+        for (_, t), (_, s) in zip(t_params, s_params, strict=True):
             t.lerp_(s.detach().to(t.dtype), weight)
-        for tb, sb in zip(self.module.buffers(), student.buffers(), strict=True):
+        t_bufs = [b for n, b in self.module.named_buffers() if not self._is_tied(n)]
+        s_bufs = [b for n, b in student.named_buffers() if not self._is_tied(n)]
+        for tb, sb in zip(t_bufs, s_bufs, strict=True):
             if tb.is_floating_point():
                 tb.lerp_(sb.to(tb.dtype), weight)
             else:

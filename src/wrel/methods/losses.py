@@ -5,9 +5,23 @@ The loss everywhere is ``0.9 * weighted CE + 0.1 * Dice`` with class weights
 averaged over the batch, so that the loss of a global batch equals the mean of the losses of
 its per-rank shards (this is what makes a DDP run match a single-process run; the reference
 normalises the weighted CE over all pixels of the batch instead, a negligible difference).
+
+Dice variants (:data:`DICE_VARIANTS`, ``StageConfig.dice``):
+
+- ``foreground-mean-smooth1`` (default): soft Dice of the foreground probability,
+  ``1 - (2 sum(p1 t) + 1) / (sum(p1) + sum(t) + 1)`` per sample, then the batch mean.
+- ``both-classes-sum-smooth1e-6`` (the released code): one soft Dice over both classes, the
+  sums running over the two classes and all pixels,
+  ``1 - (2 sum_c sum(p_c t_c) + 1e-6) / (sum_c sum(p_c) + sum_c sum(t_c) + 1e-6)`` with the
+  one-hot target ``t_c``. Both sums in the denominator equal ``H * W``, so the loss is
+  ``1 - mean`` probability of each pixel's true class (up to the smoothing): a background
+  pixel counts as much as a foreground one. Computed per sample and averaged over the batch,
+  which equals the released batch-wide sum for equal-size images.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +29,7 @@ from torch import Tensor
 
 __all__ = [
     "CE_WEIGHTS",
+    "DICE_VARIANTS",
     "per_sample_seg_loss",
     "seg_loss",
     "dice_loss",
@@ -26,6 +41,10 @@ __all__ = [
 CE_WEIGHTS = (0.9, 1.1)
 CE_FACTOR = 0.9
 DICE_FACTOR = 0.1
+
+
+#: Dice variant name -> per-sample Dice loss ``(logits, mask) -> (B,)``; filled below.
+DICE_VARIANTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
 
 
 def dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1.0) -> Tensor:
@@ -46,16 +65,53 @@ def dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1.0) -> Tensor:
     return 1.0 - (2.0 * inter + smooth) / (total + smooth)
 
 
-def per_sample_seg_loss(logits: Tensor, mask: Tensor) -> Tensor:
+def both_classes_dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1e-6) -> Tensor:
+    """Per-sample soft Dice loss over both classes with sums over classes and pixels.
+
+    Args:
+        logits: ``(B, 2, H, W)`` two-class logits.
+        mask: ``(B, H, W)`` ground truth in {0, 1}.
+        smooth: additive smoothing in numerator and denominator.
+
+    Returns:
+        ``(B,)`` Dice losses in [0, 1].
+    """
+    prob = logits.float().softmax(dim=1).flatten(2)  # (B, 2, H*W)
+    target = F.one_hot(mask.long().flatten(1), 2).transpose(1, 2).float()  # (B, 2, H*W)
+    inter = (prob * target).sum(dim=(1, 2))  # (B,)
+    total = prob.sum(dim=(1, 2)) + target.sum(dim=(1, 2))
+    return 1.0 - (2.0 * inter + smooth) / (total + smooth)
+
+
+DICE_VARIANTS.update(
+    {
+        "foreground-mean-smooth1": dice_loss,
+        "both-classes-sum-smooth1e-6": both_classes_dice_loss,
+    }
+)
+
+
+def _dice_fn(dice: str) -> Callable[[Tensor, Tensor], Tensor]:
+    try:
+        return DICE_VARIANTS[dice]
+    except KeyError:
+        raise ValueError(f"unknown Dice variant {dice!r}; valid: {sorted(DICE_VARIANTS)}") from None
+
+
+def per_sample_seg_loss(
+    logits: Tensor, mask: Tensor, dice: str = "foreground-mean-smooth1"
+) -> Tensor:
     """``0.9 * weighted CE + 0.1 * Dice`` for each sample.
 
     Args:
         logits: ``(B, 2, H, W)`` two-class logits (any dtype; computed in float32).
         mask: ``(B, H, W)`` integer ground truth in {0, 1}.
+        dice: a key of :data:`DICE_VARIANTS`.
 
     Returns:
         ``(B,)`` per-sample losses.
     """
+    dice_fn = _dice_fn(dice)
     if logits.shape[-2:] != mask.shape[-2:]:
         raise ValueError(
             f"logits {tuple(logits.shape)} and mask {tuple(mask.shape)} differ in size; "
@@ -66,12 +122,12 @@ def per_sample_seg_loss(logits: Tensor, mask: Tensor) -> Tensor:
     pixel_ce = F.cross_entropy(logits.float(), target, reduction="none")  # (B, H, W)
     pixel_w = weights[target]  # (B, H, W)
     ce = (pixel_ce * pixel_w).flatten(1).sum(1) / pixel_w.flatten(1).sum(1)  # (B,)
-    return CE_FACTOR * ce + DICE_FACTOR * dice_loss(logits, target)
+    return CE_FACTOR * ce + DICE_FACTOR * dice_fn(logits, target)
 
 
-def seg_loss(logits: Tensor, mask: Tensor) -> Tensor:
+def seg_loss(logits: Tensor, mask: Tensor, dice: str = "foreground-mean-smooth1") -> Tensor:
     """Mean of :func:`per_sample_seg_loss` over the batch (a scalar)."""
-    return per_sample_seg_loss(logits, mask).mean()
+    return per_sample_seg_loss(logits, mask, dice).mean()
 
 
 def confidence_threshold(

@@ -2,9 +2,13 @@
 
 Stage 1 of LRB-WREL (teacher warm-up) is a :class:`~wrel.methods.supervised.SupervisedStage`
 on the accurate samples. Stage 2 (:class:`BankInitStage`) fits only the bank through the frozen
-model in eval mode; there is no selection of the bank on the samples it was fitted to (the
-reference picks the bank by IoU on those same samples). Stage 3 (:class:`JointStage`) alternates
-bank steps through the frozen EMA teacher with student steps on detached bank prompts.
+model, in eval mode (``frozen_mode="train"``: train mode, as the released code); there is no
+selection of the bank on the samples it was fitted to (the reference picks the bank by IoU on
+those same samples). Stage 3 (:class:`JointStage`) alternates bank steps through the frozen EMA
+teacher with student steps on detached bank prompts; with ``ema_scope="segmenter"`` the teacher
+shares the student's live text encoder. Bank gradients are taken with ``torch.autograd.grad``
+for the bank rows only, so a bank step never writes ``.grad`` of any model weight (the live text
+encoder's included).
 """
 
 from __future__ import annotations
@@ -31,12 +35,7 @@ __all__ = ["BankInitStage", "JointStage", "ensure_bank"]
 def ensure_bank(ctx: StageContext) -> ReferenceBank:
     """The handed-over bank, or a fresh one over ``ctx.weak_ids`` (same seed on every rank)."""
     if ctx.bank is None:
-        dim = int(
-            ctx.model.embed_tokens(torch.zeros(1, 1, dtype=torch.int64, device=ctx.device)).shape[
-                -1
-            ]
-        )
-        ctx.bank = ReferenceBank(ctx.weak_ids, dim, ctx.bank_cfg, ctx.device)
+        ctx.bank = ReferenceBank.for_model(ctx.weak_ids, ctx.model, ctx.bank_cfg, ctx.device)
     return ctx.bank
 
 
@@ -59,16 +58,17 @@ class _BankStepMixin(Stage):
         if num_weak:
             with torch.no_grad():
                 embeds = net.embed_tokens(b.input_ids[weak])  # (W, L, D)
+            prompts = self.bank.prompts(rows, leaf)  # (W, P, D); leaf is (W, P, D or V)
             filled, mask = fill_prompts(
-                embeds, b.attention_mask[weak], leaf, torch.ones_like(rows, dtype=torch.bool)
+                embeds, b.attention_mask[weak], prompts, torch.ones_like(rows, dtype=torch.bool)
             )
             with self.autocast():
                 out = net(b.images[weak], inputs_embeds=filled, attention_mask=mask)
-            loss_sum = per_sample_seg_loss(out.logits, b.masks[weak]).sum()
+            loss_sum = per_sample_seg_loss(out.logits, b.masks[weak], self.cfg.dice).sum()
         self.check_finite(loss_sum, "bank loss", progress)
-        if num_weak:
-            loss_sum.backward()
-        grads = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+        grads = torch.zeros_like(leaf)
+        if num_weak:  # gradient of the rows only: no model weight accumulates a .grad
+            (grads,) = torch.autograd.grad(loss_sum, leaf)
         self.bank.apply_gradients(
             rows, grads, num_weak, lr=lr, weight_decay=self.cfg.bank_weight_decay
         )
@@ -80,15 +80,26 @@ class _BankStepMixin(Stage):
 
 
 class BankInitStage(_BankStepMixin):
-    """Stage 2: train only the bank, on weak samples, through the frozen model (eval mode)."""
+    """Stage 2: train only the bank, on weak samples, through a frozen copy of the model.
+
+    The copy runs in eval mode, or with ``cfg.frozen_mode == "train"`` in train mode (stochastic
+    depth on, BatchNorm on batch statistics; the copy's running statistics then drift, but they
+    are never used in train mode and the copy is discarded at the stage end).
+    """
 
     def __init__(self, cfg: StageConfig, ctx: StageContext) -> None:
         super().__init__(cfg, ctx)
+        if cfg.frozen_mode not in ("eval", "train"):
+            raise ValueError(
+                f"bank_init: frozen_mode must be eval or train, got {cfg.frozen_mode!r}"
+            )
         self.bank = ensure_bank(ctx)
-        self.frozen = EmaTeacher(self.model)  # a frozen eval-mode copy; the student is untouched
+        self.frozen = EmaTeacher(self.model)  # a frozen copy; the student is untouched
 
     def training_step(self, batch: dict[str, Any], progress: float) -> dict[str, float]:
         b = self.prepare(batch)
+        # set every step: a .train()/.eval() call on the stage resets an EmaTeacher to eval
+        self.frozen.module.train(self.cfg.frozen_mode == "train")
         loss = self.bank_step(self.frozen.module, b, self.bank_lr(progress), progress)
         return {"bank_loss": float(loss), "bank_lr": self.bank_lr(progress)}
 
@@ -112,8 +123,13 @@ class JointStage(_BankStepMixin):
                 f"ema_time_scale > 0, got {cfg.bank_steps}, {cfg.bank_update_every} and "
                 f"{cfg.ema_time_scale}"
             )
+        if not 0.0 <= cfg.prompt_dropout <= 1.0:
+            raise ValueError(
+                f"joint stage: prompt_dropout must be in [0, 1], got {cfg.prompt_dropout}"
+            )
         self.bank = ensure_bank(ctx)
-        self.teacher = EmaTeacher(self.model)  # starts from the handed-over (stage-1) weights
+        # starts from the handed-over (stage-1) weights; "segmenter" ties the text encoder
+        self.teacher = EmaTeacher(self.model, cfg.ema_scope)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_poly_scheduler(
             self.optimizer, self.total_iters, cfg.optim.poly_power
@@ -131,10 +147,11 @@ class JointStage(_BankStepMixin):
                 )
         self.model.train()
         embeds = self.model.embed_tokens(b.input_ids)  # (B, L, D)
-        filled, mask = self.bank.fill(embeds, b.attention_mask, b.sample_ids, b.is_weak)
+        prompted = self.prompt_dropout(b.is_weak)  # (B,) weak samples that keep their prompts
+        filled, mask = self.bank.fill(embeds, b.attention_mask, b.sample_ids, prompted)
         with self.autocast():
             out = self.forward_model(b.images, inputs_embeds=filled, attention_mask=mask)
-        loss = seg_loss(out.logits, b.masks)
+        loss = seg_loss(out.logits, b.masks, self.cfg.dice)
         logs["seg_loss"] = float(loss.detach())
         if self.cfg.consistency_weight > 0:
             loss = loss + self.cfg.consistency_weight * self._consistency(out.logits, b, progress)
@@ -146,6 +163,15 @@ class JointStage(_BankStepMixin):
         self.teacher.update(self.model, momentum)
         logs.update(loss=float(loss.detach()), ema_momentum=momentum)
         return logs
+
+    def prompt_dropout(self, is_weak: Tensor) -> Tensor:
+        """``is_weak`` with each weak sample dropped (bare class name in the student step) with
+        probability ``cfg.prompt_dropout``; drawn from the CPU generator, which resume restores.
+        """
+        if self.cfg.prompt_dropout <= 0:
+            return is_weak
+        keep = torch.rand(is_weak.shape[0]) >= self.cfg.prompt_dropout  # (B,)
+        return is_weak & keep.to(is_weak.device)
 
     def _consistency(self, student_logits: Tensor, b: PreparedBatch, progress: float) -> Tensor:
         start, end = self.cfg.consistency_threshold
@@ -166,7 +192,7 @@ class JointStage(_BankStepMixin):
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         return {
             "model": self.model.state_dict(),
-            "teacher": self.teacher.module.state_dict(),
+            "teacher": self.teacher.averaged_state_dict(),  # tied text encoder left out
             "bank": self.bank.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -174,7 +200,7 @@ class JointStage(_BankStepMixin):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         self.model.load_state_dict(state["model"], strict=True)
-        self.teacher.module.load_state_dict(state["teacher"], strict=True)
+        self.teacher.load_averaged_state_dict(state["teacher"])
         self.bank.load_state_dict(state["bank"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

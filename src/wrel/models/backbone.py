@@ -42,12 +42,21 @@ class BackboneConfig:
     pretrained: bool = True
     # local safetensors / torch (weights_only) file of the full timm classification model.
     checkpoint_path: str | None = None
-    # extra keyword arguments for timm.create_model (for example {"img_size": 256} for Swin).
+    # extra keyword arguments for timm.create_model; they win over what the builder derives
+    # (img_size / dynamic_img_size from the model's input size, drop_path_rate below).
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    # stochastic depth of timm models (timm's drop_path_rate); None keeps the model's own
+    # default (0.1 for Swin, 0 for EfficientNet-Lite0 and most conv nets). The paper: 0.3.
+    drop_path_rate: float | None = None
     # tiny backbone only: channels of the four stages.
     tiny_channels: tuple[int, int, int, int] = (8, 16, 24, 32)
     # tiny backbone only: BatchNorm in stage 0 (False: GroupNorm everywhere, no buffers).
     tiny_batch_norm: bool = True
+    # The first k of the four stages are frozen: no gradients, BatchNorm statistics fixed (eval
+    # mode even while the model trains). Language is still fused after every stage, so the
+    # model stays language-aware from the first scale on; only the visual weights below the
+    # first fusion stop learning. Cuts the backward pass through the high-resolution layers.
+    frozen_stages: int = 0
 
 
 class StagedBackbone(nn.Module):
@@ -76,6 +85,25 @@ class StagedBackbone(nn.Module):
         self.channels = list(channels)
         self.nhwc = channels_last_output
         self.size_divisor = size_divisor
+        self.frozen_stages = 0
+
+    def freeze(self, num_stages: int) -> None:
+        """Freeze stages ``0 .. num_stages - 1`` (weights and BatchNorm statistics)."""
+        if not 0 <= num_stages <= len(self.stages):
+            raise ValueError(
+                f"backbone.frozen_stages={num_stages} must be in 0..{len(self.stages)}"
+            )
+        self.frozen_stages = int(num_stages)
+        for index, stage in enumerate(self.stages):
+            stage.requires_grad_(index >= num_stages)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> StagedBackbone:
+        """As ``nn.Module.train``, but frozen stages always stay in eval mode."""
+        super().train(mode)
+        for stage in list(self.stages)[: self.frozen_stages]:
+            stage.eval()
+        return self
 
     def forward_stage(self, index: int, x: Tensor) -> Tensor:
         """Run stage ``index`` on ``(B, C, H, W)`` and return ``(B, channels[index], h, w)``."""
@@ -104,13 +132,18 @@ def _conv_norm_relu(in_dim: int, out_dim: int, stride: int, batch_norm: bool) ->
     )
 
 
-def build_tiny_backbone(cfg: BackboneConfig) -> StagedBackbone:
+def build_tiny_backbone(cfg: BackboneConfig, input_size: int | None = None) -> StagedBackbone:
     """A randomly initialised 4-stage conv net (strides 4, 8, 16, 32) for fast tests.
+
+    ``input_size`` is ignored (any input size works); ``drop_path_rate`` must stay unset.
 
     Stage 0 uses BatchNorm (unless ``tiny_batch_norm`` is off), so the tiny model has
     running-statistics buffers like the real backbones; deeper stages use GroupNorm so training
     on a batch of one 16-px image works.
     """
+    del input_size
+    if cfg.drop_path_rate:
+        raise ValueError("the tiny backbone has no stochastic depth; unset drop_path_rate")
     c = list(cfg.tiny_channels)
     bn = cfg.tiny_batch_norm
     stages: list[nn.Module] = [
@@ -163,8 +196,73 @@ def split_into_stages(model: nn.Module) -> StagedBackbone:
     return StagedBackbone(stages, [int(entry["num_chs"]) for entry in info], nhwc, divisor)
 
 
-def build_timm_backbone(cfg: BackboneConfig) -> StagedBackbone:
-    """Any timm model with ``feature_info``; weights only from local files, never downloaded."""
+def timm_create_kwargs(cfg: BackboneConfig, input_size: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``timm.create_model(cfg.name, ...)``.
+
+    - ``drop_path_rate`` when ``cfg.drop_path_rate`` is set.
+    - For models whose pretrained config has a fixed input size (Swin, ViT, ...):
+      ``img_size=input_size`` (when given) and ``dynamic_img_size=True``. Swin then places its
+      windows (and their clamping at small maps) for ``input_size`` and builds the shifted-window
+      masks per forward, so any input size works: each stage zero-pads its map up to a multiple
+      of the window (timm's behaviour) and :class:`~wrel.models.refseg.RefSegModel` pads the
+      image to a multiple of the patch size. The weights do not depend on ``img_size`` (the
+      relative position tables depend on the window size only), so a 384-px checkpoint loads
+      into a 480-px model.
+    - ``cfg.timm_kwargs`` last: explicit values win.
+    """
+    import timm
+
+    kwargs: dict[str, Any] = {}
+    if cfg.drop_path_rate is not None:
+        if not 0.0 <= cfg.drop_path_rate < 1.0:
+            raise ValueError(
+                f"model.backbone.drop_path_rate must be in [0, 1), got {cfg.drop_path_rate}"
+            )
+        if "drop_path_rate" in cfg.timm_kwargs:
+            raise ValueError(
+                "set the stochastic depth once: model.backbone.drop_path_rate or "
+                "model.backbone.timm_kwargs.drop_path_rate, not both"
+            )
+        kwargs["drop_path_rate"] = float(cfg.drop_path_rate)
+    pretrained_cfg = timm.get_pretrained_cfg(cfg.name)
+    if pretrained_cfg is not None and getattr(pretrained_cfg, "fixed_input_size", False):
+        if input_size is not None:
+            if int(input_size) < 1:
+                raise ValueError(f"model input size must be a positive int, got {input_size}")
+            kwargs["img_size"] = int(input_size)
+        kwargs["dynamic_img_size"] = True
+    kwargs.update(cfg.timm_kwargs)
+    return kwargs
+
+
+def _create_timm_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as err:
+        # a fixed-size model without timm's dynamic-size switch: build it for img_size only
+        if "dynamic_img_size" not in str(err) or "dynamic_img_size" not in kwargs:
+            raise
+        logger.warning(
+            "timm model %s has no dynamic_img_size; it only accepts inputs of img_size=%s",
+            name,
+            kwargs.get("img_size"),
+        )
+        return timm.create_model(
+            name, pretrained=False, **{k: v for k, v in kwargs.items() if k != "dynamic_img_size"}
+        )
+
+
+def build_timm_backbone(cfg: BackboneConfig, input_size: int | None = None) -> StagedBackbone:
+    """Any timm model with ``feature_info``; weights only from local files, never downloaded.
+
+    Args:
+        cfg: the backbone config.
+        input_size: the square network input side (``ModelConfig.input_size``, filled from
+            ``data.image_size``); fixed-size models (Swin) are built for it, see
+            :func:`timm_create_kwargs`.
+    """
     import timm
 
     if not timm.is_model(cfg.name):
@@ -172,7 +270,7 @@ def build_timm_backbone(cfg: BackboneConfig) -> StagedBackbone:
             f"unknown backbone {cfg.name!r}: not a registered name ('tiny', "
             "'efficientnet_lite0') and not a timm model name (see timm.list_models())"
         )
-    model = timm.create_model(cfg.name, pretrained=False, **cfg.timm_kwargs)
+    model = _create_timm_model(cfg.name, timm_create_kwargs(cfg, input_size))
     if cfg.checkpoint_path is not None:
         load_local_weights(model, Path(cfg.checkpoint_path))
     elif cfg.pretrained and cfg.name == "efficientnet_lite0":

@@ -28,7 +28,8 @@ from wrel.models.text_encoder import (
 
 __all__ = ["ModelConfig", "BACKBONES", "TEXT_ENCODERS", "build_model", "build_backbone"]
 
-BACKBONES: dict[str, Callable[[BackboneConfig], StagedBackbone]] = {
+#: name -> ``builder(cfg, input_size)`` (``input_size``: the square input side, or None).
+BACKBONES: dict[str, Callable[[BackboneConfig, int | None], StagedBackbone]] = {
     "efficientnet_lite0": build_timm_backbone,
     "tiny": build_tiny_backbone,
 }
@@ -48,6 +49,11 @@ class ModelConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # Square network input side in px. Not a knob of its own: ``build_experiment`` fills it from
+    # ``data.image_size`` (the one owner), and checkpoints save it so a loaded model is rebuilt
+    # for the size it was trained at. Fixed-size timm models (Swin) are built for it; None keeps
+    # timm's default size for them (other sizes still run, see backbone.timm_create_kwargs).
+    input_size: int | None = None
 
     @classmethod
     def tiny(cls) -> ModelConfig:
@@ -60,15 +66,18 @@ class ModelConfig:
         )
 
 
-def build_backbone(cfg: BackboneConfig) -> StagedBackbone:
-    """A registered backbone, or any timm model with hierarchical ``feature_info``."""
+def build_backbone(cfg: BackboneConfig, input_size: int | None = None) -> StagedBackbone:
+    """A registered backbone, or any timm model with hierarchical ``feature_info``, built for
+    square inputs of side ``input_size`` (None: the model's default)."""
+    if input_size is not None and (isinstance(input_size, bool) or int(input_size) < 1):
+        raise ValueError(f"model input_size must be a positive int or None, got {input_size!r}")
     builder = BACKBONES.get(cfg.name)
     if builder is not None:
-        return builder(cfg)
+        return builder(cfg, input_size)
     import timm
 
     if timm.is_model(cfg.name):
-        return build_timm_backbone(cfg)
+        return build_timm_backbone(cfg, input_size)
     raise ValueError(
         f"unknown backbone {cfg.name!r}; valid names: {sorted(BACKBONES)} or any timm model "
         "with hierarchical stages (for example convnext_tiny)"
@@ -90,7 +99,8 @@ def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
 
 def build_model(cfg: ModelConfig) -> RefSegModel:
     """Build every part from ``cfg`` and assemble the model (nothing is downloaded)."""
-    backbone = build_backbone(cfg.backbone)
+    backbone = build_backbone(cfg.backbone, cfg.input_size)
+    backbone.freeze(cfg.backbone.frozen_stages)
     text_encoder = build_text_encoder(cfg.text)
     fusion = build_fusion(cfg.fusion, backbone.channels, text_encoder.dim)
     decoder = build_decoder(cfg.decoder, backbone.channels)

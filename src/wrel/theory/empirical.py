@@ -37,13 +37,25 @@ def _train_split(data_root: str | Path, data_cfg: dict[str, Any]) -> list[Any]:
     """The train samples with the weak split a run trained on (built or published)."""
     from wrel.data.dataset import load_samples
 
+    split_file = data_cfg.get("split_file")
     return load_samples(
         data_root,
         "train",
-        accurate_ratio=data_cfg["accurate_ratio"],
+        # a split file carries its own ratio (records of older versions also kept the default)
+        accurate_ratio=None if split_file else data_cfg["accurate_ratio"],
         seed=data_cfg["split_seed"],
-        split_file=data_cfg.get("split_file"),
+        split_file=split_file,
     )
+
+
+def _rho(rec: dict[str, Any]) -> float:
+    """The accurate ratio a run trained with: its split file's own ratio when it had one."""
+    split_file = ((rec.get("config") or {}).get("data") or {}).get("split_file")
+    if split_file and Path(split_file).is_file():
+        from wrel.data.splits import split_file_info
+
+        return split_file_info(split_file).accurate_ratio
+    return float(rec["accurate_ratio"])
 
 
 def load_traces(runs_dir: str | Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -234,7 +246,7 @@ def measure_bound(
     for rec in runs:
         if rec["method"] not in ("naive", "lrb"):
             continue
-        rho = float(rec["accurate_ratio"])
+        rho = _rho(rec)
         measured = (1.0 - rec["test"]["mIoU"] / 100.0) - risk_full
         terms = bound_terms(rho, n_train, delta.delta_hat, fit.at, measured)
         row = {"method": rec["method"], "run": rec["name"], **terms.to_dict()}

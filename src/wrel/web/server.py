@@ -1,35 +1,74 @@
 """`wrel serve`: a small offline web page over :class:`~wrel.inference.Predictor`.
 
-The request logic lives in :class:`DemoApp` (``handle(method, target, headers, body)`` returns a
-:class:`Response`), so it is tested without a socket; :func:`make_server` wraps it in the
-standard library's ``ThreadingHTTPServer``. Uploads arrive as the raw request body (the page
-sends the file with ``fetch``); the declared length is checked against the limit before a byte
-is read, the bytes are decoded in memory by Pillow with a pixel cap, and nothing is written to
-disk. Static files come from a fixed list inside the package (no CDN, no path from the URL).
+The page is a Starlette application served by uvicorn. Every limit lives in one
+:class:`ServerLimits`; from the socket inwards:
+
+1. uvicorn (:class:`DemoServer`) answers 503 above ``limit_concurrency`` open connections or
+   running requests, closes idle keep-alive connections after ``keep_alive`` seconds, and its
+   HTTP protocol (:func:`guarded_protocol`) closes a connection whose request line and headers
+   have not arrived ``header_timeout`` seconds after it opened (or after its previous response),
+   and aborts one whose client stops reading a response for ``request_timeout`` seconds.
+2. :class:`BodyGuard` (ASGI middleware) refuses a declared ``Content-Length`` above
+   ``max_upload_bytes`` before reading a byte (413), counts the body while it streams (413 at the
+   cap, also for chunked uploads), gives the whole body ``request_timeout`` seconds (408), and
+   keeps the bytes held by all requests together under ``max_buffered_bytes`` (503 above).
+3. The routes read an upload either as the raw request body or as ``multipart/form-data``
+   (Starlette's parser, kept in memory), then read the image header with Pillow's lazy open and
+   refuse an image above ``max_side`` per side or ``max_side**2`` pixels (413) before any pixel
+   is decoded.
+4. Decoding, the model, the overlay and the PNG/JSON encoding of the answer all run in one model
+   worker thread, one request at a time; at most ``max_queue`` requests wait for it, more get 503.
+   So concurrent uploads queue or are refused; they never multiply the decode memory.
+
+Static files come from a fixed table inside the package (no CDN, no path from the URL) and
+every answer carries :data:`SECURITY_HEADERS`. Nothing is written to disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import functools
 import io
 import json
 import logging
+import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from email.message import Message
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-__all__ = ["ServerLimits", "Example", "Response", "DemoApp", "make_server", "load_examples"]
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "SECURITY_HEADERS",
+    "STATIC_FILES",
+    "BodyGuard",
+    "DemoApp",
+    "DemoServer",
+    "Example",
+    "RequestRejected",
+    "ServerLimits",
+    "create_app",
+    "decode_cost",
+    "guarded_protocol",
+    "load_examples",
+    "make_server",
+    "probe_image",
+]
 
 log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -40,18 +79,74 @@ STATIC_FILES = {
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
     "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
 }
+#: Pillow formats the demo opens; anything else is "not a supported image".
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")
+DATA_URL = b"data:image/png;base64,"
+OVERLAY_MAX_SIDE = 2048  # overlays of bigger images are decimated to at most this side
+#: Peak memory of one request (decode, model, overlay, answer) measured with a tiny model:
+#: about 17-18 bytes per decoded pixel for 8-bit images, 42-52 for 16-bit / 32-bit / float
+#: ones, plus up to 32 bytes per overlay pixel (at most OVERLAY_MAX_SIDE**2 of them).
+BYTES_PER_PIXEL_8BIT = 20
+BYTES_PER_PIXEL_HIGH_DEPTH = 52
+BYTES_PER_OVERLAY_PIXEL = 32
+UNSUPPORTED = "the upload is not a supported image (PNG, JPEG, TIFF, BMP, WebP, GIF)"
 
 
 @dataclass
 class ServerLimits:
-    """What the demo accepts."""
+    """What the demo accepts and how long it waits; see the module docstring for where each acts.
 
-    max_upload_bytes: int = 20 * 2**20  # request bodies above this are refused unread
-    max_side: int = 4096  # pixels, width and height
+    ``max_buffered_bytes`` defaults to four uploads (``4 * max_upload_bytes``).
+    """
+
+    max_upload_bytes: int = 20 * 2**20
+    max_side: int = 4096
     max_text_chars: int = 300
+    max_queue: int = 4
+    max_buffered_bytes: int = 0
+    max_decode_bytes: int = 2**30
+    limit_concurrency: int = 64
+    request_timeout: float = 30.0
+    header_timeout: float = 10.0
+    keep_alive: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.max_buffered_bytes:
+            self.max_buffered_bytes = 4 * self.max_upload_bytes
+        checks = {
+            "max_upload_bytes": self.max_upload_bytes >= 1,
+            "max_side": self.max_side >= 16,
+            "max_text_chars": self.max_text_chars >= 1,
+            "max_queue": self.max_queue >= 0,
+            "max_buffered_bytes": self.max_buffered_bytes >= self.max_upload_bytes,
+            "max_decode_bytes": self.max_decode_bytes >= 1,
+            "limit_concurrency": self.limit_concurrency >= 2,
+            "request_timeout": self.request_timeout > 0,
+            "header_timeout": self.header_timeout > 0,
+            "keep_alive": self.keep_alive > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            name = bad[0]
+            rule = {
+                "max_side": "at least 16",
+                "max_queue": ">= 0",
+                "max_buffered_bytes": f">= max_upload_bytes ({self.max_upload_bytes})",
+                "limit_concurrency": "at least 2",
+            }.get(name, "> 0")
+            raise ValueError(f"ServerLimits.{name} = {getattr(self, name)!r} must be {rule}")
+
+    @property
+    def max_pixels(self) -> int:
+        """Decoded-pixel cap of one image (``max_side ** 2``)."""
+        return self.max_side * self.max_side
 
 
 @dataclass
@@ -64,43 +159,99 @@ class Example:
     category: str = ""
 
 
-@dataclass
-class Response:
-    """An HTTP response: status, body bytes, content type and extra headers."""
+class RequestRejected(Exception):
+    """A request the demo answers with ``status`` and ``{"error": message}``."""
 
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def json(self) -> Any:
-        """The body parsed as JSON (for tests and clients)."""
-        return json.loads(self.body)
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
 
 
-def _json(status: int, data: Any) -> Response:
-    return Response(status, json.dumps(data).encode())
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.3g} MB"
 
 
-def _error(status: int, message: str) -> Response:
-    return _json(status, {"error": message})
+def _busy(message: str) -> RequestRejected:
+    return RequestRejected(503, message, {"Retry-After": "2"})
 
 
-def _png_data_url(array: np.ndarray) -> str:
+def decode_cost(width: int, height: int, mode: str) -> int:
+    """Estimated peak bytes of one request on a ``width x height`` image of Pillow ``mode``."""
+    high_depth = mode in ("I", "F") or mode.startswith("I;")
+    per_pixel = BYTES_PER_PIXEL_HIGH_DEPTH if high_depth else BYTES_PER_PIXEL_8BIT
+    step = -(-max(width, height) // OVERLAY_MAX_SIDE)
+    overlay_pixels = -(-width // step) * -(-height // step)
+    return width * height * per_pixel + overlay_pixels * BYTES_PER_OVERLAY_PIXEL
+
+
+def probe_image(data: bytes, limits: ServerLimits) -> tuple[int, int]:
+    """``(width, height)`` from the image header, without decoding a pixel.
+
+    Raises:
+        RequestRejected: 415 for a non-image or unreadable header; 413 above ``max_side``, the
+            pixel cap or the decode memory budget.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
+            width, height = img.size
+            mode = img.mode
+    except Image.DecompressionBombError as err:
+        raise RequestRejected(413, f"the image is too large to decode safely: {err}") from err
+    except UnidentifiedImageError as err:
+        raise RequestRejected(415, UNSUPPORTED) from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise RequestRejected(415, f"cannot read the image header: {err}") from err
+    if width <= 0 or height <= 0:
+        raise RequestRejected(415, f"the upload is an empty image ({width} x {height})")
+    side = limits.max_side
+    if max(width, height) > side or width * height > limits.max_pixels:
+        raise RequestRejected(
+            413,
+            f"the image is {width} x {height} pixels; the demo accepts up to {side} per side "
+            f"and {limits.max_pixels:,} pixels: downscale it or use `wrel predict` "
+            "for large scenes",
+        )
+    cost = decode_cost(width, height, mode)
+    if cost > limits.max_decode_bytes:
+        raise RequestRejected(
+            413,
+            f"decoding this {width} x {height} {mode} image needs about {_mb(cost)}, over the "
+            f"demo's {_mb(limits.max_decode_bytes)} budget: downscale it, convert it to 8 bits "
+            "or use `wrel predict`",
+        )
+    return width, height
+
+
+def _png_b64(array: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(buf.getbuffer())
+
+
+def _example_png(path: Path, max_pixels: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with Image.open(path) as img:
+        if img.width * img.height > max_pixels:
+            raise RequestRejected(413, f"example {path.name} is larger than the demo's pixel cap")
+        img.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 class DemoApp:
-    """Routes of the demo page.
+    """The demo's state: model, examples, limits and the single model worker.
 
     Args:
-        predictor: a loaded :class:`~wrel.inference.Predictor` (used under a lock).
+        predictor: a loaded :class:`~wrel.inference.Predictor`; only the model worker uses it.
         examples: images offered on the page (may be empty).
-        limits: upload limits.
+        limits: upload, queue and timeout limits.
     """
 
     def __init__(
@@ -109,45 +260,103 @@ class DemoApp:
         self.predictor = predictor
         self.examples = {e.example_id: e for e in examples}
         self.limits = limits or ServerLimits()
-        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._example_cache: dict[str, bytes] = {}
+        self.pending = 0  # requests admitted to the model worker (running + waiting)
+        self.buffered = 0  # request body bytes held by all requests
 
-    def handle(
-        self,
-        method: str,
-        target: str,
-        headers: Mapping[str, str] | Message,
-        read_body: Callable[[int], bytes] | None = None,
-    ) -> Response:
-        """Answer one request; ``read_body(n)`` is called only for accepted uploads."""
-        url = urlsplit(target)
-        query = parse_qs(url.query)
-        if method == "GET":
-            return self._get(url.path)
-        if method == "POST" and url.path == "/api/predict":
-            return self._predict(query, headers, read_body)
-        return _error(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} {url.path} is not supported")
+    # -- model worker ---------------------------------------------------------------------------
+    def _worker(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wrel-model")
+            return self._executor
 
-    def _get(self, path: str) -> Response:
-        if path in STATIC_FILES:
-            name, ctype = STATIC_FILES[path]
-            body = resources.files("wrel.web").joinpath("static", name).read_bytes()
-            return Response(HTTPStatus.OK, body, ctype)
-        if path == "/api/info":
-            return _json(HTTPStatus.OK, self._info())
-        if path.startswith("/api/examples/") and path.endswith(".png"):
-            example = self.examples.get(path[len("/api/examples/") : -len(".png")])
-            if example is None:
-                return _error(HTTPStatus.NOT_FOUND, "no such example")
-            return Response(HTTPStatus.OK, _example_png(example.image_path), "image/png")
-        return _error(HTTPStatus.NOT_FOUND, f"{path} not found")
+    def close(self) -> None:
+        """Stop the model worker (queued jobs are dropped); a later request starts a new one."""
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
-    def _info(self) -> dict[str, Any]:
+    async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in the model worker, or 503 when ``max_queue`` already wait."""
+        if self.pending >= 1 + self.limits.max_queue:
+            raise _busy(
+                f"the model is busy ({self.pending} requests running or queued); "
+                "retry in a few seconds"
+            )
+        self.pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._worker(), functools.partial(fn, *args))
+        finally:
+            self.pending -= 1
+
+    def segment(self, source: bytes | Path, text: str) -> bytes:
+        """Decode, predict, overlay and encode the JSON answer (runs in the model worker)."""
+        from wrel.inference.images import decode_picture
+        from wrel.inference.outputs import overlay_mask
+
+        try:
+            rgb = decode_picture(source, max_pixels=self.limits.max_pixels)
+        except ValueError as err:
+            raise RequestRejected(415, str(err)) from err
+        height, width = rgb.shape[:2]
+        if max(height, width) > self.limits.max_side:  # examples skip the header probe
+            raise RequestRejected(
+                413,
+                f"the image is {width} x {height} pixels; the demo accepts up to "
+                f"{self.limits.max_side} per side (use `wrel predict` for large scenes)",
+            )
+        try:
+            mask = self.predictor.predict(rgb, text)
+        except ValueError as err:
+            raise RequestRejected(400, str(err)) from err
+        step = -(-max(height, width) // OVERLAY_MAX_SIDE)  # decimate big overlays to <= 2048 px
+        overlay = _png_b64(overlay_mask(rgb[::step, ::step], mask[::step, ::step]))
+        del rgb
+        mask_png = _png_b64(mask.astype(np.uint8) * 255)
+        head = {
+            "text": text,
+            "width": int(width),
+            "height": int(height),
+            "foreground_fraction": float(mask.mean()),
+        }
+        del mask
+        # assembled as bytes: the big base64 strings are not copied through json.dumps
+        prefix = json.dumps(head)[:-1].encode()
+        return b"".join(
+            [
+                prefix,
+                b', "mask": "',
+                DATA_URL,
+                mask_png,
+                b'", "overlay": "',
+                DATA_URL,
+                overlay,
+                b'"}',
+            ]
+        )
+
+    def example_png(self, example_id: str) -> bytes:
+        """The example image as PNG (runs in the model worker; cached)."""
+        if example_id not in self._example_cache:
+            path = self.examples[example_id].image_path
+            self._example_cache[example_id] = _example_png(path, self.limits.max_pixels)
+        return self._example_cache[example_id]
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /api/info`` answers."""
         return {
             "image_size": list(self.predictor.image_size),
             "limits": {
                 "max_upload_mb": round(self.limits.max_upload_bytes / 2**20, 1),
                 "max_side": self.limits.max_side,
                 "max_text_chars": self.limits.max_text_chars,
+                "max_queue": self.limits.max_queue,
+                "request_timeout_s": self.limits.request_timeout,
             },
             "examples": [
                 {"id": e.example_id, "text": e.text, "category": e.category}
@@ -155,91 +364,390 @@ class DemoApp:
             ],
         }
 
-    def _read_upload(
-        self, headers: Mapping[str, str] | Message, read_body: Callable[[int], bytes] | None
-    ) -> bytes | Response:
-        raw_length = headers.get("Content-Length") or headers.get("content-length")
-        if raw_length is None or not raw_length.strip().isdigit():
-            return _error(HTTPStatus.LENGTH_REQUIRED, "send the image as the request body")
-        length = int(raw_length)
-        if length > self.limits.max_upload_bytes:
-            mb = self.limits.max_upload_bytes / 2**20
-            return _error(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"the upload is {length / 2**20:.1f} MB, over the {mb:.0f} MB limit",
-            )
-        if length == 0 or read_body is None:
-            return _error(HTTPStatus.BAD_REQUEST, "the upload is empty: choose an image file")
-        return read_body(length)
 
-    def _predict(
-        self,
-        query: dict[str, list[str]],
-        headers: Mapping[str, str] | Message,
-        read_body: Callable[[int], bytes] | None,
-    ) -> Response:
-        from wrel.inference.images import decode_picture
+# -- ASGI layer ----------------------------------------------------------------------------------
+def _error_body(status: int, message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    body = json.dumps({"error": message}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),  # an unread body must not be parsed as the next request
+    ]
+    return body, headers
 
-        text = (query.get("text") or [""])[0].strip()
-        if not text:
-            return _error(HTTPStatus.BAD_REQUEST, "type an expression, e.g. 'the white ship'")
-        if len(text) > self.limits.max_text_chars:
-            return _error(
-                HTTPStatus.BAD_REQUEST,
-                f"the expression has {len(text)} characters; the limit is "
-                f"{self.limits.max_text_chars}",
-            )
-        example_id = (query.get("example") or [""])[0]
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    body, headers = _error_body(status, message)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class BodyGuard:
+    """ASGI middleware: security headers, upload cap, body deadline and buffered-bytes budget.
+
+    Args:
+        app: the wrapped ASGI application.
+        demo: the :class:`DemoApp` whose limits and byte counter apply.
+    """
+
+    def __init__(self, app: ASGIApp, demo: DemoApp) -> None:
+        self.app = app
+        self.demo = demo
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        limits, demo = self.demo.limits, self.demo
+        cap = limits.max_upload_bytes
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                await _send_error(send_secured, 400, "Content-Length must be a number of bytes")
+                return
+            if int(length) > cap:
+                await _send_error(
+                    send_secured,
+                    413,
+                    f"the upload is {_mb(int(length))}, over the {_mb(cap)} limit",
+                )
+                return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.request_timeout
+        received = charged = 0
+        body_done = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, charged, body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError as err:
+                raise RequestRejected(
+                    408, f"the request body did not arrive within {limits.request_timeout:g} s"
+                ) from err
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            size = len(message.get("body", b""))
+            received += size
+            if received > cap:
+                raise RequestRejected(413, f"the upload is over the {_mb(cap)} limit")
+            if demo.buffered + size > limits.max_buffered_bytes:
+                raise _busy("the server is receiving too many uploads; retry in a few seconds")
+            demo.buffered += size
+            charged += size
+            body_done = not message.get("more_body", False)
+            return message
+
         try:
-            if example_id:
-                if example_id not in self.examples:
-                    return _error(HTTPStatus.NOT_FOUND, f"no example {example_id!r}")
-                source: bytes | Path = self.examples[example_id].image_path
-            else:
-                upload = self._read_upload(headers, read_body)
-                if isinstance(upload, Response):
-                    return upload
-                source = upload
-            side = self.limits.max_side
-            rgb = decode_picture(source, max_pixels=side * side)
-        except ValueError as err:
-            return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, str(err))
-        if max(rgb.shape[:2]) > side:
-            return _error(
-                HTTPStatus.BAD_REQUEST,
-                f"the image is {rgb.shape[1]} x {rgb.shape[0]} pixels; the demo accepts up to "
-                f"{side} per side (use `wrel predict` for large scenes)",
-            )
-        return self._run_model(rgb, text)
+            await self.app(scope, guarded_receive, send_secured)
+        finally:
+            demo.buffered -= charged
 
-    def _run_model(self, rgb: np.ndarray, text: str) -> Response:
-        from wrel.inference.outputs import overlay_mask
 
-        try:
-            with self._lock:
-                mask = self.predictor.predict(rgb, text)
-        except ValueError as err:
-            return _error(HTTPStatus.BAD_REQUEST, str(err))
-        return _json(
-            HTTPStatus.OK,
-            {
-                "text": text,
-                "width": int(rgb.shape[1]),
-                "height": int(rgb.shape[0]),
-                "foreground_fraction": float(mask.mean()),
-                "mask": _png_data_url(mask.astype(np.uint8) * 255),
-                "overlay": _png_data_url(overlay_mask(rgb, mask)),
-            },
+def _multipart_parser(request: Any, limits: ServerLimits) -> Any:
+    from starlette.formparsers import MultiPartParser
+
+    parser = MultiPartParser(
+        request.headers, request.stream(), max_files=1, max_fields=4, max_part_size=16 * 1024
+    )
+    parser.spool_max_size = limits.max_upload_bytes + 1  # keep the file in memory, never on disk
+    return parser
+
+
+async def _read_upload(request: Any, limits: ServerLimits) -> tuple[bytes, str | None]:
+    """The uploaded image bytes and, for a form, its ``text`` field."""
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException
+
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        return await request.body(), None
+    try:
+        form = await _multipart_parser(request, limits).parse()
+    except MultiPartException as err:
+        raise RequestRejected(400, f"cannot read the form: {err.message}") from err
+    try:
+        upload = form.get("image")
+        text = form.get("text")
+        if not isinstance(upload, UploadFile):
+            raise RequestRejected(400, "the form has no file field 'image': choose an image file")
+        data = await upload.read()
+    finally:
+        await form.close()
+    return data, text if isinstance(text, str) else None
+
+
+def _check_text(text: str, limits: ServerLimits) -> str:
+    text = text.strip()
+    if not text:
+        raise RequestRejected(400, "type an expression, e.g. 'the white ship'")
+    if len(text) > limits.max_text_chars:
+        raise RequestRejected(
+            400,
+            f"the expression has {len(text)} characters; the limit is {limits.max_text_chars}",
+        )
+    return text
+
+
+def create_app(demo: DemoApp) -> Any:
+    """The Starlette application of ``demo`` (also usable with ``starlette.testclient``)."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    limits = demo.limits
+    static = {
+        path: (resources.files("wrel.web").joinpath("static", name).read_bytes(), ctype)
+        for path, (name, ctype) in STATIC_FILES.items()
+    }
+
+    async def static_file(request: Request) -> Response:
+        body, ctype = static[request.url.path]
+        return Response(body, media_type=ctype)
+
+    async def api_info(request: Request) -> Response:
+        return JSONResponse(demo.info())
+
+    async def api_example(request: Request) -> Response:
+        name = request.path_params["name"]
+        example_id = name[: -len(".png")] if name.endswith(".png") else None
+        if example_id is None or example_id not in demo.examples:
+            raise RequestRejected(404, "no such example")
+        return Response(await demo.in_worker(demo.example_png, example_id), media_type="image/png")
+
+    async def api_predict(request: Request) -> Response:
+        query_text = request.query_params.get("text")
+        example_id = request.query_params.get("example", "")
+        if example_id:
+            text = _check_text(query_text or "", limits)
+            if example_id not in demo.examples:
+                raise RequestRejected(404, f"no example {example_id!r}")
+            source: bytes | Path = demo.examples[example_id].image_path
+        else:
+            if query_text is not None:
+                text = _check_text(query_text, limits)  # refuse before reading the body
+            data, form_text = await _read_upload(request, limits)
+            if query_text is None:
+                text = _check_text(form_text or "", limits)
+            if not data:
+                raise RequestRejected(400, "the upload is empty: choose an image file")
+            probe_image(data, limits)
+            source = data
+        body = await demo.in_worker(demo.segment, source, text)
+        return Response(body, media_type="application/json")
+
+    async def rejected(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestRejected)
+        headers = {"Connection": "close", **exc.headers}
+        return JSONResponse({"error": exc.message}, exc.status, headers=headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        path = request.url.path
+        message = {
+            404: f"{path} not found",
+            405: f"{request.method} {path} is not supported",
+        }.get(exc.status_code, str(exc.detail))
+        headers = {"Connection": "close", **(exc.headers or {})}
+        return JSONResponse({"error": message}, exc.status_code, headers=headers)
+
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": "the client disconnected"}, 400, headers={"Connection": "close"}
         )
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("demo request %s %s failed", request.method, request.url.path)
+        message = f"internal error ({type(exc).__name__}); see the server log"
+        return JSONResponse({"error": message}, 500, headers={"Connection": "close"})
 
-def _example_png(path: Path) -> bytes:
-    from PIL import Image
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        import anyio.to_thread
 
-    buf = io.BytesIO()
-    with Image.open(path) as img:
-        img.convert("RGB").save(buf, format="PNG")
-    return buf.getvalue()
+        # nothing here should use anyio's worker threads; cap them in case something does
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 4
+        try:
+            yield
+        finally:
+            demo.close()
+
+    routes = [Route(path, static_file, methods=["GET"]) for path in STATIC_FILES]
+    routes += [
+        Route("/api/info", api_info, methods=["GET"]),
+        Route("/api/examples/{name}", api_example, methods=["GET"]),
+        Route("/api/predict", api_predict, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyGuard, demo=demo)],
+        exception_handlers={
+            RequestRejected: rejected,
+            HTTPException: http_error,
+            ClientDisconnect: client_gone,
+            Exception: internal_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+# -- uvicorn -------------------------------------------------------------------------------------
+def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol plus a request-head deadline and a stalled-write abort."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _write_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm_head_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            cycle = self.cycle
+
+            def expire() -> None:
+                self._head_timer = None
+                idle = cycle is None or cycle.response_complete
+                if self.cycle is cycle and idle and not self.transport.is_closing():
+                    log.debug("closing a connection that sent no request head in time")
+                    self.transport.close()
+
+            self._head_timer = self.loop.call_later(limits.header_timeout, expire)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(limits.request_timeout, self._stalled)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
+        def _stalled(self) -> None:
+            self._write_timer = None
+            log.info("aborting a connection whose client stopped reading the response")
+            self.transport.abort()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            for timer in (self._head_timer, self._write_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._head_timer = self._write_timer = None
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+class DemoServer:
+    """uvicorn serving :func:`create_app` on a socket bound at construction (port 0: any free).
+
+    ``serve_forever()`` blocks (Ctrl+C stops it); ``start()`` serves from a background thread
+    and ``shutdown()`` stops it; ``with DemoServer(...) as server:`` does both.
+    """
+
+    def __init__(self, demo: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> None:
+        import uvicorn
+
+        limits = demo.limits
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=128)
+        config = uvicorn.Config(
+            create_app(demo),
+            http=guarded_protocol(limits),
+            ws="none",
+            lifespan="on",
+            loop="asyncio",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            limit_concurrency=limits.limit_concurrency,
+            timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=5,
+            h11_max_incomplete_event_size=32 * 1024,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        """``(host, port)`` actually bound."""
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/``."""
+        host, port = self.server_address
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def serve_forever(self) -> None:
+        """Serve until ``shutdown()`` or, on the main thread, SIGINT/SIGTERM."""
+        self._server.run(sockets=[self._sock])
+
+    def start(self, timeout: float = 30.0) -> DemoServer:
+        """Serve from a daemon thread; returns once the server accepts connections."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="wrel-demo-server", daemon=True
+        )
+        self._thread.start()
+        for _ in range(int(timeout / 0.01)):
+            if self._server.started or not self._thread.is_alive():
+                break
+            threading.Event().wait(0.01)
+        if not self._server.started:
+            raise RuntimeError(f"the demo server did not start within {timeout:g} s")
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving (open connections get up to 5 s) and wait for the server thread."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(timeout=5)
+            self._thread = None
+
+    def server_close(self) -> None:
+        """Close the listening socket."""
+        self._sock.close()
+
+    def __enter__(self) -> DemoServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> DemoServer:
+    """A :class:`DemoServer` for ``app`` bound to ``host:port`` (port 0 picks a free port)."""
+    return DemoServer(app, host, port)
 
 
 def load_examples(data_root: str | Path, limit: int = 8) -> list[Example]:
@@ -262,33 +770,3 @@ def load_examples(data_root: str | Path, limit: int = 8) -> list[Example]:
                 Example(str(s.sample_id), Path(s.image_path), s.text, s.category) for s in chosen
             ]
     raise ValueError(f"no samples with expressions found under {root}")
-
-
-def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """A threading HTTP server answering with ``app`` (port 0 picks a free port)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "wrel-demo"
-
-        def _send(self, response: Response) -> None:
-            self.send_response(response.status)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            for key, value in {**SECURITY_HEADERS, **response.headers}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(response.body)
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-            self._send(app.handle("GET", self.path, self.headers))
-
-        def do_POST(self) -> None:  # noqa: N802
-            response = app.handle("POST", self.path, self.headers, self.rfile.read)
-            if response.status >= 400:
-                self.close_connection = True  # an unread body must not be parsed as a request
-            self._send(response)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            log.debug("%s " + format, self.address_string(), *args)
-
-    return ThreadingHTTPServer((host, port), Handler)

@@ -94,18 +94,25 @@ def render_scene(
     single_prob: float,
     blur_sigma: float,
     noise_std: float,
+    object_scale: float = 1.0,
+    min_object_pixels: int = 0,
 ) -> Scene:
-    """Plan, place and render one scene (every random draw comes from ``rng``)."""
+    """Plan, place and render one scene (every random draw comes from ``rng``).
+
+    Objects are drawn ``object_scale`` times their class's size at this image size and grown
+    to at least ``min_object_pixels`` pixels.
+    """
     plan = plan_categories(
-        categories, min_instances, max_instances, max_per_class, single_prob, rng
+        categories, min_instances, max_instances, max_per_class, single_prob, rng, object_scale
     )
     water = any(CATEGORY_SPECS[n].on_water for n in plan) or rng.random() < 0.2
     background, water_mask = render_background(size, rng, water=water)
     occupied = np.zeros((size, size), dtype=bool)
     objects: list[PlacedObject] = []
-    scale = size / 128.0
+    scale = size / 128.0 * object_scale
     for name in plan:
-        obj = _place(CATEGORY_SPECS[name], scale, objects, occupied, water_mask, rng)
+        spec = CATEGORY_SPECS[name]
+        obj = _place(spec, scale, objects, occupied, water_mask, rng, min_object_pixels)
         if obj is not None:
             objects.append(obj)
     image = compose_scene(background, objects, rng, blur_sigma=blur_sigma, noise_std=noise_std)

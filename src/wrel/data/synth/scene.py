@@ -52,8 +52,11 @@ def plan_categories(
     max_per_class: int,
     single_prob: float,
     rng: np.random.Generator,
+    object_scale: float = 1.0,
 ) -> list[str]:
     """Choose the class of every object of a scene: a few classes, most of them repeated.
+
+    ``object_scale`` (objects drawn that much longer) lowers how many of a class fit.
 
     Returns:
         Class names, largest objects first (they are the hardest to place).
@@ -62,7 +65,8 @@ def plan_categories(
     chosen = rng.choice(categories, size=min(num_classes, len(categories)), replace=False)
     plan: list[str] = []
     for name in chosen:
-        cap = int(np.clip(80.0 / CATEGORY_SPECS[name].length[1], 2, max_per_class))
+        longest = CATEGORY_SPECS[name].length[1] * object_scale
+        cap = int(np.clip(80.0 / longest, 2, max_per_class))
         count = 1 if rng.random() < single_prob else int(rng.integers(2, cap + 1))
         plan += [str(name)] * count
     while len(plan) < min_instances:
@@ -133,6 +137,21 @@ def _anchored(
     return bool(on_land.all() if strict else (on_land.any() or spec.land_anchor == "base"))
 
 
+def _legible(
+    spec: CategorySpec, length: float, width: float, angle: float, rgb: Array, min_pixels: int
+) -> tuple[float, float]:
+    """Grow ``length`` and ``width`` together until the drawn mask covers ``min_pixels``."""
+    for _ in range(4):  # area grows with the square of the factor: converges in 1-2 rounds
+        radius = np.hypot(length, width)
+        _, _, mask, _ = _patch(spec, np.array([radius, radius]), length, width, angle, rgb)
+        count = int(mask.sum())
+        if count >= min_pixels:
+            break
+        factor = 1.03 * float(np.sqrt(min_pixels / max(count, 1)))
+        length, width = length * factor, width * factor
+    return length, width
+
+
 def _place(
     spec: CategorySpec,
     scale: float,
@@ -140,6 +159,7 @@ def _place(
     occupied: Array,
     water: Array,
     rng: np.random.Generator,
+    min_pixels: int = 0,
 ) -> PlacedObject | None:
     size = occupied.shape[0]
     length = rng.uniform(*spec.length) * scale
@@ -147,6 +167,8 @@ def _place(
     angle = rng.uniform(0.0, np.pi)
     colour = str(rng.choice(spec.colours))
     rgb = np.asarray(COLOURS[colour], dtype=np.float32) + rng.normal(0, 7, 3).astype(np.float32)
+    if min_pixels > 0:
+        length, width = _legible(spec, length, width, angle, rgb, min_pixels)
     radius = 0.5 * np.hypot(length, width) + 1
     for attempt in range(_MAX_TRIES):
         centre = _candidate_centre(spec, radius, placed, water, rng)

@@ -50,16 +50,47 @@ def _kind(attributes: dict[str, Any]) -> str:
     return next(iter(attributes)) if len(attributes) == 1 else "combination"
 
 
-def benchmark_stats(root: str | Path) -> dict[str, Any]:
+#: A target is legible at the network input when it covers at least this many input pixels
+#: (about one 4x4 cell of a stride-4 decoder map in each direction).
+LEGIBLE_PIXELS = 64
+
+
+def target_areas(data: dict[str, Any]) -> np.ndarray:
+    """Pixel area of every ref's target at the rendered size, in ref order, float64."""
+    area = {a["id"]: float(a["area"]) for a in data["instances"]["annotations"]}
+    return np.asarray([area[r["ann_id"]] for r in data["refs"]], dtype=np.float64)
+
+
+def area_summary(areas: np.ndarray, scale: float = 1.0) -> dict[str, Any]:
+    """Percentiles of ``areas * scale`` and the share at or above :data:`LEGIBLE_PIXELS`."""
+    scaled = np.asarray(areas, dtype=np.float64) * scale
+    if scaled.size == 0:
+        return {"percentiles": {}, "legible_share": 0.0, "legible_pixels": LEGIBLE_PIXELS}
+    qs = (1, 5, 10, 25, 50, 75, 90, 99)
+    return {
+        "percentiles": {f"p{q}": round(float(np.percentile(scaled, q)), 1) for q in qs},
+        "legible_share": round(float((scaled >= LEGIBLE_PIXELS).mean()), 4),
+        "legible_pixels": LEGIBLE_PIXELS,
+    }
+
+
+def benchmark_stats(root: str | Path, input_size: int | None = None) -> dict[str, Any]:
     """Statistics of the benchmark under ``root``.
+
+    ``input_size``: the network input side the targets are measured at (default: the rendered
+    image size); areas scale with its square.
 
     Returns:
         A JSON-able dict: image / ref counts per split, instances per image, the share of refs
         whose class occurs two or more times in the image (``ambiguous_share``: the class name
         alone does not say which instance is meant), expression length in words, and the share
-        of each expression kind and category.
+        of each expression kind and category, refs per image, and the target-area distribution
+        at the input size (``target_area``) with the share covering >= 64 input pixels.
     """
     data = read_benchmark(root)
+    rendered = data["meta"].get("config", {}).get("image_size")
+    size = input_size or rendered
+    scale = (size / rendered) ** 2 if size and rendered else 1.0
     refs, attrs = data["refs"], data["attributes"]
     per_image = Counter(a["image_id"] for a in data["instances"]["annotations"])
     instance_counts = [per_image.get(im["id"], 0) for im in data["instances"]["images"]]
@@ -73,7 +104,10 @@ def benchmark_stats(root: str | Path) -> dict[str, Any]:
         "num_images": len(instance_counts),
         "num_refs": len(refs),
         "splits": {s: {"images": images[s], "refs": splits[s]} for s in sorted(splits)},
-        "image_size": data["meta"].get("config", {}).get("image_size"),
+        "image_size": rendered,
+        "input_size": size,
+        "refs_per_image": _summary([float(v) for v in Counter(r["image_id"] for r in refs).values()]),
+        "target_area": area_summary(target_areas(data), scale),
         "instances_per_image": _summary([float(c) for c in instance_counts]),
         "ambiguous_share": round(sum(ambiguous) / num, 4),
         "single_instance_share": round(1 - sum(ambiguous) / num, 4) if refs else 0.0,
@@ -91,6 +125,9 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"images: {stats['num_images']}  refs (samples): {stats['num_refs']}  "
         f"image size: {stats['image_size']}",
         "splits: " + ", ".join(f"{s} {v['images']} images / {v['refs']} refs" for s, v in stats["splits"].items()),
+        f"refs per image: mean {stats['refs_per_image']['mean']:.2f} (max {stats['refs_per_image']['max']:.0f})",
+        f"target area at {stats['input_size']} px input (pixels): " + ", ".join(f"{k} {v:g}" for k, v in stats["target_area"]["percentiles"].items()),
+        f"targets covering >= {stats['target_area']['legible_pixels']} input pixels: {stats['target_area']['legible_share']:.1%}",
         f"instances per image: mean {inst['mean']:.2f} (min {inst['min']:.0f}, max {inst['max']:.0f})",
         f"ambiguous class names (target class occurs >= 2 times): {stats['ambiguous_share']:.1%}",
         f"single-instance targets: {stats['single_instance_share']:.1%}",

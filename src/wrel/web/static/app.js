@@ -1,4 +1,4 @@
-// wrel demo page: send the image as the raw request body, show the returned overlay.
+// wrel demo page: send the image as a multipart form, show the returned overlay.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -65,19 +65,26 @@ $("form").addEventListener("submit", async (event) => {
   if (state.file && state.file.size > limitBytes) {
     return showError(`The file is larger than ${state.limits.max_upload_mb} MB.`);
   }
-  let url = `/api/predict?text=${encodeURIComponent(text)}`;
+  let url = "/api/predict";
   const options = { method: "POST" };
   if (state.example) {
-    url += `&example=${encodeURIComponent(state.example)}`;
+    url += `?text=${encodeURIComponent(text)}&example=${encodeURIComponent(state.example)}`;
   } else {
-    options.body = state.file;
-    options.headers = { "Content-Type": state.file.type || "application/octet-stream" };
+    const form = new FormData();
+    form.append("text", text);
+    form.append("image", state.file, state.file.name || "image");
+    options.body = form;
   }
   $("submit").disabled = true;
   $("status").textContent = "Segmenting...";
   try {
-    const response = await fetch(url, options);
-    const data = await response.json();
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (err) {
+      throw new Error("The server closed the connection (upload too large or too slow?).");
+    }
+    const data = await readAnswer(response);
     if (!response.ok) throw new Error(data.error || `request failed (${response.status})`);
     $("overlay").src = data.overlay;
     $("download").href = data.mask;
@@ -92,5 +99,17 @@ $("form").addEventListener("submit", async (event) => {
     $("submit").disabled = false;
   }
 });
+
+// The JSON answer, or an error message for answers that are not JSON (e.g. a proxy's page).
+async function readAnswer(response) {
+  const type = response.headers.get("Content-Type") || "";
+  if (type.startsWith("application/json")) return response.json();
+  const reasons = {
+    408: "The upload took too long; try a smaller image or a faster connection.",
+    413: "The upload is too large for this demo.",
+    503: "The server is busy; try again in a few seconds.",
+  };
+  return { error: reasons[response.status] || `Unexpected answer from the server (${response.status}).` };
+}
 
 loadInfo().catch((err) => showError(`Cannot reach the server: ${err.message}`));
