@@ -57,7 +57,7 @@ def test_run_config_applies_profile_seed_and_epochs(tmp_path: Path) -> None:
     cfg = build_run_config(PROFILES["full"], RunSpec("lrb", 0.3, 2), tmp_path, tmp_path / "r")
     assert cfg.data.accurate_ratio == 0.3 and cfg.data.split_seed == 2 and cfg.train.seed == 2
     assert cfg.data.image_size == 96 and cfg.name == "lrb-r30-s2"
-    assert cfg.model.backbone.frozen_stages == 1 and cfg.train.val_every_steps == 150
+    assert cfg.model.backbone.frozen_stages == 1 and cfg.train.val_every_steps == 100
     epochs = PROFILES["full"].epochs
     # The warm-up on the 30 % accurate share gets the steps of a stage on all samples.
     assert [(s.name, s.epochs) for s in cfg.stages] == [

@@ -78,8 +78,58 @@ def test_calibrated_render_is_deterministic(bench: Path, tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("override", "match"),
-    [({"object_scale": 0.1}, "object_scale"), ({"min_object_pixels": 1_000}, "min_object_pixels")],
+    [
+        ({"object_scale": 0.1}, "object_scale"),
+        ({"min_object_pixels": 1_000}, "min_object_pixels"),
+        ({"clutter": -1}, "clutter"),
+        ({"illumination": 0.9}, "illumination"),
+    ],
 )
 def test_bad_calibration_knobs(override: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SynthConfig(**override)
+
+
+def test_clutter_is_drawn_but_never_annotated() -> None:
+    import numpy as np
+
+    from wrel.data.synth.categories import CATEGORY_SPECS
+    from wrel.data.synth.render import render_scene
+
+    cfg = SynthConfig()
+    kwargs = dict(
+        min_instances=cfg.min_instances, max_instances=cfg.max_instances,
+        max_per_class=cfg.max_per_class, single_prob=cfg.single_prob, blur_sigma=0.0,
+        noise_std=0.0, object_scale=cfg.object_scale, min_object_pixels=cfg.object_floor(),
+    )  # fmt: skip
+    drew_clutter = 0
+    for seed in range(8):
+        plain = render_scene(96, cfg.categories, np.random.default_rng(seed), **kwargs)
+        busy = render_scene(96, cfg.categories, np.random.default_rng(seed), clutter=6, **kwargs)
+        # clutter is placed after the instances: same instances, never among the objects
+        assert [(o.category, o.y0, o.x0) for o in busy.objects] == [
+            (o.category, o.y0, o.x0) for o in plain.objects
+        ]
+        assert all(o.category in CATEGORY_SPECS for o in busy.objects)
+        instances = np.zeros((96, 96), dtype=bool)
+        for obj in plain.objects:
+            instances |= obj.full_mask(96)
+        drew_clutter += int((plain.image[~instances] != busy.image[~instances]).any())
+    assert drew_clutter >= 6  # most scenes get at least one distractor
+
+
+def test_illumination_varies_scene_brightness() -> None:
+    import numpy as np
+
+    from wrel.data.synth.render import compose_scene
+
+    background = np.full((32, 32, 3), 120.0, dtype=np.float32)
+    means = [
+        compose_scene(background, [], np.random.default_rng(s), blur_sigma=0.0, noise_std=0.0,
+                      illumination=0.25).mean()
+        for s in range(20)
+    ]  # fmt: skip
+    flat = compose_scene(background, [], np.random.default_rng(0), blur_sigma=0, noise_std=0)
+    assert flat.mean() == 120.0
+    assert max(means) - min(means) > 20  # gains of 1 +- 0.25 move a mid grey by tens of levels
+    assert all(60 <= m <= 200 for m in means)

@@ -56,24 +56,25 @@ _CPU_SETS = (
     # (docs/model.md, "Training throughput").
     "model.backbone.frozen_stages=1",
     "data.image_size=96",  # the benchmark is rendered at 96 px: no resize
-    "train.batch_size=16",
+    # batch 32 runs 1.27x the samples/s of batch 16 here (benchmarks/bench_throughput.py)
+    "train.batch_size=32",
     "train.eval_batch_size=64",
     "train.channels_last=true",
     "train.log_every=20",
-    "train.val_every_steps=150",  # a val point every 2,400 samples: the plateau check's curve
+    "train.val_every_steps=100",  # a val point every 3,200 samples: the plateau check's curve
     "train.trace_class_names=true",  # per-checkpoint class-name risk for `wrel bound`
 )
 
 #: Stage epochs of the CPU profiles (stage names of wrel.experiment.METHOD_PRESETS). An epoch
-#: is 12,000 samples (750 steps of 16); stages on the accurate subset get as many steps
+#: is 12,000 samples (374 steps of 32); stages on the accurate subset get as many steps
 #: (``equal_steps``).
 _CPU_EPOCHS = {
-    "only-accurate": 2,
-    "naive": 2,
-    "full": 2,
-    "teacher-warmup": 2,
+    "only-accurate": 3,
+    "naive": 3,
+    "full": 3,
+    "teacher-warmup": 3,
     "bank-init": 1,
-    "joint": 2,
+    "joint": 3,
 }
 
 _CPU_FULL = Profile(
@@ -103,11 +104,11 @@ PROFILES: dict[str, Profile] = {
         _CPU_FULL,
         name="demo",
         description=(
-            "the settings of `wrel demo`: the full profile's data and model with half its "
-            "steps (teacher, bank initialisation and joint stage one epoch each); <= 15 min "
-            "on a 2-core CPU"
+            "the settings of `wrel demo`: the full profile's data and model with fewer steps "
+            "(teacher warm-up 1 epoch-equivalent, bank initialisation 1, joint stage 2); "
+            "<= 15 min on a 2-core CPU"
         ),
-        epochs={k: 1 for k in _CPU_EPOCHS},
+        epochs={"teacher-warmup": 1, "bank-init": 1, "joint": 2},
         ratios=(0.1,),
         methods=("lrb",),
     ),

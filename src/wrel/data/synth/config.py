@@ -38,6 +38,13 @@ class SynthConfig:
     # with the square of image_size / 96 (the same share of the image at every size). 80
     # keeps >= 90 % of targets at 64 or more input pixels when training at 96 px.
     min_object_pixels: int = 80
+    # Up to this many unannotated distractors per scene (sheds, round roofs, trees: look-alikes
+    # of the small classes, never referred to), uniform in 0..clutter; 0: none.
+    clutter: int = 6
+    # Per-scene lighting: brightness gain 1 +- x, colour tint +- x/3, haze up to x/2; 0: off.
+    # With clutter, this makes appearance vary enough that a model trained on 10 % of the
+    # images sees too few of it (docs/data.md, "Calibrated to RRSIS-D").
+    illumination: float = 0.25
     min_instances: int = 3
     max_instances: int = 10
     max_per_class: int = 6  # upper bound on repeats of a class (large classes get fewer)
@@ -66,6 +73,10 @@ class SynthConfig:
                 f"min_object_pixels={self.min_object_pixels} must be in [0, "
                 f"{FLOOR_SIZE**2 // 16}] (pixels of a {FLOOR_SIZE} px image)"
             )
+        if not 0 <= self.clutter <= 50:
+            raise ValueError(f"clutter={self.clutter} must be in [0, 50]")
+        if not 0.0 <= self.illumination <= 0.5:
+            raise ValueError(f"illumination={self.illumination} must be in [0, 0.5]")
         if self.refs_per_image < 1:
             raise ValueError(f"refs_per_image={self.refs_per_image} must be >= 1")
         if not 1 <= self.min_instances <= self.max_instances:

@@ -70,6 +70,7 @@ def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecor
         max_instances=config.max_instances, max_per_class=config.max_per_class,
         single_prob=config.single_prob, blur_sigma=config.blur_sigma, noise_std=config.noise_std,
         object_scale=config.object_scale, min_object_pixels=config.object_floor(),
+        clutter=config.clutter, illumination=config.illumination,
     )  # fmt: skip
     records, geometry = [], []
     for obj in scene.objects:

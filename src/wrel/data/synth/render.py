@@ -6,13 +6,22 @@ import numpy as np
 
 from wrel.data.synth.background import render_background
 from wrel.data.synth.categories import CATEGORY_SPECS
-from wrel.data.synth.scene import PlacedObject, Scene, _place, plan_categories
+from wrel.data.synth.scene import (
+    CLUTTER_SPECS,
+    PlacedObject,
+    Scene,
+    _place,
+    place_clutter,
+    plan_categories,
+)
 
 __all__ = ["compose_scene", "gaussian_blur", "render_scene"]
 
 Array = np.ndarray
 _SHADOW_FACTOR = 0.55  # brightness left in a shadow
 _POLE_SHAPES = ("rotor", "disc")  # tall thin objects cast a long pole shadow
+_HAZE_GREY = 190.0
+_SHAPE_OF = {spec.name: spec.shape for spec in (*CATEGORY_SPECS.values(), *CLUTTER_SPECS)}
 
 
 def gaussian_blur(image: Array, sigma: float) -> Array:
@@ -51,7 +60,7 @@ def _shadows(objects: list[PlacedObject], size: int, sun: float) -> Array:
         if obj.height <= 0:
             continue
         shift = np.rint(direction * max(1.0, obj.height)).astype(int)
-        if CATEGORY_SPECS[obj.category].shape in _POLE_SHAPES:
+        if _SHAPE_OF[obj.category] in _POLE_SHAPES:
             h, w = obj.mask.shape
             steps = np.linspace(0.0, 1.0, int(obj.height) + 2)
             pole_x = np.rint(obj.x0 + w / 2 + steps * shift[0]).astype(int)
@@ -69,8 +78,13 @@ def compose_scene(
     *,
     blur_sigma: float,
     noise_std: float,
+    illumination: float = 0.0,
 ) -> Array:
-    """Draw shadows and objects on ``background`` ``(S, S, 3)``; returns uint8 ``(S, S, 3)``."""
+    """Draw shadows and objects on ``background`` ``(S, S, 3)``; returns uint8 ``(S, S, 3)``.
+
+    ``illumination`` > 0 varies the scene's lighting: a brightness gain in ``1 +- x``, a colour
+    tint of ``+- x / 3`` per channel and a haze that blends up to ``x / 2`` of a light grey in.
+    """
     size = background.shape[0]
     image = background.copy()
     image[_shadows(objects, size, rng.uniform(0.0, 2.0 * np.pi))] *= _SHADOW_FACTOR
@@ -78,6 +92,12 @@ def compose_scene(
         h, w = obj.mask.shape
         region = image[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
         region[obj.mask] = obj.rgb[obj.mask]
+    if illumination > 0:
+        gain = 1.0 + rng.uniform(-illumination, illumination)
+        tint = 1.0 + rng.uniform(-illumination / 3, illumination / 3, size=3)
+        haze = rng.uniform(0.0, illumination / 2)
+        image = image * (gain * tint).astype(np.float32)
+        image = (1.0 - haze) * image + haze * np.float32(_HAZE_GREY)
     image = gaussian_blur(image, blur_sigma)
     image += rng.normal(0.0, noise_std, size=image.shape).astype(np.float32)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -96,11 +116,14 @@ def render_scene(
     noise_std: float,
     object_scale: float = 1.0,
     min_object_pixels: int = 0,
+    clutter: int = 0,
+    illumination: float = 0.0,
 ) -> Scene:
     """Plan, place and render one scene (every random draw comes from ``rng``).
 
     Objects are drawn ``object_scale`` times their class's size at this image size and grown
-    to at least ``min_object_pixels`` pixels.
+    to at least ``min_object_pixels`` pixels; then up to ``clutter`` unannotated distractors
+    (sheds, round roofs, trees) fill free land, and ``illumination`` varies the lighting.
     """
     plan = plan_categories(
         categories, min_instances, max_instances, max_per_class, single_prob, rng, object_scale
@@ -115,5 +138,12 @@ def render_scene(
         obj = _place(spec, scale, objects, occupied, water_mask, rng, min_object_pixels)
         if obj is not None:
             objects.append(obj)
-    image = compose_scene(background, objects, rng, blur_sigma=blur_sigma, noise_std=noise_std)
+    extra = place_clutter(
+        int(rng.integers(0, clutter + 1)) if clutter else 0,
+        scale, objects, occupied, water_mask, rng,
+    )  # fmt: skip
+    image = compose_scene(
+        background, objects + extra, rng, blur_sigma=blur_sigma, noise_std=noise_std,
+        illumination=illumination,
+    )  # fmt: skip
     return Scene(image=image, objects=objects)

@@ -9,7 +9,7 @@ import numpy as np
 from wrel.data.synth.categories import CATEGORY_SPECS, COLOURS, CategorySpec
 from wrel.data.synth.shapes import draw_shape
 
-__all__ = ["PlacedObject", "Scene", "plan_categories"]
+__all__ = ["CLUTTER_SPECS", "PlacedObject", "Scene", "place_clutter", "plan_categories"]
 
 Array = np.ndarray
 _REFERENCE_SIZE = 128.0  # sizes in CategorySpec are pixels at this image size
@@ -152,6 +152,44 @@ def _legible(
     return length, width
 
 
+#: Unannotated distractors ("clutter"): sheds and roofs, round roofs, tree crowns. They are
+#: never referred to and never instances, but look like the small target classes (a grey shed
+#: like a vehicle, a round grey roof like a storage tank), so telling the classes apart has to be
+#: learnt from data rather than from shape alone.
+CLUTTER_SPECS: tuple[CategorySpec, ...] = (
+    CategorySpec("shed", "rect", (6.0, 16.0), (0.5, 0.9), ("roof_grey", "roof_brown", "roof_red"),
+                 1.5),
+    CategorySpec("round_roof", "disc", (6.0, 14.0), (1.0, 1.0), ("roof_grey", "roof_light"), 1.5),
+    CategorySpec("tree", "disc", (4.0, 10.0), (1.0, 1.0), ("tree_green",), 2.0),
+)  # fmt: skip
+
+_CLUTTER_COLOURS: dict[str, tuple[int, int, int]] = {
+    "roof_grey": (142, 140, 138),
+    "roof_light": (196, 194, 188),
+    "roof_brown": (140, 100, 70),
+    "roof_red": (150, 64, 52),
+    "tree_green": (46, 88, 44),
+}
+
+
+def place_clutter(
+    count: int,
+    scale: float,
+    placed: list[PlacedObject],
+    occupied: Array,
+    water: Array,
+    rng: np.random.Generator,
+) -> list[PlacedObject]:
+    """Place up to ``count`` distractors in the free land of a scene (after the instances)."""
+    out: list[PlacedObject] = []
+    for _ in range(count):
+        spec = CLUTTER_SPECS[int(rng.integers(len(CLUTTER_SPECS)))]
+        obj = _place(spec, scale, placed + out, occupied, water, rng, palette=_CLUTTER_COLOURS)
+        if obj is not None:
+            out.append(obj)
+    return out
+
+
 def _place(
     spec: CategorySpec,
     scale: float,
@@ -160,13 +198,14 @@ def _place(
     water: Array,
     rng: np.random.Generator,
     min_pixels: int = 0,
+    palette: dict[str, tuple[int, int, int]] = COLOURS,
 ) -> PlacedObject | None:
     size = occupied.shape[0]
     length = rng.uniform(*spec.length) * scale
     width = length * rng.uniform(*spec.aspect)
     angle = rng.uniform(0.0, np.pi)
     colour = str(rng.choice(spec.colours))
-    rgb = np.asarray(COLOURS[colour], dtype=np.float32) + rng.normal(0, 7, 3).astype(np.float32)
+    rgb = np.asarray(palette[colour], dtype=np.float32) + rng.normal(0, 7, 3).astype(np.float32)
     if min_pixels > 0:
         length, width = _legible(spec, length, width, angle, rgb, min_pixels)
     radius = 0.5 * np.hypot(length, width) + 1
