@@ -125,3 +125,33 @@ def test_predict_png_gives_png_and_clear_errors(
     (tmp_path / "doc.pdf").write_bytes(b"%PDF")
     assert main(["predict", str(tiny_checkpoint), str(tmp_path / "doc.pdf"), "x"]) == 2
     assert "unsupported image format '.pdf'" in capsys.readouterr().err
+
+
+def test_predict_writes_beside_the_input_by_default(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Without --out the mask (and, for a georeferenced input, the GeoJSON) goes next to the
+    input, not into the working folder; --out still decides when given."""
+    data = tmp_path / "data"
+    data.mkdir()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tif = make_geotiff(data / "scene.tif", 20, 24)
+    png = data / "photo.png"
+    Image.fromarray(np.full((18, 22, 3), 90, np.uint8)).save(png)
+    for image in (tif, png):
+        assert main(["predict", str(tiny_checkpoint), str(image), "a ship"]) == 0
+    summaries = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [Path(s["mask"]) for s in summaries] == [
+        data / "scene_mask.tif",
+        data / "photo_mask.png",
+    ]
+    assert Path(summaries[0]["geojson"]) == data / "scene_mask.geojson"
+    assert (data / "scene_mask.geojson").is_file() and (data / "photo_mask.png").is_file()
+    with rasterio.open(data / "scene_mask.tif") as ds:
+        assert ds.shape == (20, 24) and ds.crs == CRS_UTM
+    assert list(elsewhere.iterdir()) == []  # nothing written into the working folder
+    # a relative --out is relative to the working folder, as any path argument
+    assert main(["predict", str(tiny_checkpoint), str(png), "a ship", "--out", "m.png"]) == 0
+    assert (elsewhere / "m.png").is_file()

@@ -128,3 +128,56 @@ def test_example_pick_and_screenshot(browser, demo_url: str, tmp_path: Path) -> 
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 1000
     page.close()
+
+
+def test_geotiff_upload_and_threshold_slider(browser, demo_url: str, tmp_path: Path) -> None:
+    """A 16-bit single-band GeoTIFF: the page shows the model's 8-bit rendering, the result,
+    the highest probability, and the slider re-thresholds the mask in the page."""
+    import base64
+
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import Affine
+
+    rng = np.random.default_rng(7)
+    pan = rng.integers(300, 900, (70, 90)).astype(np.uint16)
+    pan[10:30, 20:50] = 3800
+    path = tmp_path / "pan.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=90, height=70, count=1, dtype="uint16",
+        crs="EPSG:32633", transform=Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_600_000.0),
+    ) as ds:  # fmt: skip
+        ds.write(pan, 1)
+
+    def png(url: str) -> np.ndarray:
+        assert url.startswith("data:image/png;base64,")
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+    page = browser.new_page(viewport={"width": 1100, "height": 720})
+    page.goto(demo_url)
+    page.wait_for_selector("#examples button")
+    page.set_input_files("#file", str(path))
+    assert "cannot show this file" in page.inner_text("#preview-note")  # no TIFF in browsers
+    page.fill("#text", "the bright building")
+    page.click("#submit")
+    page.wait_for_selector("#overlay[src^='data:image/png']", state="visible", timeout=30_000)
+    assert page.is_hidden("#error")
+    assert page.evaluate("document.getElementById('overlay').naturalWidth") == 90
+    rendering = png(page.get_attribute("#preview", "src"))  # the 8-bit rendering, displayable
+    assert rendering.shape == (70, 90, 3) and rendering[15, 30, 0] > rendering[60, 5, 0]
+    assert "highest foreground probability" in page.inner_text("#caption")
+    assert page.input_value("#threshold") == "0.5"
+    first_download = page.get_attribute("#download", "href")
+
+    page.focus("#threshold")
+    page.keyboard.press("Home")  # 0.01: nearly every pixel is above it
+    page.wait_for_selector("#threshold-value:has-text('0.01')")
+    low = png(page.get_attribute("#overlay", "src"))[..., :3]
+    assert (low != rendering).any(axis=2).mean() > 0.9  # tinted
+    page.keyboard.press("End")  # 0.99: above the tiny model's probabilities
+    page.wait_for_selector("#caption:has-text('no pixel above the threshold 0.99')")
+    assert "highest foreground probability 0." in page.inner_text("#caption")
+    high = png(page.get_attribute("#overlay", "src"))[..., :3]
+    assert np.array_equal(high, rendering)  # nothing tinted: the displayed mask is empty
+    download = page.get_attribute("#download", "href")
+    assert download != first_download and not png(download)[..., 0].any()
+    page.close()

@@ -72,6 +72,9 @@ class TrainConfig:
     channels_last: bool = False
     drop_last: bool = True  # off automatically when a stage has fewer samples than a batch
     checkpoint_every: int = 0  # also write checkpoints/last every N steps (0: epoch ends only)
+    # keep checkpoints/last.prev, the previous resume checkpoint and the fallback of a damaged
+    # last/; false keeps only last/ (half the disk, no fallback: docs/training.md)
+    keep_previous_checkpoint: bool = True
     eval_every: int = 1  # evaluate on val every N epochs of a stage (and at its last epoch)
     # also evaluate on val every N optimizer steps inside epochs (0: off): the val curve of a
     # run with few long epochs, for the plateau check; no class-name trace at these points

@@ -74,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("text", help='referring expression, e.g. "the ship at the top left"')
     p.add_argument(
         "--out",
-        help="mask file, .png or .tif (default: IMAGE_mask.tif if georeferenced, else .png)",
+        help="mask file, .png or .tif (default: beside the input, IMAGE_mask.tif if "
+        "georeferenced, else IMAGE_mask.png)",
     )
     p.add_argument("--overlay", help="PNG quick look with the mask tinted over the image")
     p.add_argument(
@@ -171,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         scaling=scaling,
     )
     try:
-        out = Path(args.out or f"{image.stem}_mask{'.tif' if raster.is_georeferenced else '.png'}")
+        suffix = ".tif" if raster.is_georeferenced else ".png"
+        out = Path(args.out) if args.out else image.with_name(f"{image.stem}_mask{suffix}")
         geojson = args.geojson or (out.with_suffix(".geojson") if raster.is_georeferenced else None)
         outputs = {**given, "mask_path": out, "geojson_path": geojson}
         check(**outputs)

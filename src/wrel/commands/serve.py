@@ -44,7 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=1024.0,
         help="memory one request may use, estimated from the image header before decoding "
-        "(about 20 bytes per pixel for 8-bit images, 56 for 16-bit or float; default 1024)",
+        "(about 22 bytes per pixel for 8-bit images, 52 for 16-bit or float, plus 44 per "
+        "pixel of the overlay, at most 2048 x 2048; default 1024)",
     )
     g.add_argument(
         "--max-queue",

@@ -1,6 +1,6 @@
 """WREL weak splits: which train expressions become the bare class name.
 
-The builder follows the WREL protocol (PAPER.md section 2) on the train split only: with
+The builder follows the WREL protocol (docs/data.md, "Split files") on the train split only: with
 accurate ratio ``rho`` the weak ratio is ``r = 1 - rho`` and the budget ``int(N_train * r)``;
 categories are visited in descending order of train count (ties by category id) and from each
 ``n = min(max(1, int(r * count)), remaining budget, count)`` refs are drawn uniformly at random

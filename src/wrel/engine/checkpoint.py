@@ -6,7 +6,12 @@ An exported model folder holds::
     config.json           {"format_version", "model": ModelConfig, "metadata": {...},
                            "files": {relative path: {"sha256", "bytes"}}}
     text_encoder/         tokenizer + Hugging Face config (the folder is self-contained)
-    MODEL_CARD.md         a short human-readable summary
+    MODEL_CARD.md         a human-readable summary generated from config.json (not in "files")
+
+Weights only: no optimizer, bank, EMA teacher or loop state (those live in the trainer's
+resume checkpoints, :mod:`wrel.engine.state`). :func:`update_model_metadata` adds metadata to
+an exported folder (the trainer adds the test metrics) and regenerates the card; it rewrites
+only ``config.json`` and ``MODEL_CARD.md``, so the recorded SHA-256s stay valid.
 
 :func:`load_model` checks, before building anything, that every file listed in ``files`` has
 its recorded SHA-256 and that the tensor shapes in the safetensors header are the shapes the
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 if TYPE_CHECKING:
     from wrel.models import RefSegModel
@@ -55,6 +60,8 @@ __all__ = [
     "load_tensors",
     "save_model",
     "load_model",
+    "update_model_metadata",
+    "model_card",
     "software_versions",
 ]
 
@@ -322,32 +329,148 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def _model_card(model: nn.Module, config: dict[str, Any], metadata: dict[str, Any]) -> str:
-    total = sum(p.numel() for p in model.parameters())
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _scalar_metrics(metrics: Any) -> dict[str, Any]:
+    """The numeric entries of a metrics dict (per-category tables and lists left out)."""
+    if not isinstance(metrics, dict):
+        return {}
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _data_lines(dataset: Any) -> list[str]:
+    if not isinstance(dataset, dict):
+        return [f"- Data set: {dataset}"]
+    name = dataset.get("name") or "not recorded"
+    root = f" (root `{dataset['root']}`)" if dataset.get("root") else ""
+    lines = [f"- Data set: `{name}`{root}."]
+    split_file = dataset.get("split_file")
+    source = dataset.get("ratio_source")
+    if split_file:
+        lines.append(f"- Split: the weak split of the split file `{split_file}`.")
+    elif source == "files" or (source is None and dataset.get("accurate_ratio") is None):
+        lines.append("- Split: the annotation files' own accurate / weak marks.")
+    else:
+        seed = dataset.get("split_seed")
+        seeded = f", split seed {seed}" if seed is not None else ""
+        lines.append(
+            f"- Split: accurate ratio {dataset.get('accurate_ratio')} of the train expressions "
+            f"(`data.accurate_ratio`{seeded}); the other train samples see their class name."
+        )
+    if dataset.get("num_train") is not None:
+        share = dataset.get("train_accurate_ratio")
+        lines.append(
+            f"- Train samples: {dataset['num_train']} ({dataset.get('num_accurate')} accurate, "
+            f"{dataset.get('num_weak')} weak; accurate share {share})."
+        )
+    return lines
+
+
+def _preprocessing_lines(metadata: dict[str, Any]) -> list[str]:
+    size = metadata.get("image_size")
+    if isinstance(size, list | tuple) and len(size) == 2:
+        shown = f"{size[0]} x {size[1]} pixels"
+    else:
+        shown = "not recorded (the predictor uses 128 x 128)" if size is None else f"{size} px"
+    lines = [f"- Input size: {shown}; images are resized to it by stretching."]
+    spec = metadata.get("image_scaling")
+    if spec is None:
+        lines.append(
+            "- Image scaling: not recorded (older wrel): 8-bit images as they are, other data "
+            "stretched per band between the 2nd and 98th percentiles."
+        )
+    else:
+        from wrel.data.image_reading import ImageScaling
+
+        try:
+            described = ImageScaling.from_dict(spec).describe()
+        except ValueError:
+            described = json.dumps(spec)
+        lines.append(
+            f"- Image scaling (`image_scaling`): {described}; `wrel predict`, `wrel serve` and "
+            "`wrel eval` apply it."
+        )
+    if "image_mean" in metadata or "image_std" in metadata:
+        lines.append(
+            f"- Normalisation: mean {metadata.get('image_mean')}, std {metadata.get('image_std')}."
+        )
+    else:
+        lines.append("- Normalisation: ImageNet mean and std.")
+    return lines
+
+
+def _metric_lines(metadata: dict[str, Any]) -> list[str]:
+    protocol = metadata.get("protocol", "unspecified protocol")
+    columns = {
+        name: _scalar_metrics(metadata.get(name))
+        for name in ("val", "test", "metrics")
+        if _scalar_metrics(metadata.get(name))
+    }
+    lines = ["", f"## Metrics (protocol `{protocol}`)", ""]
+    if "stage" in metadata or "val" in metadata:
+        select = ((metadata.get("experiment") or {}).get("train") or {}).get("select_metric")
+        if metadata.get("val"):
+            lines.append(
+                f"Checkpoint chosen on val {f'`{select}` ' if select else ''}at stage "
+                f"`{metadata.get('stage')}`, epoch {metadata.get('epoch')}, step "
+                f"{metadata.get('step')}."
+            )
+        else:
+            lines.append("Not scored on val (no val split or no evaluation): the final student.")
+        if "test" not in columns:
+            lines.append("Test metrics: not recorded.")
+        lines.append("")
+    if not columns:
+        return lines + ["No metrics recorded."]
+    names = list(dict.fromkeys(k for values in columns.values() for k in values))
+    lines += [
+        "| metric | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for name in names:
+        cells = [_number(values[name]) if name in values else "" for values in columns.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def model_card(config: dict[str, Any], metadata: dict[str, Any]) -> str:
+    """``MODEL_CARD.md`` of a model folder from its ``config.json`` parts (model config and
+    metadata): architecture, method, data set and split, preprocessing, val / test metrics."""
+    count = metadata.get("num_parameters")
+    params = f"; {count / 1e6:.2f} M parameters" if isinstance(count, int) else ""
+    backbone = (config.get("backbone") or {}).get("name")
+    text = config.get("text") or {}
     lines = [
         "# wrel referring segmentation model",
         "",
-        f"- Backbone: `{config['backbone']['name']}`; text encoder: `{config['text']['name']}` "
-        f"(max {config['text']['max_length']} tokens); {total / 1e6:.2f} M parameters.",
-        "- Input: RGB image, ImageNet-normalised, any size; a referring expression.",
-        "- Output: 2-class logits (channel 1 = referred object) at the input resolution.",
+        f"- Backbone: `{backbone}`; text encoder: `{text.get('name')}` "
+        f"(max {text.get('max_length')} tokens){params}.",
     ]
-    for key in ("dataset", "method"):
-        if key in metadata:
-            lines.append(f"- {key.capitalize()}: {metadata[key]}")
-    if metadata.get("metrics"):
-        protocol = metadata.get("protocol", "unspecified protocol")
-        lines += ["", f"## Metrics ({protocol})", "", "| metric | value |", "|---|---|"]
-        for name, value in metadata["metrics"].items():
-            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-            lines.append(f"| {name} | {shown} |")
+    if "method" in metadata:
+        lines.append(f"- Method: `{metadata['method']}`.")
+    lines += [
+        "- Input: an image and a referring expression; output: 2-class logits (channel 1 = "
+        "the referred object) at the input resolution.",
+        "- Files: `model.safetensors` holds the weights only (no optimizer, bank or teacher "
+        "state); `config.json` holds the facts of this card and the SHA-256 of the weights "
+        "and text encoder files.",
+    ]
+    if "dataset" in metadata:
+        lines += ["", "## Data", "", *_data_lines(metadata["dataset"])]
+    lines += ["", "## Preprocessing", "", *_preprocessing_lines(metadata)]
+    lines += _metric_lines(metadata)
     lines += [
         "",
         "## Use",
         "",
         "```python",
-        "from wrel.engine.checkpoint import load_model",
-        "model, metadata = load_model('<this folder>')",
+        "from wrel.inference import Predictor",
+        "predictor = Predictor.from_checkpoint('<this folder>')",
+        "mask = predictor.predict('scene.tif', 'the white ship at the top left')",
         "```",
         "",
         "Software: " + ", ".join(f"{k} {v}" for k, v in metadata.get("software", {}).items()) + ".",
@@ -355,11 +478,40 @@ def _model_card(model: nn.Module, config: dict[str, Any], metadata: dict[str, An
     return "\n".join(lines) + "\n"
 
 
+def update_model_metadata(directory: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the metadata of the model folder ``directory``; rewrite its card.
+
+    ``config.json`` then ``MODEL_CARD.md`` are each replaced atomically (temporary file, fsync,
+    rename). The weights and text encoder files are not touched, so the SHA-256 records in
+    ``config.json`` stay valid (the card is not among them). Returns the new metadata.
+
+    Raises:
+        FileNotFoundError / CheckpointError: not a model folder written by :func:`save_model`.
+        ValueError: ``updates`` is not JSON-serialisable.
+        CheckpointWriteError: the disk is full or read-only; the previous files are intact.
+    """
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    data = _read_config(config_path)
+    meta = {**(data.get("metadata") or {}), **updates}
+    data["metadata"] = meta
+    try:
+        text = json.dumps(data, indent=2)
+    except TypeError as err:
+        raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
+    with write_errors(directory):
+        atomic_write_text(config_path, text)
+        atomic_write_text(directory / CARD_FILE, model_card(data["model"], meta))
+    return meta
+
+
 def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, Any]) -> Path:
     """Export ``model`` (a RefSegModel built by ``build_model``) into ``directory``, atomically.
 
-    ``metadata`` should name the data set, method, metrics and the protocol they were measured
-    with; software versions are added. An existing ``directory`` is replaced only after the new
+    Only the weights are saved (every parameter and buffer; no optimizer or training state).
+    ``metadata`` should name the data set, method, metrics (``val`` / ``test`` or ``metrics``)
+    and the protocol they were measured with, and the preprocessing (``image_size``,
+    ``image_scaling``); the parameter count and software versions are added. An existing ``directory`` is replaced only after the new
     folder is complete. ``config.json`` records the SHA-256 of every other file it needs.
 
     Raises:
@@ -371,7 +523,8 @@ def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, An
     if config is None:
         raise ValueError("the model has no .config; build it with wrel.models.build_model")
     directory = Path(directory)
-    meta = {**metadata, "software": software_versions()}
+    num_parameters = sum(p.numel() for p in model.parameters())
+    meta = {**metadata, "num_parameters": num_parameters, "software": software_versions()}
     model_cfg = to_dict(config)
     document = {"format_version": FORMAT_VERSION, "model": model_cfg, "metadata": meta}
     try:
@@ -386,7 +539,7 @@ def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, An
         try:
             save_tensors(tmp / WEIGHTS_FILE, dict(model.state_dict()), {"format": "pt"})
             model.text_encoder.save(tmp / TEXT_DIR)
-            atomic_write_text(tmp / CARD_FILE, _model_card(model, model_cfg, meta))
+            atomic_write_text(tmp / CARD_FILE, model_card(model_cfg, meta))
             files = sorted(
                 p.relative_to(tmp).as_posix()
                 for p in tmp.rglob("*")

@@ -5,7 +5,10 @@ state, keyed by its path), ``state.json`` (the rest of the structure, with tenso
 placeholders) and ``manifest.json`` (size and SHA-256 of both, written last). A save writes a
 temporary sibling ``.last.tmp-<pid>/``, then rotates by renames: the current ``last/`` becomes
 ``last.prev/`` (the previous good checkpoint, kept) and the new folder becomes ``last/``. A
-kill or a write error at any point leaves ``last/`` or ``last.prev/`` complete.
+kill or a write error at any point leaves ``last/`` or ``last.prev/`` complete. With
+``keep_previous=False`` (``train.keep_previous_checkpoint``) the same rotation runs and
+``last.prev/`` is deleted once the new ``last/`` is in place: one checkpoint on disk between
+saves (two during a save), and no fallback for a ``last/`` damaged later.
 
 :func:`load_resume_state` verifies the manifest; a missing, truncated or corrupt ``last/``
 falls back to ``last.prev/`` with a warning, and every error names the file. Folders without a
@@ -95,12 +98,18 @@ def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
 
 
 def save_resume_state(
-    directory: str | Path, state: dict[str, Any], *, current_is_damaged: bool = False
+    directory: str | Path,
+    state: dict[str, Any],
+    *,
+    current_is_damaged: bool = False,
+    keep_previous: bool = True,
 ) -> Path:
     """Atomically (re)write the resume checkpoint folder ``directory``; keep one previous one.
 
     ``current_is_damaged``: the existing ``directory`` failed its checks (the run resumed from
     ``.prev``): it is moved to ``<name>.damaged`` instead of becoming the new ``.prev``.
+    ``keep_previous=False``: ``<name>.prev`` is removed once the new folder is in place, so
+    only the newest checkpoint stays (no fallback if it is damaged later).
 
     Raises:
         CheckpointWriteError: A full or read-only disk; ``directory`` and its ``.prev`` are left
@@ -125,19 +134,23 @@ def save_resume_state(
             }
             _write_synced(tmp / _MANIFEST, json.dumps(manifest, indent=1))
             _fsync_dir(tmp)
-            _rotate(tmp, directory, current_is_damaged)
+            _rotate(tmp, directory, current_is_damaged, keep_previous)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rotation finished
             raise
     return directory
 
 
-def _rotate(new: Path, directory: Path, current_is_damaged: bool = False) -> None:
-    """``directory`` -> ``directory.prev`` (if complete), then ``new`` -> ``directory``.
+def _rotate(
+    new: Path, directory: Path, current_is_damaged: bool = False, keep_previous: bool = True
+) -> None:
+    """``directory`` -> ``directory.prev`` (if complete), then ``new`` -> ``directory``; without
+    ``keep_previous`` the ``.prev`` folder is then dropped too.
 
     Every step is a rename; the folders being dropped are first renamed to
     ``.<name>.old-<pid>`` so that a kill never leaves a half-deleted checkpoint under a real name
-    (:func:`wrel.engine.checkpoint.remove_stale_temps` clears them later).
+    (:func:`wrel.engine.checkpoint.remove_stale_temps` clears them later). The new folder is in
+    place before ``.prev`` is dropped, so a kill leaves ``directory`` or ``.prev`` complete.
     """
     prev = directory.with_name(f"{directory.name}.prev")
     trash: list[Path] = []
@@ -156,6 +169,9 @@ def _rotate(new: Path, directory: Path, current_is_damaged: bool = False) -> Non
             trash.append(_move_aside(directory))
     os.replace(new, directory)
     _fsync_dir(directory.parent)
+    if not keep_previous and prev.exists():
+        trash.append(_move_aside(prev))
+        _fsync_dir(directory.parent)
     for path in trash:
         shutil.rmtree(path, ignore_errors=True)
 

@@ -7,8 +7,10 @@ Anatomy of a run (``runs/<name>/``)::
     risk_trace.jsonl     with train.trace_class_names: per-sample val losses (1 - IoU) with
                          accurate expressions and with class names, one line per evaluation
     checkpoints/last/    resume state (safetensors + JSON + SHA-256 manifest), rewritten atomically
-    checkpoints/last.prev/  the previous resume state (the fallback of a damaged last/)
-    checkpoints/best/    exported student (save_model), best on val over the final stage
+    checkpoints/last.prev/  the previous resume state (the fallback of a damaged last/);
+                         not kept with train.keep_previous_checkpoint=false
+    checkpoints/best/    exported student (save_model: weights only, MODEL_CARD.md), best on
+                         val over the final stage; its card gets the test metrics at the end
     bank.safetensors     the reference bank with its id mapping (methods that use one)
     final_metrics.json   test metrics of the best model, evaluated once at the end
 
@@ -416,9 +418,10 @@ class Trainer:
                 "image_size": [size, size],  # read by wrel.inference.Predictor
                 "dataset": {
                     "root": str(self.cfg.data.root),
-                    "name": self.cfg.data.name,
+                    "name": _dataset_label(self.cfg.data),
                     "accurate_ratio": self.cfg.data.accurate_ratio,
                     "split_file": self.cfg.data.split_file,
+                    "split_seed": self.cfg.data.split_seed,
                     **self._data_summary(),
                 },
                 # the image-reading contract, applied again by wrel.inference.Predictor
@@ -440,6 +443,7 @@ class Trainer:
                     "rng": capture_rng(),
                 },
                 current_is_damaged=getattr(self, "_last_is_damaged", False),
+                keep_previous=self.cfg.train.keep_previous_checkpoint,
             )
             self._last_is_damaged = False
         barrier(self.dist)
@@ -525,7 +529,7 @@ class Trainer:
             os.replace(tmp, path)
 
     def _finish(self, handover: Handover) -> dict[str, Any]:
-        from wrel.engine.checkpoint import load_model
+        from wrel.engine.checkpoint import load_model, update_model_metadata
 
         best = self.ckpt_dir / "best"
         if not best.exists():  # no val split or no evaluation: the final student is the result
@@ -547,6 +551,9 @@ class Trainer:
                         desc="test",
                     )
                 )
+                # the card and metadata of checkpoints/best gain the test metrics (atomic;
+                # the weights' SHA-256 records are unchanged)
+                update_model_metadata(best, {"test": result["test"]})
             result["data"] = {"split_file": self.cfg.data.split_file, **self._data_summary()}
             share = "empty_prediction_share"
             result[share] = {
@@ -584,8 +591,21 @@ def _check_resume_state(state: dict[str, Any], source: Path) -> None:
 def _comparable(data: dict[str, Any]) -> dict[str, Any]:
     """A resolved config dict minus the knobs that may change on resume."""
     data["train"].pop("progress", None)
+    data["train"].pop("keep_previous_checkpoint", None)  # storage only; older runs lack it
     data["data"].pop("num_workers", None)
     return data
+
+
+def _dataset_label(data: Any) -> str | None:
+    """The data set's name for the model card: ``data.name``, else the one the loader picks
+    (the single ``*/refs(unc).p`` folder of the root, or the root of a RefSegRS folder)."""
+    if data.name:
+        return str(data.name)
+    root = Path(data.root)
+    if (root / f"output_phrase_{data.train_split}.txt").is_file():
+        return f"{root.resolve().name} (RefSegRS layout)"
+    found = sorted(p.parent.name for p in root.glob("*/refs(unc).p"))
+    return found[0] if len(found) == 1 else None
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:

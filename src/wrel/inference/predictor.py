@@ -337,9 +337,14 @@ class Predictor:
                 )
         return [p for p in out if p is not None]
 
-    def to_mask(self, probs_u8: np.ndarray) -> np.ndarray:
-        """bool mask of uint8 probabilities ``(H, W)`` at ``config.threshold``."""
-        return probs_u8 >= max(1, round(self.config.threshold * 255))
+    def to_mask(self, probs_u8: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """bool mask of uint8 probabilities ``(H, W)`` at ``threshold`` (default
+        ``config.threshold``): ``probs_u8 >= max(1, round(255 * threshold))``, Python's
+        round (half to even)."""
+        t = self.config.threshold if threshold is None else threshold
+        if not 0.0 < t < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {t}")
+        return probs_u8 >= max(1, round(t * 255))
 
     def predict_raster(self, raster: Raster, text: str, mode: Mode | None = None) -> np.ndarray:
         """uint8 probabilities ``(H, W)`` (``round(255 p)``) of a whole raster.

@@ -1,4 +1,4 @@
-"""The learnable reference bank (PAPER.md section 4) and its row-sparse AdamW.
+"""The learnable reference bank (docs/training.md, "Reference bank") and its row-sparse AdamW.
 
 The bank is one plain tensor ``rows`` of shape ``(N_weak, P, D)``: ``P`` prompt embeddings per
 weak training sample, in the text encoder's word-embedding space. Row ``r`` belongs to sample

@@ -1,4 +1,4 @@
-"""EMA teacher and its dynamic momentum schedule (PAPER.md section 5, step 3c).
+"""EMA teacher and its dynamic momentum schedule (docs/training.md, the joint stage).
 
 Unlike the reference code, the EMA covers buffers too: BatchNorm running statistics are
 averaged like parameters and integer buffers (``num_batches_tracked``) are copied, so the

@@ -1,4 +1,4 @@
-"""Segmentation losses of the method (PAPER.md section 5), device-agnostic and vectorised.
+"""Segmentation losses of the method (docs/training.md), device-agnostic and vectorised.
 
 The loss everywhere is ``0.9 * weighted CE + 0.1 * Dice`` with class weights
 ``[0.9, 1.1]`` (background, foreground). Both terms are computed *per sample* and then

@@ -13,12 +13,21 @@ The page is a Starlette application served by uvicorn. Every limit lives in one
    cap, also for chunked uploads), gives the whole body ``request_timeout`` seconds (408), and
    keeps the bytes held by all requests together under ``max_buffered_bytes`` (503 above).
 3. The routes read an upload either as the raw request body or as ``multipart/form-data``
-   (Starlette's parser, kept in memory), then read the image header with Pillow's lazy open and
-   refuse an image above ``max_side`` per side or ``max_side**2`` pixels (413) before any pixel
-   is decoded.
+   (Starlette's parser, kept in memory), then read the image header (rasterio for TIFF/GeoTIFF,
+   Pillow's lazy open otherwise) and refuse an image above ``max_side`` per side,
+   ``max_side**2`` pixels or the ``max_decode_bytes`` estimate (413) before any pixel is decoded.
 4. Decoding, the model, the overlay and the PNG/JSON encoding of the answer all run in one model
    worker thread, one request at a time; at most ``max_queue`` requests wait for it, more get 503.
    So concurrent uploads queue or are refused; they never multiply the decode memory.
+
+Uploads are read exactly as ``wrel predict`` reads files: TIFF/GeoTIFF through
+:class:`wrel.geo.GeoRaster` (from memory, ``/vsimem``), other pictures through Pillow, both
+with the checkpoint's recorded image scaling (:attr:`Predictor.scaling`), so 8/16-bit and
+1-N band images reach the model as the same tensor as through ``Predictor.predict(path)``.
+The answer carries the 8-bit rendering the model saw (``image``), the foreground
+probabilities as an 8-bit PNG (``probabilities``) and their maximum (``max_probability``): the
+page re-thresholds them in the browser, so moving its threshold slider costs the server
+nothing.
 
 Static files come from a fixed table inside the package (no CDN, no path from the URL) and
 every answer carries :data:`SECURITY_HEADERS`. Nothing is written to disk.
@@ -35,7 +44,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -46,6 +55,7 @@ import numpy as np
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "UPLOAD_FORMATS",
     "SECURITY_HEADERS",
     "STATIC_FILES",
     "BodyGuard",
@@ -57,6 +67,7 @@ __all__ = [
     "create_app",
     "decode_cost",
     "guarded_protocol",
+    "is_tiff",
     "load_examples",
     "make_server",
     "probe_image",
@@ -86,17 +97,22 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-#: Pillow formats the demo opens; anything else is "not a supported image".
-ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")
+#: Pillow formats the demo opens; TIFF/GeoTIFF goes through rasterio (as in ``wrel predict``).
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF")
+UPLOAD_FORMATS = "PNG, JPEG, TIFF/GeoTIFF, BMP, WebP or GIF"
+#: First bytes of a classic or Big TIFF, little or big endian.
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 DATA_URL = b"data:image/png;base64,"
 OVERLAY_MAX_SIDE = 2048  # overlays of bigger images are decimated to at most this side
-#: Peak memory of one request (decode, model, overlay, answer) measured with a tiny model:
-#: about 17-18 bytes per decoded pixel for 8-bit images, 42-52 for 16-bit / 32-bit / float
-#: ones, plus up to 32 bytes per overlay pixel (at most OVERLAY_MAX_SIDE**2 of them).
-BYTES_PER_PIXEL_8BIT = 20
+#: Peak memory of one request (decode, model, overlay, rendering, probabilities and answer)
+#: measured with a stand-in model on noise (the worst case for PNG): 2048 x 2048 RGB 8-bit
+#: 255 MB, 16-bit grey PNG 243 MB; 4096 x 4096 RGB 8-bit 347 MB, 16-bit grey PNG 687 MB,
+#: 16-bit GeoTIFF 241 MB. The estimate: bytes per decoded pixel plus bytes per pixel of the
+#: overlay and rendering (at most OVERLAY_MAX_SIDE**2 of them).
+BYTES_PER_PIXEL_8BIT = 22
 BYTES_PER_PIXEL_HIGH_DEPTH = 52
-BYTES_PER_OVERLAY_PIXEL = 32
-UNSUPPORTED = "the upload is not a supported image (PNG, JPEG, TIFF, BMP, WebP, GIF)"
+BYTES_PER_OVERLAY_PIXEL = 44
+UNSUPPORTED = f"the upload is not a supported image ({UPLOAD_FORMATS})"
 
 
 @dataclass
@@ -177,34 +193,104 @@ def _busy(message: str) -> RequestRejected:
     return RequestRejected(503, message, {"Retry-After": "2"})
 
 
-def decode_cost(width: int, height: int, mode: str) -> int:
-    """Estimated peak bytes of one request on a ``width x height`` image of Pillow ``mode``."""
-    high_depth = mode in ("I", "F") or mode.startswith("I;")
+def decode_cost(width: int, height: int, mode: str, block_bytes: int = 0) -> int:
+    """Estimated peak bytes of one request on a ``width x height`` image.
+
+    ``mode`` is a Pillow mode (``RGB``, ``I;16``, ...) or, for TIFF, a numpy dtype name
+    (``uint8``, ``uint16``, ``float32``); ``block_bytes`` is the largest block GDAL decodes at
+    once (a TIFF strip or tile, all bands of a pixel-interleaved file).
+    """
+    high_depth = mode in ("I", "F") or mode.startswith("I;") or mode not in _EIGHT_BIT_MODES
     per_pixel = BYTES_PER_PIXEL_HIGH_DEPTH if high_depth else BYTES_PER_PIXEL_8BIT
     step = -(-max(width, height) // OVERLAY_MAX_SIDE)
     overlay_pixels = -(-width // step) * -(-height // step)
-    return width * height * per_pixel + overlay_pixels * BYTES_PER_OVERLAY_PIXEL
+    return width * height * per_pixel + overlay_pixels * BYTES_PER_OVERLAY_PIXEL + block_bytes
 
 
-def probe_image(data: bytes, limits: ServerLimits) -> tuple[int, int]:
-    """``(width, height)`` from the image header, without decoding a pixel.
+# Pillow modes and numpy dtypes of 8-bit data (the cheaper per-pixel budget).
+_EIGHT_BIT_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
+     "HSV", "uint8", "int8", "bool"}
+)  # fmt: skip
 
-    Raises:
-        RequestRejected: 415 for a non-image or unreadable header; 413 above ``max_side``, the
-            pixel cap or the decode memory budget.
-    """
+
+def is_tiff(data: bytes) -> bool:
+    """Whether ``data`` starts like a TIFF / BigTIFF file (read through rasterio)."""
+    return bytes(data[:4]) in TIFF_MAGIC
+
+
+@contextlib.contextmanager
+def _memory_raster(data: bytes) -> Iterator[str]:
+    """A GDAL ``/vsimem`` path holding ``data`` while the block runs (nothing touches disk)."""
+    from rasterio.io import MemoryFile
+
+    with MemoryFile(data, ext=".tif") as memfile:
+        yield memfile.name
+
+
+def _tiff_header(data: bytes) -> tuple[int, int, str, int]:
+    """``(width, height, label, block_bytes)`` of a TIFF upload, read by rasterio (GTiff
+    driver only) from its header: no pixel is decoded."""
+    import warnings
+
+    import rasterio
+    from rasterio._err import CPLE_BaseError
+    from rasterio.enums import Interleaving
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    try:
+        with warnings.catch_warnings(), _memory_raster(data) as name:
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(name, driver="GTiff") as ds:
+                width, height, count = int(ds.width), int(ds.height), int(ds.count)
+                dtype = np.dtype(ds.dtypes[0]) if count else np.dtype(np.uint8)
+                blocks = ds.block_shapes or [(height, width)]
+                pixel_interleaved = ds.interleaving == Interleaving.pixel
+    except (RasterioError, CPLE_BaseError, OSError, ValueError) as err:
+        reason = str(err).split(": ", 1)[-1] if ": " in str(err) else str(err)
+        raise RequestRejected(
+            415, f"cannot read the TIFF header ({reason}); is the file complete?"
+        ) from err
+    if count == 0:
+        raise RequestRejected(415, "the TIFF upload has no band")
+    block_rows, block_cols = (int(v) for v in blocks[0])
+    block_bytes = block_rows * block_cols * dtype.itemsize * (count if pixel_interleaved else 1)
+    label = f"{count}-band {dtype.name}"
+    return width, height, label, block_bytes
+
+
+def _picture_header(data: bytes) -> tuple[int, int, str]:
+    """``(width, height, Pillow mode)`` of a PNG/JPEG/... upload from its header."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
-            width, height = img.size
-            mode = img.mode
+            return img.size[0], img.size[1], img.mode
     except Image.DecompressionBombError as err:
         raise RequestRejected(413, f"the image is too large to decode safely: {err}") from err
     except UnidentifiedImageError as err:
         raise RequestRejected(415, UNSUPPORTED) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise RequestRejected(415, f"cannot read the image header: {err}") from err
+
+
+def probe_image(data: bytes, limits: ServerLimits) -> tuple[int, int]:
+    """``(width, height)`` from the image header, without decoding a pixel.
+
+    TIFF/GeoTIFF headers are read by rasterio (as ``wrel predict`` reads them), other formats
+    by Pillow's lazy open.
+
+    Raises:
+        RequestRejected: 415 for a non-image or unreadable header; 413 above ``max_side``, the
+            pixel cap or the decode memory budget.
+    """
+    block_bytes = 0
+    if is_tiff(data):
+        width, height, mode, block_bytes = _tiff_header(data)
+        cost_mode = mode.split(" ", 1)[1]  # the dtype
+    else:
+        width, height, mode = _picture_header(data)
+        cost_mode = mode
     if width <= 0 or height <= 0:
         raise RequestRejected(415, f"the upload is an empty image ({width} x {height})")
     side = limits.max_side
@@ -215,7 +301,7 @@ def probe_image(data: bytes, limits: ServerLimits) -> tuple[int, int]:
             f"and {limits.max_pixels:,} pixels: downscale it or use `wrel predict` "
             "for large scenes",
         )
-    cost = decode_cost(width, height, mode)
+    cost = decode_cost(width, height, cost_mode, block_bytes)
     if cost > limits.max_decode_bytes:
         raise RequestRejected(
             413,
@@ -234,15 +320,53 @@ def _png_b64(array: np.ndarray) -> bytes:
     return base64.b64encode(buf.getbuffer())
 
 
-def _example_png(path: Path, max_pixels: int) -> bytes:
-    from PIL import Image
+def _rendering(raster: Any, step: int) -> np.ndarray:
+    """The 8-bit RGB the model is fed (the checkpoint's scaling), every ``step``-th pixel."""
+    height, width = -(-raster.height // step), -(-raster.width // step)
+    if step == 1:
+        return raster.read_rgb()
+    if isinstance(getattr(raster, "rgb", None), np.ndarray):  # in memory: plain decimation
+        return raster.rgb[::step, ::step]
+    return raster.read_rgb_resized(height, width)  # GeoTIFF: a decimated read
 
-    buf = io.BytesIO()
-    with Image.open(path) as img:
-        if img.width * img.height > max_pixels:
-            raise RequestRejected(413, f"example {path.name} is larger than the demo's pixel cap")
-        img.convert("RGB").save(buf, format="PNG")
-    return buf.getvalue()
+
+def parse_threshold(value: str | None, default: float) -> float:
+    """The ``threshold`` query parameter, a probability in (0, 1) (``default`` when absent)."""
+    if value is None or value == "":
+        return default
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = float("nan")
+    if not 0.0 < threshold < 1.0:  # also refuses NaN
+        raise RequestRejected(
+            400, f"threshold must be a probability between 0 and 1 (exclusive), got {value!r}"
+        )
+    return threshold
+
+
+def _decode_upload(data: bytes) -> Any:
+    """A PNG/JPEG/... upload as a loaded PIL image (its header was checked by probe_image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        img.load()
+    except UnidentifiedImageError as err:
+        raise ValueError(UNSUPPORTED) from err
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"the upload is too large to decode safely: {err}") from err
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"cannot decode the upload: {err}; is the file complete?") from err
+    return img
+
+
+def _upload_message(err: BaseException, vsimem_name: Any) -> str:
+    """An error's text with the in-memory file name replaced by "the upload"."""
+    message = str(err)
+    if vsimem_name:
+        message = message.replace(str(vsimem_name), "the upload")
+    return message
 
 
 class DemoApp:
@@ -294,63 +418,122 @@ class DemoApp:
         finally:
             self.pending -= 1
 
-    def segment(self, source: bytes | Path, text: str) -> bytes:
+    @contextlib.contextmanager
+    def open_upload(self, source: bytes | Path) -> Iterator[Any]:
+        """The image as the predictor's raster, read as ``wrel predict`` reads a file.
+
+        TIFF bytes go through :class:`wrel.geo.GeoRaster` on a ``/vsimem`` copy, other bytes
+        through Pillow, example files through :meth:`Predictor.open`; the checkpoint's image
+        scaling applies to all of them.
+
+        Raises:
+            RequestRejected: 415 for an image that cannot be read (corrupt, unknown band, ...).
+        """
+        predictor = self.predictor
+        name = None
+        with contextlib.ExitStack() as stack:
+            try:
+                if isinstance(source, Path):
+                    raster = predictor.open(source)
+                elif is_tiff(source):
+                    from wrel.geo import GeoRaster
+
+                    name = stack.enter_context(_memory_raster(source))
+                    scaling = getattr(predictor, "scaling", None)
+                    raster = GeoRaster(name, scaling=scaling, max_pixels=self.limits.max_pixels)
+                else:
+                    with _decode_upload(source) as img:
+                        raster = predictor.open(img)
+            except (ValueError, OSError) as err:
+                message = _upload_message(err, name)
+                bands = getattr(getattr(predictor, "scaling", None), "bands", None)
+                if bands and "band index" in message:  # the CLI's --bands hint does not apply
+                    message = (
+                        f"{message.split('; pass', 1)[0]}; this model reads bands {list(bands)} "
+                        "(the image scaling it was trained with): upload an image that has them"
+                    )
+                raise RequestRejected(415, message) from err
+            stack.callback(raster.close)
+            yield raster
+
+    def segment(self, source: bytes | Path, text: str, threshold: float | None = None) -> bytes:
         """Decode, predict, overlay and encode the JSON answer (runs in the model worker)."""
-        from wrel.inference.images import decode_picture
         from wrel.inference.outputs import overlay_mask
 
-        try:
-            rgb = decode_picture(source, max_pixels=self.limits.max_pixels)
-        except ValueError as err:
-            raise RequestRejected(415, str(err)) from err
-        height, width = rgb.shape[:2]
-        if max(height, width) > self.limits.max_side:  # examples skip the header probe
-            raise RequestRejected(
-                413,
-                f"the image is {width} x {height} pixels; the demo accepts up to "
-                f"{self.limits.max_side} per side (use `wrel predict` for large scenes)",
-            )
-        try:
-            mask = self.predictor.predict(rgb, text)
-        except ValueError as err:
-            raise RequestRejected(400, str(err)) from err
-        step = -(-max(height, width) // OVERLAY_MAX_SIDE)  # decimate big overlays to <= 2048 px
-        overlay = _png_b64(overlay_mask(rgb[::step, ::step], mask[::step, ::step]))
+        predictor = self.predictor
+        if threshold is None:
+            threshold = float(predictor.config.threshold)
+        name = None
+        with self.open_upload(source) as raster:
+            name = getattr(raster, "path", None)
+            height, width = raster.height, raster.width
+            if max(height, width) > self.limits.max_side:  # examples skip the header probe
+                raise RequestRejected(
+                    413,
+                    f"the image is {width} x {height} pixels; the demo accepts up to "
+                    f"{self.limits.max_side} per side (use `wrel predict` for large scenes)",
+                )
+            try:
+                probs = predictor.predict_raster(raster, text)  # uint8 round(255 p), (H, W)
+            except ValueError as err:  # the text was checked: this is the image (corrupt, ...)
+                raise RequestRejected(415, _upload_message(err, name)) from err
+            step = -(-max(height, width) // OVERLAY_MAX_SIDE)  # overlays of <= 2048 px
+            rgb = _rendering(raster, step)
+        mask = predictor.to_mask(probs, threshold)
+        top = float(probs.max(initial=0)) / 255.0
+        image = _png_b64(rgb)
+        overlay = _png_b64(overlay_mask(rgb, mask[::step, ::step]))
         del rgb
+        probabilities = _png_b64(probs)
+        del probs
         mask_png = _png_b64(mask.astype(np.uint8) * 255)
         head = {
             "text": text,
             "width": int(width),
             "height": int(height),
+            "threshold": threshold,
             "foreground_fraction": float(mask.mean()),
+            "max_probability": round(top, 4),
         }
         del mask
         # assembled as bytes: the big base64 strings are not copied through json.dumps
-        prefix = json.dumps(head)[:-1].encode()
-        return b"".join(
-            [
-                prefix,
-                b', "mask": "',
-                DATA_URL,
-                mask_png,
-                b'", "overlay": "',
-                DATA_URL,
-                overlay,
-                b'"}',
-            ]
-        )
+        parts = [json.dumps(head)[:-1].encode()]
+        for key, png in (
+            ("mask", mask_png),
+            ("probabilities", probabilities),
+            ("overlay", overlay),
+            ("image", image),
+        ):
+            parts += [b', "', key.encode(), b'": "', DATA_URL, png, b'"']
+        parts.append(b"}")
+        return b"".join(parts)
 
     def example_png(self, example_id: str) -> bytes:
-        """The example image as PNG (runs in the model worker; cached)."""
+        """The example image as PNG, rendered as the model sees it (runs in the model worker;
+        cached)."""
         if example_id not in self._example_cache:
             path = self.examples[example_id].image_path
-            self._example_cache[example_id] = _example_png(path, self.limits.max_pixels)
+            with self.open_upload(path) as raster:
+                if raster.width * raster.height > self.limits.max_pixels:
+                    raise RequestRejected(
+                        413, f"example {path.name} is larger than the demo's pixel cap"
+                    )
+                step = -(-max(raster.height, raster.width) // OVERLAY_MAX_SIDE)
+                rgb = _rendering(raster, step)
+            buf = io.BytesIO()
+            from PIL import Image
+
+            Image.fromarray(rgb).save(buf, format="PNG")
+            self._example_cache[example_id] = buf.getvalue()
         return self._example_cache[example_id]
 
     def info(self) -> dict[str, Any]:
         """What ``GET /api/info`` answers."""
+        scaling = getattr(self.predictor, "scaling", None)
         return {
             "image_size": list(self.predictor.image_size),
+            "threshold": float(self.predictor.config.threshold),
+            "image_scaling": None if scaling is None else scaling.describe(),
             "limits": {
                 "max_upload_mb": round(self.limits.max_upload_bytes / 2**20, 1),
                 "max_side": self.limits.max_side,
@@ -530,6 +713,9 @@ def create_app(demo: DemoApp) -> Any:
 
     async def api_predict(request: Request) -> Response:
         query_text = request.query_params.get("text")
+        threshold = parse_threshold(
+            request.query_params.get("threshold"), float(demo.predictor.config.threshold)
+        )
         example_id = request.query_params.get("example", "")
         if example_id:
             text = _check_text(query_text or "", limits)
@@ -546,7 +732,7 @@ def create_app(demo: DemoApp) -> Any:
                 raise RequestRejected(400, "the upload is empty: choose an image file")
             probe_image(data, limits)
             source = data
-        body = await demo.in_worker(demo.segment, source, text)
+        body = await demo.in_worker(demo.segment, source, text, threshold)
         return Response(body, media_type="application/json")
 
     async def rejected(request: Request, exc: Exception) -> Response:
