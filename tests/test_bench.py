@@ -237,3 +237,27 @@ def test_bound_names_a_missing_run_folder(tiny_runs: Path, tiny_bench: Path) -> 
     traces = load_traces(tiny_runs, [r["name"] for r in records])
     with pytest.raises(FileNotFoundError, match="checkpoints.best does not exist"):
         measure_bound(records, tiny_bench, traces=traces, echo=lambda _: None)
+
+
+def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
+    """A run folder with no record and no checkpoint (killed early) is trained afresh."""
+    score = {"naive": 20.0}
+    specs = plan_runs(["naive"], [0.1], [0])
+    stale = tmp_path / "runs" / specs[0].name
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{}")
+    resumes: list[bool] = []
+    fake = _fake_train([], score)
+
+    def train(cfg, resume=False):
+        resumes.append(resume)
+        return fake(cfg, resume)
+
+    lines: list[str] = []
+    run_benchmark(
+        TINY, specs, data_root=tmp_path, out_dir=tmp_path / "out", runs_dir=tmp_path / "runs",
+        echo=lines.append, train_fn=train,
+    )  # fmt: skip
+    assert resumes == [False]
+    assert any("starting" in line and "over" in line for line in lines)
+    assert [r["name"] for r in load_records(tmp_path / "out")] == [specs[0].name]

@@ -365,10 +365,8 @@ def run_benchmark(
         resume = find_resume_dir(run_dir / "checkpoints" / "last") is not None
         if resume:
             echo(f"    resuming the unfinished run in {run_dir}")
-        elif run_dir.exists():
-            raise ValueError(
-                f"{run_dir} exists without a record or checkpoint; delete it to rerun {spec.name}"
-            )
+        elif run_dir.exists():  # stopped before its first checkpoint: the trainer starts over
+            echo(f"    starting {run_dir} over: it holds no checkpoint yet")
         start = time.perf_counter()
         result = train_fn(cfg, resume=resume)
         elapsed = time.perf_counter() - start
