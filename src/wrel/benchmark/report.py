@@ -169,7 +169,17 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
         if loss:
             axes[0].plot(*zip(*loss, strict=True), label=label, alpha=0.8)
         if val:
-            axes[1].plot(*zip(*val, strict=True), marker=".", label=label)
+            (line,) = axes[1].plot(*zip(*val, strict=True), marker=".", label=label)
+            verdict = rec.get("plateau") or {}
+            start = verdict.get("window_start_step")
+            if start is not None:  # the plateau check's window: thick, marked at its start
+                inside = [(x, y) for x, y in val if x >= start]
+                before = [(x, y) for x, y in val if x < start]
+                if inside and before:
+                    window = [before[-1], *inside]
+                    axes[1].plot(*zip(*window, strict=True), color=line.get_color(), lw=3.5,
+                                 alpha=0.45)  # fmt: skip
+    axes[1].set_title("val mIoU; thick: the last 20 % of steps (plateau check)", fontsize=8)
     axes[0].set_ylabel("training loss")
     axes[0].set_yscale("log")
     axes[1].set_ylabel("val mIoU (%)")
