@@ -152,6 +152,8 @@ def _load_pretrained(folder: Path) -> nn.Module:
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the loading report is checked below instead
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a weight-loading bar in every run's log says nothing
     try:
         bert, info = AutoModel.from_pretrained(
             str(folder),
@@ -162,6 +164,8 @@ def _load_pretrained(folder: Path) -> nn.Module:
         )
     finally:
         hf_logging.set_verbosity(level)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     problems = {
         kind: sorted(k for k in info.get(kind, []) if "pooler" not in k)
         for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
