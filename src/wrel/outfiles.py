@@ -136,7 +136,8 @@ def _temp_path(final: Path) -> Path:
         return tmp
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a written file (or folder entry) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -146,7 +147,7 @@ def _fsync(path: Path) -> None:
 
 def _fsync_folder(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
-        _fsync(folder)
+        fsync_file(folder)
 
 
 class StagedOutputs:
@@ -175,7 +176,7 @@ class StagedOutputs:
         done: list[Path] = []
         try:
             for tmp, _ in self._pending:
-                _fsync(tmp)
+                fsync_file(tmp)
             for tmp, final in self._pending:
                 os.replace(tmp, final)
                 done.append(final)

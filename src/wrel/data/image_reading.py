@@ -231,21 +231,9 @@ def read_raw(path: str | Path) -> np.ndarray:
         FileNotFoundError: the file does not exist.
         ValueError: unreadable, truncated or over :data:`wrel.data.images.MAX_IMAGE_PIXELS`.
     """
-    from wrel.data.images import ImageTooLargeError, _open_checked
+    from wrel.data.images import decode_checked
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist; check the data root and file_name")
-    try:
-        with _open_checked(path, "image") as img:
-            img.load()
-            return decode_array(img)
-    except ImageTooLargeError:
-        raise
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(
-            f"image {path} is unreadable or truncated ({err}); re-download or re-export it"
-        ) from err
+    return decode_checked(path, decode_array)
 
 
 def _read_geotiff(path: Path, scaling: ImageScaling) -> np.ndarray:

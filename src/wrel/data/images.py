@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -145,8 +149,14 @@ def _open_checked(path: Path, what: str) -> Any:
     return img
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as ``(H, W, 3)`` uint8 RGB.
+def decode_checked(
+    path: str | Path,
+    decode: Callable[[Image.Image], np.ndarray],
+    fallback: Callable[[Path], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Open ``path`` under the pixel cap, load it and ``decode`` it; one set of clear errors.
+
+    ``fallback`` reads files Pillow does not identify (for example TIFFs for rasterio).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -161,18 +171,18 @@ def read_rgb(path: str | Path) -> np.ndarray:
     try:
         with _open_checked(path, "image") as img:
             img.load()
-            return _pil_to_rgb(img)
+            return decode(img)
     except ImageTooLargeError:
         raise
     except UnidentifiedImageError as err:
         reason: Exception = err
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if fallback is not None:
             try:
-                return _rasterio_rgb(path)
+                return fallback(path)
             except ImageTooLargeError:
                 raise
-            except Exception as rio_err:  # any reader failure is the same user error
-                reason = rio_err
+            except Exception as other:  # any reader failure is the same user error
+                reason = other
         raise ValueError(
             f"image {path} is not a readable image ({reason}); re-export it as PNG/JPEG/TIFF"
         ) from err
@@ -180,6 +190,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ValueError(
             f"image {path} is unreadable or truncated ({err}); re-download or re-export it"
         ) from err
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` uint8 RGB (TIFFs Pillow cannot read go to rasterio).
+
+    Raises: as :func:`decode_checked`.
+    """
+    tiff = Path(path).suffix.lower() in (".tif", ".tiff")
+    return decode_checked(path, _pil_to_rgb, _rasterio_rgb if tiff else None)
 
 
 def read_mask_file(path: str | Path) -> np.ndarray:

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from wrel.outfiles import fsync_file
+
 if TYPE_CHECKING:
     from wrel.models import RefSegModel
 
@@ -266,15 +268,6 @@ def save_tensors(
             Path(tmp).unlink(missing_ok=True)
             raise
     return path
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a written file to disk (safetensors' writer does not)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:

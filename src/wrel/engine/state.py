@@ -32,10 +32,10 @@ from torch import Tensor
 from wrel.engine.checkpoint import (
     CheckpointError,
     file_record,
-    fsync_file,
     verify_files,
     write_errors,
 )
+from wrel.outfiles import fsync_file
 
 __all__ = [
     "flatten_state",
