@@ -125,6 +125,8 @@ PAPER_TEACHER_EPOCHS = 15
 #: measured 26.8x (constant gradient) and 31.3x (noisy) of benchmarks/bank_movement.py
 #: (figures in docs/training.md "Paper recipe").
 PAPER_BANK_LR = {"bank-init": 3e-4, "joint": 3e-5}
+#: Epochs of the released stages on RRSIS-D (the teacher's on the accurate share).
+PAPER_STAGE_EPOCHS = {"teacher-warmup": PAPER_TEACHER_EPOCHS, "bank-init": 40, "joint": 40}
 
 #: Method name -> config overrides. Epoch counts are for the small synthetic benchmark, except
 #: the ``*-paper`` presets (RRSIS-D epochs of the released training).
@@ -166,7 +168,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
             _stage(
                 "bank_init",
                 "weak",
-                40,
+                PAPER_STAGE_EPOCHS["bank-init"],
                 name="bank-init",
                 evaluate=False,
                 bank_lr=PAPER_BANK_LR["bank-init"],
@@ -176,7 +178,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
             _stage(
                 "joint",
                 "all",
-                40,
+                PAPER_STAGE_EPOCHS["joint"],
                 name="joint",
                 bank_lr=PAPER_BANK_LR["joint"],
                 optim=_paper_optim(2e-5),

@@ -21,6 +21,8 @@ METHOD_LABELS = {
     "only-accurate": "Only-Accurate",
     "naive": "Naive-WREL",
     "lrb": "LRB-WREL",
+    "lrb-paper": "LRB-WREL (paper recipe)",
+    "lrb-words": "LRB-WREL (word bank)",
     "full": "Full",
 }
 

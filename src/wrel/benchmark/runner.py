@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wrel.benchmark.profiles import METHOD_ORDER, Profile
+from wrel.benchmark.profiles import METHOD_ORDER, Profile, preset_of
 
 __all__ = [
     "RunSpec",
@@ -123,7 +123,7 @@ def build_run_config(
     from wrel.experiment import build_experiment
 
     sets = [
-        *profile.experiment_sets(),
+        *profile.experiment_sets(spec.method),
         f"data.root={data_root}",
         f"data.accurate_ratio={spec.accurate_ratio}",
         f"data.split_seed={spec.seed}",
@@ -132,7 +132,7 @@ def build_run_config(
         f"name={spec.name}",
         *extra_sets,
     ]
-    cfg = build_experiment(spec.method, assignments=sets)
+    cfg = build_experiment(preset_of(spec.method), assignments=sets)
     ratio = cfg.data.accurate_ratio or 1.0
     if split_file and spec.method != "full":
         cfg.data.split_file = str(split_file)

@@ -334,6 +334,12 @@ class Trainer:
             or state.epoch == scfg.epochs
             or (val_every > 0 and state.global_step % val_every == 0)
         )
+        if not scfg.evaluate and not mid_epoch and state.epoch == scfg.epochs:
+            self._log_leakage(
+                stage,
+                stage.eval_model(),
+                {"stage": name, "epoch": state.epoch - 1, "step": state.global_step},
+            )
         if not (scfg.evaluate and due and self.samples.get("val")):
             return
         model = stage.eval_model()
@@ -353,12 +359,7 @@ class Trainer:
         where = {"stage": name, "epoch": epoch, "step": state.global_step}
         extra = self._trace_class_names(model, where, metrics.pop("samples")) if trace else {}
         self._log({"event": "val", **where, **_jsonable(metrics), **extra})
-        bank = getattr(stage, "bank", None)
-        if bank is not None and self.cfg.bank.leakage_samples > 0:  # wrel.engine.leakage
-            from wrel.engine.leakage import measure_leakage
-
-            leak = measure_leakage(model, bank, self.samples["train"], self.cfg, self.device)
-            self._log({"event": "leakage", **where, **leak})
+        self._log_leakage(stage, model, where)
         if state.stage_index != len(self.cfg.stages) - 1:
             return  # the best checkpoint is chosen among the final stage's students only
         value = metric_value(metrics, self.cfg.train.select_metric)
@@ -374,6 +375,17 @@ class Trainer:
                     "val": _jsonable(metrics),
                 },
             )
+
+    def _log_leakage(self, stage: Stage, model: torch.nn.Module, where: dict[str, Any]) -> None:
+        """Score the leakage monitor's weak samples (wrel.engine.leakage) when ``stage`` has a
+        bank: at each val evaluation, and at the end of a stage without one (bank init)."""
+        bank = getattr(stage, "bank", None)
+        if bank is None or self.cfg.bank.leakage_samples <= 0:
+            return
+        from wrel.engine.leakage import measure_leakage
+
+        leak = measure_leakage(model, bank, self.samples["train"], self.cfg, self.device)
+        self._log({"event": "leakage", **where, **leak})
 
     def _trace_class_names(
         self, model: torch.nn.Module, where: dict[str, Any], accurate: list[Any]
