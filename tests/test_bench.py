@@ -261,3 +261,83 @@ def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> 
     assert resumes == [False]
     assert any("starting" in line and "over" in line for line in lines)
     assert [r["name"] for r in load_records(tmp_path / "out")] == [specs[0].name]
+
+
+def test_paper_recipe_on_the_cpu_profile_scales_to_its_stage_lengths(tmp_path: Path) -> None:
+    from wrel.experiment import PAPER_BANK_LR, PAPER_STAGE_EPOCHS
+
+    profile = PROFILES["full"]
+    cfg = build_run_config(profile, RunSpec("lrb-paper", 0.1, 0), tmp_path, tmp_path / "r")
+    assert cfg.method == "lrb-paper" and cfg.name == "lrb-paper-r10-s0"
+    stages = {s.name: s for s in cfg.stages}
+    # the method's own settings stay the released ones
+    assert stages["bank-init"].frozen_mode == "train" and stages["joint"].ema_scope == "segmenter"
+    assert cfg.bank.optimizer == "sparse"
+    # a row moves over each stage as far as over the released stage: lr x released / our epochs
+    for name in ("bank-init", "joint"):
+        want = PAPER_BANK_LR[name] * PAPER_STAGE_EPOCHS[name] / profile.epochs[name]
+        assert stages[name].bank_lr == pytest.approx(want, rel=1e-3)
+        assert stages[name].epochs == profile.epochs[name]
+    # the network's rates are this project's, the joint stage at 2/3 of the teacher's
+    teacher, joint = stages["teacher-warmup"].optim, stages["joint"].optim
+    assert teacher.lr_backbone == 3e-4 and teacher.lr_head == 1e-3
+    assert joint.lr_backbone == pytest.approx(2 / 3 * teacher.lr_backbone, rel=1e-3)
+    assert joint.lr_text == pytest.approx(2 / 3 * teacher.lr_text, rel=1e-3)
+    # what every method of the table shares is the baselines': no cut-outs, the same Dice
+    naive = build_run_config(profile, RunSpec("naive", 0.1, 0), tmp_path, tmp_path / "r")
+    assert cfg.data.cutout_prob == naive.data.cutout_prob == 0
+    assert {s.dice for s in cfg.stages} == {naive.stages[0].dice}
+
+
+def test_word_bank_method_is_the_paper_recipe_with_a_bank_of_words(tmp_path: Path) -> None:
+    profile = PROFILES["full"]
+    paper = build_run_config(profile, RunSpec("lrb-paper", 0.1, 0), tmp_path, tmp_path / "r")
+    words = build_run_config(profile, RunSpec("lrb-words", 0.1, 0), tmp_path, tmp_path / "r")
+    assert words.method == "lrb-paper" and words.name == "lrb-words-r10-s0"
+    assert words.bank.parametrization == "vocab" and words.bank.projection == "nearest"
+    # the temperature anneals over the updates a row gets: one per epoch of the bank stages
+    assert words.bank.temperature_steps == profile.epochs["bank-init"] + profile.epochs["joint"]
+    for a, b in zip(paper.stages, words.stages, strict=True):
+        assert (a.name, a.epochs, a.optim, a.frozen_mode, a.ema_scope) == (
+            b.name,
+            b.epochs,
+            b.optim,
+            b.frozen_mode,
+            b.ema_scope,
+        )
+    assert words.stages[2].prompt_dropout > 0 == paper.stages[2].prompt_dropout
+    names = [s.name for s in plan_runs(list(profile.methods), [0.1], [0])]
+    assert names == [
+        "only-accurate-r10-s0",
+        "naive-r10-s0",
+        "lrb-paper-r10-s0",
+        "lrb-words-r10-s0",
+        "full-s0",
+    ]
+
+
+def test_paired_table_pairs_seeds_and_compares_with_the_seed_spread() -> None:
+    from wrel.benchmark.report import paired_table
+
+    def rec(method: str, seed: int, miou: float) -> dict:
+        return {"method": method, "accurate_ratio": 0.1, "seed": seed, "test": {"mIoU": miou}}
+
+    records = [
+        rec("naive", 0, 50.0),
+        rec("naive", 1, 52.0),
+        rec("naive", 2, 51.0),  # std 1.0
+        rec("lrb-paper", 0, 53.0),
+        rec("lrb-paper", 1, 55.0),  # seed 2 missing: paired over seeds 0 and 1 only
+        rec("lrb-words", 0, 50.5),
+        rec("lrb-words", 1, 52.5),
+        rec("lrb-words", 2, 51.5),
+        {"method": "full", "accurate_ratio": 1.0, "seed": 0, "test": {"mIoU": 70.0}},
+    ]
+    lines = paired_table(records).splitlines()
+    paper = next(x for x in lines if "paper recipe" in x)
+    words = next(x for x in lines if "word bank" in x)
+    assert "3.00 ± 0.00" in paper and "| 2 |" in paper and paper.endswith("| above |")
+    assert "0.50 ± 0.00" in words and "| 3 |" in words and "within the seed spread" in words
+    single = paired_table([rec("naive", 0, 50.0), rec("lrb-paper", 0, 49.0)])
+    assert "-1.00" in single and "one seed" in single
+    assert "no method paired" in paired_table([rec("naive", 0, 50.0)])

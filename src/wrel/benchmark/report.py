@@ -27,6 +27,10 @@ METHOD_LABELS = {
 }
 
 
+#: Methods that train on the weak samples, compared with Naive-WREL in the paired table.
+WREL_METHODS = ("naive", "lrb", "lrb-paper", "lrb-words")
+
+
 @dataclass(frozen=True)
 class Summary:
     """Mean and sample standard deviation of one metric over seeds."""
@@ -292,10 +296,61 @@ def gap_lines(records: Sequence[dict[str, Any]]) -> list[str]:
     out = []
     for ratio in ratios:
         parts = []
-        for method in ("naive", "lrb"):
+        for method in WREL_METHODS:
             share = gap_closed(records, ratio, method)
             if share is not None:
                 parts.append(f"{METHOD_LABELS[method]} {100 * share:.0f}%")
         if parts:
             out.append(f"- {ratio:.0%} accurate: " + ", ".join(parts))
     return out
+
+
+def paired_table(
+    records: Sequence[dict[str, Any]], baseline: str = "naive", metric: str = "mIoU"
+) -> str:
+    """Markdown table of each WREL method minus ``baseline`` on test ``metric``, paired by seed.
+
+    Only seeds run for both methods at a ratio count. The verdict compares the mean paired
+    difference with the seed spread of the baseline: "above" / "below" when it exceeds one std,
+    "within the seed spread" otherwise (or "one seed" when no spread is known).
+    """
+    by: dict[tuple[str, float, int], float] = {}
+    for rec in records:
+        if rec["method"] == "full":
+            continue
+        key = (rec["method"], round(float(rec["accurate_ratio"]), 4), int(rec["seed"]))
+        by[key] = float(rec["test"][metric])
+    rows = []
+    ratios = sorted({r for (_, r, _) in by})
+    for ratio in ratios:
+        base = {s: v for (m, r, s), v in by.items() if m == baseline and r == ratio}
+        spread = summarize(list(base.values())).std if len(base) > 1 else None
+        for method in WREL_METHODS:
+            if method == baseline:
+                continue
+            diffs = [
+                v - base[s]
+                for (m, r, s), v in by.items()
+                if m == method and r == ratio and s in base
+            ]
+            if not diffs:
+                continue
+            d = summarize(diffs)
+            if spread is None:
+                verdict = "one seed"
+            elif abs(d.mean) > spread:
+                verdict = "above" if d.mean > 0 else "below"
+            else:
+                verdict = "within the seed spread"
+            std = f"{spread:.2f}" if spread is not None else "n/a"
+            rows.append(
+                f"| {ratio:.0%} | {METHOD_LABELS.get(method, method)} | {d.format()} | "
+                f"{d.num_seeds} | {std} | {verdict} |"
+            )
+    if not rows:
+        return f"(no method paired with {METHOD_LABELS.get(baseline, baseline)} by seed yet)"
+    head = (
+        f"| accurate | method | minus {METHOD_LABELS.get(baseline, baseline)} (test {metric}) | "
+        f"seeds | {METHOD_LABELS.get(baseline, baseline)} seed std | verdict |"
+    )
+    return "\n".join([head, "|---|---|---|---|---|---|", *rows])

@@ -239,6 +239,7 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
     from wrel.benchmark.report import (
         gap_lines,
         markdown_table,
+        paired_table,
         plot_leakage,
         plot_ratio_curves,
         plot_training_curves,
@@ -263,6 +264,13 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         "Share of the Only-Accurate -> Full mIoU gap closed:",
         "",
         *(gap_lines(records) or ["- (needs Only-Accurate, the method and Full)"]),
+        "",
+        "## Paired by seed, against Naive-WREL",
+        "",
+        "Each method's test mIoU minus Naive-WREL's in the same seed (same weak split, same "
+        "initialisation), mean ± std over the seeds both ran.",
+        "",
+        paired_table(records),
         "",
         "## Plateau check",
         "",

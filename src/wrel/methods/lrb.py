@@ -13,6 +13,8 @@ encoder's included).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,7 +31,7 @@ from wrel.methods.losses import (
 )
 from wrel.methods.optim import build_optimizer, build_poly_scheduler, poly_factor
 
-__all__ = ["BankInitStage", "JointStage", "ensure_bank"]
+__all__ = ["BankInitStage", "JointStage", "bank_update", "ensure_bank"]
 
 
 def ensure_bank(ctx: StageContext) -> ReferenceBank:
@@ -39,40 +41,76 @@ def ensure_bank(ctx: StageContext) -> ReferenceBank:
     return ctx.bank
 
 
+def bank_update(
+    bank: ReferenceBank,
+    net: Any,
+    b: PreparedBatch,
+    *,
+    lr: float,
+    weight_decay: float,
+    dice: str,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    check: Callable[[Tensor], None] | None = None,
+) -> Tensor:
+    """One bank update from the weak samples of ``b`` through the frozen network ``net``.
+
+    The rows of the batch's weak samples are a leaf; their prompts fill the free text slots
+    after the class name; the gradient of the summed per-sample segmentation loss is taken for
+    the rows only (``torch.autograd.grad``: no model weight accumulates a ``.grad``) and applied
+    by the bank's optimiser. A collective under torch.distributed (every rank calls it).
+
+    Args:
+        check: called with the summed loss before the bank moves (e.g. a finiteness check).
+
+    Returns:
+        The mean segmentation loss of this rank's weak samples (0 when there are none).
+    """
+    weak = b.is_weak
+    num_weak = int(weak.sum())
+    rows = bank.row_index(b.sample_ids[weak])  # (W,)
+    leaf = bank.rows[rows].clone().requires_grad_(True)  # (W, P, D or V)
+    loss_sum = torch.zeros((), device=b.images.device)
+    if num_weak:
+        with torch.no_grad():
+            embeds = net.embed_tokens(b.input_ids[weak])  # (W, L, D)
+        prompts = bank.prompts(rows, leaf)  # (W, P, D)
+        filled, mask = fill_prompts(
+            embeds, b.attention_mask[weak], prompts, torch.ones_like(rows, dtype=torch.bool)
+        )
+        with autocast():
+            out = net(b.images[weak], inputs_embeds=filled, attention_mask=mask)
+        loss_sum = per_sample_seg_loss(out.logits, b.masks[weak], dice).sum()
+    if check is not None:
+        check(loss_sum)
+    grads = torch.zeros_like(leaf)
+    if num_weak:
+        (grads,) = torch.autograd.grad(loss_sum, leaf)
+    bank.apply_gradients(rows, grads, num_weak, lr=lr, weight_decay=weight_decay)
+    return loss_sum.detach() / max(num_weak, 1)
+
+
 class _BankStepMixin(Stage):
     bank: ReferenceBank
 
     def bank_step(self, net: Any, b: PreparedBatch, lr: float, progress: float) -> Tensor:
-        """One bank update from the weak samples of ``b`` through the frozen ``net``.
+        """One bank update from the weak samples of ``b`` through the frozen ``net``
+        (:func:`bank_update`); raises on a non-finite loss before the bank moves.
 
         A collective under torch.distributed: every rank calls it, with or without weak samples.
 
         Returns:
             The mean segmentation loss of this rank's weak samples (0 when there are none).
         """
-        weak = b.is_weak
-        num_weak = int(weak.sum())
-        rows = self.bank.row_index(b.sample_ids[weak])  # (W,)
-        leaf = self.bank.rows[rows].clone().requires_grad_(True)  # (W, P, D)
-        loss_sum = torch.zeros((), device=self.ctx.device)
-        if num_weak:
-            with torch.no_grad():
-                embeds = net.embed_tokens(b.input_ids[weak])  # (W, L, D)
-            prompts = self.bank.prompts(rows, leaf)  # (W, P, D); leaf is (W, P, D or V)
-            filled, mask = fill_prompts(
-                embeds, b.attention_mask[weak], prompts, torch.ones_like(rows, dtype=torch.bool)
-            )
-            with self.autocast():
-                out = net(b.images[weak], inputs_embeds=filled, attention_mask=mask)
-            loss_sum = per_sample_seg_loss(out.logits, b.masks[weak], self.cfg.dice).sum()
-        self.check_finite(loss_sum, "bank loss", progress)
-        grads = torch.zeros_like(leaf)
-        if num_weak:  # gradient of the rows only: no model weight accumulates a .grad
-            (grads,) = torch.autograd.grad(loss_sum, leaf)
-        self.bank.apply_gradients(
-            rows, grads, num_weak, lr=lr, weight_decay=self.cfg.bank_weight_decay
+        return bank_update(
+            self.bank,
+            net,
+            b,
+            lr=lr,
+            weight_decay=self.cfg.bank_weight_decay,
+            dice=self.cfg.dice,
+            autocast=self.autocast,
+            check=lambda loss: self.check_finite(loss, "bank loss", progress),
         )
-        return loss_sum.detach() / max(num_weak, 1)
 
     def bank_lr(self, progress: float) -> float:
         """Bank learning rate with the poly schedule over the stage."""
