@@ -341,3 +341,36 @@ def test_paired_table_pairs_seeds_and_compares_with_the_seed_spread() -> None:
     single = paired_table([rec("naive", 0, 50.0), rec("lrb-paper", 0, 49.0)])
     assert "-1.00" in single and "one seed" in single
     assert "no method paired" in paired_table([rec("naive", 0, 50.0)])
+
+
+def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) -> None:
+    profile = PROFILES["ablations"]
+    assert profile.ratios == (0.1,)
+
+    def build(method: str):
+        return build_run_config(profile, RunSpec(method, 0.1, 0), tmp_path, tmp_path / "r")
+
+    paper, imagenet = build("lrb-paper"), build("lrb-imagenet")
+    teacher, long = build("naive-teacher"), build("naive-long")
+    # LRB with an ImageNet student: the paper recipe except where the joint student starts
+    assert imagenet.stages[2].student_init == "pretrained" == "pretrained"
+    assert paper.stages[2].student_init == "handover"
+    for a, b in zip(paper.stages, imagenet.stages, strict=True):
+        assert (a.epochs, a.optim, a.bank_lr) == (b.epochs, b.optim, b.bank_lr)
+    # Naive from the teacher: the same teacher stage, then the joint schedule without a bank
+    assert [(s.kind, s.samples, s.epochs) for s in teacher.stages] == [
+        ("supervised", "accurate", paper.stages[0].epochs),
+        ("supervised", "all", paper.stages[2].epochs),
+    ]
+    assert teacher.stages[1].optim == paper.stages[2].optim
+    # Naive with LRB's optimizer steps: teacher (in epoch-equivalents) + joint epochs
+    e = profile.epochs
+    assert long.stages[0].epochs == e["teacher-warmup"] + e["joint"]
+
+
+def test_train_accepts_every_method_preset() -> None:
+    from wrel.commands.train import METHODS
+    from wrel.experiment import METHOD_PRESETS
+
+    assert sorted(METHODS) == sorted(METHOD_PRESETS)
+    assert "lrb-paper" in METHODS

@@ -128,6 +128,10 @@ PAPER_BANK_LR = {"bank-init": 3e-4, "joint": 3e-5}
 #: Epochs of the released stages on RRSIS-D (the teacher's on the accurate share).
 PAPER_STAGE_EPOCHS = {"teacher-warmup": PAPER_TEACHER_EPOCHS, "bank-init": 40, "joint": 40}
 
+#: Network learning rates of this project's joint stage: 2/3 of the supervised ones
+#: (OptimConfig's defaults), as the released 2e-5 joint vs 3e-5 warm-up.
+JOINT_OPTIM = {"lr_backbone": 2e-4, "lr_text": 6.7e-5, "lr_head": 6.7e-4}
+
 #: Method name -> config overrides. Epoch counts are for the small synthetic benchmark, except
 #: the ``*-paper`` presets (RRSIS-D epochs of the released training).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
@@ -148,7 +152,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
                 name="joint",
                 bank_lr=5e-3,
                 # 2/3 of the supervised rates, as the paper's 2e-5 vs 3e-5
-                optim={"lr_backbone": 2e-4, "lr_text": 6.7e-5, "lr_head": 6.7e-4},
+                optim=dict(JOINT_OPTIM),
             ),
         ]
     },
@@ -187,6 +191,24 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
             ),
         ],
     },
+    # -- diagnostic ablations of LRB-WREL (docs/results; `wrel bench --profile ablations`) --
+    # LRB-WREL without its bank: the teacher warm-up, then the joint stage's schedule on all
+    # samples with bare class names. Equal to LRB-WREL with no prompt slots (with the
+    # consistency term off, as released, the EMA teacher only serves the bank step).
+    "naive-teacher": {
+        "stages": [
+            _stage("supervised", "accurate", 12, name="teacher-warmup"),
+            _stage(
+                "supervised",
+                "all",
+                12,
+                name="joint",
+                optim=dict(JOINT_OPTIM),
+            ),
+        ]
+    },
+    # Naive-WREL given as many optimizer steps as LRB-WREL's model (teacher + joint stages).
+    "naive-long": {"stages": [_stage("supervised", "all", 24, name="naive-long")]},
     "naive-paper": {
         "data": {"cutout_prob": 0.2},
         "stages": [

@@ -98,3 +98,25 @@ def test_non_finite_loss_raises_before_step(tiny_model) -> None:
 def test_joint_rejects_bad_knobs_before_training(tiny_model, bad: dict) -> None:
     with pytest.raises(ValueError, match="joint stage"):
         JointStage(StageConfig(kind="joint", **bad), _ctx(tiny_model))
+
+
+@pytest.mark.parametrize("scope", ["segmenter+text", "segmenter"])
+def test_joint_student_from_pretrained_weights_keeps_the_teacher(tiny_model, scope) -> None:
+    initial = copy.deepcopy(tiny_model.state_dict())  # "as built": before any stage
+    with torch.no_grad():  # the teacher warm-up moved every weight
+        for p in tiny_model.parameters():
+            p.add_(0.5)
+    warmed = copy.deepcopy(tiny_model.state_dict())
+    cfg = StageConfig(kind="joint", ema_scope=scope, student_init="pretrained")
+    stage = JointStage(cfg, _ctx(tiny_model, initial_state=initial))
+    teacher = stage.teacher.module.state_dict()
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(teacher[key], warmed[key]), key  # the teacher is the warmed model
+        # the student restarts from the initial weights, except the text encoder it shares
+        # with the teacher under the released scope
+        shared = scope == "segmenter" and key.startswith("text_encoder.")
+        assert torch.equal(value, warmed[key] if shared else initial[key]), key
+    with pytest.raises(ValueError, match="initial weights"):
+        JointStage(cfg, _ctx(copy.deepcopy(tiny_model)))
+    with pytest.raises(ValueError, match="student_init"):
+        JointStage(StageConfig(kind="joint", student_init="teacher"), _ctx(tiny_model))  # type: ignore[arg-type]

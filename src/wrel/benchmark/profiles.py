@@ -26,10 +26,22 @@ __all__ = ["Profile", "PROFILES", "get_profile", "METHOD_ORDER", "BENCH_PRESETS"
 #: ``lrb`` is this project's first recipe (larger bank steps); ``lrb-paper`` the released one,
 #: scaled to the profile's stage lengths (:func:`paper_cpu_sets`); ``lrb-words`` the released
 #: recipe with a bank of real words (docs/training.md "Bank variants").
-METHOD_ORDER = ["only-accurate", "naive", "lrb", "lrb-paper", "lrb-words", "full"]
+METHOD_ORDER = [
+    "only-accurate",
+    "naive",
+    "lrb",
+    "lrb-paper",
+    "lrb-words",
+    # diagnostic ablations (profile ``ablations``): what LRB-WREL owes to its teacher
+    # initialisation and to its extra steps rather than to its bank
+    "naive-teacher",  # the teacher warm-up, then the joint schedule without a bank
+    "naive-long",  # Naive-WREL with LRB-WREL's optimizer steps
+    "lrb-imagenet",  # lrb-paper whose student starts from ImageNet, not from the teacher
+    "full",
+]
 
 #: Bench method -> preset, where the two names differ.
-BENCH_PRESETS = {"lrb-words": "lrb-paper"}
+BENCH_PRESETS = {"lrb-words": "lrb-paper", "lrb-imagenet": "lrb-paper"}
 
 
 def preset_of(method: str) -> str:
@@ -96,6 +108,8 @@ _CPU_EPOCHS = {
     "bank-init": 1,
     "joint": 4,
 }
+# Naive-WREL with as many optimizer steps as LRB-WREL's model takes (teacher + joint stages)
+_CPU_EPOCHS["naive-long"] = _CPU_EPOCHS["teacher-warmup"] + _CPU_EPOCHS["joint"]
 
 
 def paper_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
@@ -156,7 +170,17 @@ def words_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
 
 
 def _cpu_method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
-    return {"lrb-paper": paper_cpu_sets(epochs), "lrb-words": words_cpu_sets(epochs)}
+    return {
+        "lrb-paper": paper_cpu_sets(epochs),
+        "lrb-words": words_cpu_sets(epochs),
+        "lrb-imagenet": (*paper_cpu_sets(epochs), "stages.joint.student_init=pretrained"),
+        # the same network learning rates as lrb-paper's stages
+        "naive-teacher": tuple(
+            x
+            for x in paper_cpu_sets(epochs)
+            if x.startswith(("stages.teacher-warmup.optim", "stages.joint.optim"))
+        ),
+    }
 
 
 _CPU_FULL = Profile(
@@ -209,6 +233,17 @@ PROFILES: dict[str, Profile] = {
         description="10 % accurate plus Full, seeds 0-2 (the seed spread at 10 %)",
         ratios=(0.1,),
         seeds=(0, 1, 2),
+    ),
+    "ablations": replace(
+        _CPU_FULL,
+        name="ablations",
+        description=(
+            "10 % accurate, the diagnostic ablations of LRB-WREL (teacher initialisation "
+            "without a bank, Naive with LRB's steps, LRB with an ImageNet student), to read "
+            "beside the full profile's records of the same seeds"
+        ),
+        ratios=(0.1,),
+        methods=("naive-teacher", "naive-long", "lrb-imagenet"),
     ),
     "gpu": Profile(
         name="gpu",

@@ -23,12 +23,23 @@ METHOD_LABELS = {
     "lrb": "LRB-WREL",
     "lrb-paper": "LRB-WREL (paper recipe)",
     "lrb-words": "LRB-WREL (word bank)",
+    "naive-teacher": "Naive from the teacher",
+    "naive-long": "Naive, LRB's steps",
+    "lrb-imagenet": "LRB, ImageNet student",
     "full": "Full",
 }
 
 
 #: Methods that train on the weak samples, compared with Naive-WREL in the paired table.
-WREL_METHODS = ("naive", "lrb", "lrb-paper", "lrb-words")
+WREL_METHODS = (
+    "naive",
+    "lrb",
+    "lrb-paper",
+    "lrb-words",
+    "naive-teacher",
+    "naive-long",
+    "lrb-imagenet",
+)
 
 
 @dataclass(frozen=True)

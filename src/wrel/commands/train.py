@@ -7,17 +7,18 @@ import json
 import logging
 
 from wrel.commands import add_set_argument
+from wrel.experiment import method_names
 
 log = logging.getLogger(__name__)
 
-METHODS = ["only-accurate", "naive", "full", "lrb"]  # keep in sync with wrel.experiment
+METHODS = method_names()  # every preset of wrel.experiment.METHOD_PRESETS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``wrel train``."""
     p = subparsers.add_parser(
         "train",
-        help="train a method (only-accurate, naive, full, lrb)",
+        help="train a method (" + ", ".join(METHODS) + ")",
         description=(
             "Train a referring segmentation model with scarce expressions. The method is a "
             "preset list of stages (see docs/training.md); YAML files and --set key=value "
@@ -25,7 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "<train.output_dir>/<name>. Works under torchrun: --batch-size is the global batch."
         ),
     )
-    p.add_argument("--method", choices=METHODS, default="lrb", help="training method")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="lrb",
+        help="training method (docs/training.md, 'Methods are stage lists')",
+    )
     p.add_argument("--data", help="data root (refer layout), sets data.root")
     p.add_argument("--accurate-ratio", type=float, help="share of accurate train expressions")
     p.add_argument(

@@ -97,6 +97,7 @@ class Trainer:
         self.run_dir = Path(cfg.train.output_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
         self._last_is_damaged = False  # set when --resume fell back to last.prev
+        self._initial_state: dict[str, torch.Tensor] | None = None  # student_init=pretrained
 
     # -- top level ----------------------------------------------------------------------------
 
@@ -231,6 +232,8 @@ class Trainer:
         model = build_model(self.cfg.model).to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if any(getattr(st, "student_init", "handover") != "handover" for st in self.cfg.stages):
+            self._initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         torch.manual_seed(self.cfg.train.seed + 1000 * self.dist.rank)  # per-rank dropout
         state = LoopState(**resumed["loop"]) if resumed else LoopState()
         handover = Handover(model, None)
@@ -260,6 +263,7 @@ class Trainer:
             amp=self.cfg.train.amp,
             channels_last=self.cfg.train.channels_last,
             wrap=ddp_wrapper(self.dist, self.device, self.cfg.train.find_unused_parameters),
+            initial_state=self._initial_state,
         )
 
     def _run_stage(

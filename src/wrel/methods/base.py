@@ -75,6 +75,11 @@ class StageConfig:
     # joint: what the EMA teacher averages; "segmenter" (the released code) shares the
     # student's live text encoder with the teacher (wrel.methods.ema.EMA_SCOPES)
     ema_scope: Literal["segmenter+text", "segmenter"] = "segmenter+text"
+    # joint: where the student starts. "handover": the previous stage's model (the teacher
+    # warm-up's), as released; "pretrained": the weights as built before any stage (ImageNet
+    # backbone, pretrained text encoder, fresh fusion and decoder; the ablation that separates
+    # the teacher initialisation from the bank), except what the EMA teacher shares with it
+    student_init: Literal["handover", "pretrained"] = "handover"
     evaluate: bool = True  # evaluate the student on val after each epoch of this stage
     eval_every: int = 0  # evaluate every N epochs of this stage; 0: train.eval_every
 
@@ -100,6 +105,8 @@ class StageContext:
     amp: Literal["none", "bf16"] = "none"
     channels_last: bool = False
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m  # DDP wrapper (identity: one process)
+    # the model's weights as built, before any stage (only kept when a stage asks for them)
+    initial_state: dict[str, Any] | None = None
 
 
 @dataclass

@@ -165,9 +165,16 @@ class JointStage(_BankStepMixin):
             raise ValueError(
                 f"joint stage: prompt_dropout must be in [0, 1], got {cfg.prompt_dropout}"
             )
+        if cfg.student_init not in ("handover", "pretrained"):
+            raise ValueError(
+                f"joint stage: student_init must be handover or pretrained, got "
+                f"{cfg.student_init!r}"
+            )
         self.bank = ensure_bank(ctx)
         # starts from the handed-over (stage-1) weights; "segmenter" ties the text encoder
         self.teacher = EmaTeacher(self.model, cfg.ema_scope)
+        if cfg.student_init == "pretrained":
+            self._reset_student(ctx.initial_state)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_poly_scheduler(
             self.optimizer, self.total_iters, cfg.optim.poly_power
@@ -201,6 +208,22 @@ class JointStage(_BankStepMixin):
         self.teacher.update(self.model, momentum)
         logs.update(loss=float(loss.detach()), ema_momentum=momentum)
         return logs
+
+    def _reset_student(self, initial: dict[str, Any] | None) -> None:
+        """The student back to its weights before any stage (``student_init="pretrained"``),
+        except the modules the EMA teacher shares with it (its text encoder with
+        ``ema_scope="segmenter"``), which stay the teacher's."""
+        if initial is None:
+            raise ValueError(
+                "joint stage: student_init=pretrained needs the initial weights "
+                "(StageContext.initial_state), which the trainer keeps when a stage asks for them"
+            )
+        tied = tuple(f"{name}." for name in self.teacher.tied)
+        state = {k: v for k, v in initial.items() if not k.startswith(tied)}
+        missing = set(self.model.state_dict()) - set(state)
+        if any(not k.startswith(tied) for k in missing):
+            raise ValueError(f"joint stage: initial weights lack {sorted(missing)[:5]}")
+        self.model.load_state_dict(state, strict=False)
 
     def prompt_dropout(self, is_weak: Tensor) -> Tensor:
         """``is_weak`` with each weak sample dropped (bare class name in the student step) with
