@@ -29,6 +29,7 @@ image size are used. Variants are ``name:key=value,key=value`` with BankConfig k
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -40,7 +41,6 @@ import torch
 
 DEFAULT_VARIANTS = (
     "free-paper:lr=0.012",
-    "free-high:lr=0.1",
     "free-nearest:projection=nearest,lr=0.012",
     "words:parametrization=vocab,projection=nearest,lr=0.3",
     "words-soft:parametrization=vocab,lr=0.3",
@@ -80,7 +80,7 @@ def main() -> int:
     from wrel.engine.loaders import eval_loader, load_split_samples
     from wrel.engine.validation import evaluate_model
     from wrel.experiment import ExperimentConfig
-    from wrel.methods.bank import ReferenceBank
+    from wrel.methods.bank import ReferenceBank, word_embedding_table
     from wrel.methods.base import PreparedBatch
     from wrel.methods.lrb import bank_update
 
@@ -116,7 +116,9 @@ def main() -> int:
     base = {"class_name": score(subset), "expression": score(accurate)}
     print(f"{len(subset)} weak training samples through {args.run}/checkpoints/{args.checkpoint}")
     print(f"class name alone {base['class_name']:.2f}, true expression {base['expression']:.2f}")
+    word_norm = float(word_embedding_table(model).float().norm(dim=-1).mean())
     results: dict[str, Any] = {"frozen_model": str(args.run), "samples": len(subset), **base}
+    results["word_norm"] = word_norm
     results["variants"] = {}
     decode = _decoder(args.run, args.checkpoint, cfg)
     for text in args.variants:
@@ -125,10 +127,16 @@ def main() -> int:
         if bcfg.parametrization == "vocab":
             bcfg = replace(bcfg, temperature_steps=overrides.get("temperature_steps", args.visits))
         bank = ReferenceBank.for_model([s.sample_id for s in subset], model, bcfg, device)
+        every = torch.arange(bank.num_rows)
+        with torch.no_grad():
+            start_prompts = bank.prompts(every).clone()  # (N, P, D)
+        # the bank is fitted through a frozen copy (train mode updates its BatchNorm
+        # statistics, as in bank initialisation); scores use the untouched model
+        frozen = copy.deepcopy(model)
+        frozen.train(args.frozen_mode == "train")
         rows: list[dict[str, Any]] = []
         start = time.perf_counter()
         for visit in range(1, args.visits + 1):
-            model.train(args.frozen_mode == "train")
             loader = eval_loader(cfg, subset)  # every sample once: one visit per row
             losses = []
             for batch in loader:
@@ -142,20 +150,24 @@ def main() -> int:
                     is_weak=torch.ones(len(batch["text"]), dtype=torch.bool),
                 )
                 loss = bank_update(
-                    bank, model, b, lr=lr, weight_decay=0.01, dice="foreground-mean-smooth1"
+                    bank, frozen, b, lr=lr, weight_decay=0.01, dice="foreground-mean-smooth1"
                 )
                 losses.append(float(loss))
-            model.eval()
+            with torch.no_grad():
+                moved = (bank.prompts(every) - start_prompts).norm(dim=-1).mean()
             row = {
                 "visit": visit,
                 "bank_loss": sum(losses) / len(losses),
+                # mean L2 distance of a prompt from its start, in mean word-embedding norms
+                "moved": float(moved) / word_norm,
                 "mIoU_bank": score(subset, bank),
                 **decode(bank),
             }
             row["gap"] = row["mIoU_bank"] - base["expression"]
             rows.append(row)
             print(
-                f"{name:14s} visit {visit}: loss {row['bank_loss']:.3f}  bank {row['mIoU_bank']:.2f}"
+                f"{name:14s} visit {visit}: loss {row['bank_loss']:.3f}  moved {row['moved']:.3f}"
+                f"  bank {row['mIoU_bank']:.2f}"
                 f"  gap {row['gap']:+.2f}  recovery {row.get('recovery', float('nan')):.3f}"
                 f" (chance {row.get('chance', float('nan')):.3f})",
                 flush=True,
