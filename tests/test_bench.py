@@ -294,9 +294,11 @@ def test_word_bank_method_is_the_paper_recipe_with_a_bank_of_words(tmp_path: Pat
     paper = build_run_config(profile, RunSpec("lrb-paper", 0.1, 0), tmp_path, tmp_path / "r")
     words = build_run_config(profile, RunSpec("lrb-words", 0.1, 0), tmp_path, tmp_path / "r")
     assert words.method == "lrb-paper" and words.name == "lrb-words-r10-s0"
-    assert words.bank.parametrization == "vocab" and words.bank.projection == "nearest"
-    # the temperature anneals over the updates a row gets: one per epoch of the bank stages
-    assert words.bank.temperature_steps == profile.epochs["bank-init"] + profile.epochs["joint"]
+    assert words.bank.parametrization == "vocab" and words.bank.projection == "none"
+    # the screened temperature (0.5 from the first update on) and the paper's joint/init ratio
+    assert (words.bank.temperature_end, words.bank.temperature_steps) == (0.5, 1)
+    ratio = paper.stages[2].bank_lr / paper.stages[1].bank_lr
+    assert words.stages[2].bank_lr == pytest.approx(words.stages[1].bank_lr * ratio, rel=1e-2)
     for a, b in zip(paper.stages, words.stages, strict=True):
         assert (a.name, a.epochs, a.optim, a.frozen_mode, a.ema_scope) == (
             b.name,
