@@ -48,8 +48,8 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Returns the data root (the folder holding ``synthetic/``).
     """
+    from wrel.data.synth import generate_benchmark
     from wrel.data.synth.config import SynthConfig
-    from wrel.data.synthetic import generate_benchmark
 
     root = tmp_path_factory.mktemp("tiny_bench")
     cfg = SynthConfig(image_size=32, num_train=8, num_val=2, num_test=2, refs_per_image=2)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wrel.benchmark.profiles import PROFILES, Profile, get_profile
-from wrel.benchmark.report import gap_closed, wall_time_table
-from wrel.benchmark.runner import (
+from wrel.studies.profiles import PROFILES, Profile, get_profile
+from wrel.studies.report import gap_closed, wall_time_table
+from wrel.studies.runner import (
     RunSpec,
     build_run_config,
     ensure_benchmark_data,
@@ -194,7 +194,7 @@ def test_bound_command_on_tiny_runs(tiny_runs: Path, tiny_bench: Path, capsys) -
 
 
 def test_bound_without_traces_uses_best_checkpoints(tiny_runs: Path, tiny_bench: Path) -> None:
-    from wrel.theory.empirical import load_traces, measure_bound
+    from wrel.studies.bound import load_traces, measure_bound
 
     records = load_records(tiny_runs)
     traces = load_traces(tiny_runs, [r["name"] for r in records])
@@ -229,7 +229,7 @@ def test_bench_epochs_option_replaces_profile_epochs(capsys) -> None:
 
 
 def test_bound_names_a_missing_run_folder(tiny_runs: Path, tiny_bench: Path) -> None:
-    from wrel.theory.empirical import load_traces, measure_bound
+    from wrel.studies.bound import load_traces, measure_bound
 
     records = [
         {**r, "run_dir": str(tiny_runs / "gone" / r["name"])} for r in load_records(tiny_runs)

@@ -16,8 +16,8 @@ def test_default_model_trains_exports_reloads_and_predicts(
 ) -> None:
     from wrel.cli import main
     from wrel.engine.checkpoint import load_model
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
     from wrel.models import ModelConfig, build_model
 
     cfg = build_experiment(

@@ -138,7 +138,7 @@ def test_config_validation_and_metadata_size() -> None:
 def test_tiled_geotiff_reads_only_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import rasterio
 
-    from wrel.geo import GeoRaster
+    from wrel.data.rasters import GeoRaster
 
     img = scene(130, 170, (60, 70, 80, 100))
     profile = {"driver": "GTiff", "height": 130, "width": 170, "count": 3, "dtype": "uint8"}

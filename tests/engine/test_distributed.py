@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 
 def _cfg(out: Path, name: str, data: Path, model_sets: list[str]):
-    from wrel.experiment import build_experiment
+    from wrel.engine.experiment import build_experiment
 
     sets = [
         f"train.output_dir={out}",

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from wrel.cli import main
-from wrel.config import load_yaml, parse_assignment
-from wrel.engine.distributed import resolve_device
-from wrel.experiment import build_experiment, check_run_name, validate_experiment
+from wrel.core.config_io import load_yaml, parse_assignment
+from wrel.core.distributed import resolve_device
+from wrel.engine.experiment import build_experiment, check_run_name, validate_experiment
 
 #: (method, --set overrides, pattern of the error)
 BAD_CONFIGS = {

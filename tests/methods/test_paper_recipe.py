@@ -16,7 +16,7 @@ from standin_model import make_batch
 
 from wrel.data.dataset import RefSegDataset, load_samples
 from wrel.data.transforms import apply_cutout, random_cutout_box
-from wrel.experiment import (
+from wrel.engine.experiment import (
     PAPER_BANK_LR,
     PAPER_DICE,
     PAPER_TEACHER_EPOCHS,

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from wrel.core.distributed import resolve_device
+from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
+from wrel.engine.checkpoint import load_model
+from wrel.engine.validation import evaluate_model
+from wrel.inference.predictor import scaling_from_metadata
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``wrel eval``."""
@@ -34,11 +40,6 @@ def run(args: argparse.Namespace) -> int:
 
     from torch.utils.data import DataLoader
 
-    from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
-    from wrel.engine.checkpoint import load_model
-    from wrel.engine.distributed import resolve_device
-    from wrel.engine.validation import evaluate_model
-
     if not Path(args.checkpoint).is_dir():
         raise FileNotFoundError(f"checkpoint folder {args.checkpoint} does not exist")
     device = resolve_device(args.device)
@@ -48,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     size = args.image_size or experiment.get("data", {}).get("image_size", 64)
     protocol = args.protocol or meta.get("protocol", "input")
     samples = load_samples(args.data, args.split, name=args.name)
-    from wrel.inference.predictor import scaling_from_metadata
 
     scaling = scaling_from_metadata(meta)  # the training image reading (None: older exports)
     loader = DataLoader(

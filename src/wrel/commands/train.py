@@ -7,10 +7,14 @@ import json
 import logging
 
 from wrel.commands import add_set_argument
+from wrel.data.splits import apply_split_file
+from wrel.engine.experiment import DataConfig, build_experiment
+from wrel.engine.trainer import train
+from wrel.methods.base import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
-METHODS = ["only-accurate", "naive", "full", "lrb"]  # keep in sync with wrel.experiment
+METHODS = ["only-accurate", "naive", "full", "lrb"]  # keep in sync with wrel.engine.experiment
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -70,10 +74,6 @@ def _base(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, print the final metrics."""
-    from wrel.data.splits import apply_split_file
-    from wrel.engine.trainer import train
-    from wrel.experiment import DataConfig, build_experiment
-    from wrel.methods.base import NonFiniteLossError
 
     if args.split_file and args.method == "full":  # the Full preset would drop it silently
         raise ValueError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from wrel.data.dataset import Sample
 from wrel.data.images import segmentation_area
 from wrel.data.refer import (
     INSTANCES_FILE,
@@ -21,6 +20,7 @@ from wrel.data.refer import (
     image_file,
     read_refer,
 )
+from wrel.data.samples import Sample
 from wrel.data.splits import select_weak_ids
 
 __all__ = ["refer_samples"]

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from wrel.engine.distributed import DistInfo, ResumableSampler
-from wrel.experiment import DataConfig, ExperimentConfig
+from wrel.core.distributed import DistInfo, ResumableSampler
+from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
+from wrel.engine.experiment import DataConfig, ExperimentConfig
 from wrel.methods.base import StageConfig
 
 __all__ = ["StageData", "load_split_samples", "stage_data", "eval_loader"]
@@ -19,7 +20,6 @@ __all__ = ["StageData", "load_split_samples", "stage_data", "eval_loader"]
 
 def load_split_samples(cfg: DataConfig) -> dict[str, list[Any]]:
     """Train (with the configured weak split), val and test samples (always accurate)."""
-    from wrel.data.dataset import load_samples
 
     out = {
         "train": load_samples(
@@ -68,7 +68,6 @@ def stage_data(
     cfg: ExperimentConfig, scfg: StageConfig, train_samples: list[Any], dist: DistInfo
 ) -> StageData:
     """Sample view of ``scfg`` with a distributed, per-epoch shuffled, resumable sampler."""
-    from wrel.data.dataset import RefSegDataset, collate_samples
 
     samples = _view(train_samples, scfg.samples)
     if not samples:
@@ -117,7 +116,6 @@ def stage_data(
 
 def eval_loader(cfg: ExperimentConfig, samples: list[Any]) -> DataLoader:
     """Deterministic, unshuffled loader over ``samples`` (every rank sees all of them)."""
-    from wrel.data.dataset import RefSegDataset, collate_samples
 
     size = cfg.data.image_size
     return DataLoader(

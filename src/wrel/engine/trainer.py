@@ -29,17 +29,8 @@ from typing import Any
 
 import torch
 
-from wrel.config import dumps, to_dict
-from wrel.data.image_reading import IMAGE_SCALING_KEY
-from wrel.engine.checkpoint import (
-    CheckpointError,
-    atomic_write_text,
-    checkpoint_temps,
-    remove_stale_temps,
-    write_errors,
-    writer_alive,
-)
-from wrel.engine.distributed import (
+from wrel.core.config_io import dumps, to_dict
+from wrel.core.distributed import (
     DistInfo,
     barrier,
     ddp_wrapper,
@@ -47,6 +38,21 @@ from wrel.engine.distributed import (
     resolve_device,
     shutdown,
 )
+from wrel.data.dataset import class_name_view
+from wrel.data.image_reading import IMAGE_SCALING_KEY
+from wrel.engine.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    checkpoint_temps,
+    load_model,
+    remove_stale_temps,
+    save_model,
+    update_model_metadata,
+    write_errors,
+    writer_alive,
+)
+from wrel.engine.experiment import ExperimentConfig, validate_experiment
+from wrel.engine.leakage import measure_leakage
 from wrel.engine.loaders import StageData, eval_loader, load_split_samples, stage_data
 from wrel.engine.progress import Progress
 from wrel.engine.stages import build_stage
@@ -58,8 +64,9 @@ from wrel.engine.state import (
     save_resume_state,
 )
 from wrel.engine.validation import evaluate_model, metric_value
-from wrel.experiment import ExperimentConfig, validate_experiment
+from wrel.evaluation.per_sample import paired_losses
 from wrel.methods.base import Handover, NonFiniteLossError, Stage, StageConfig, StageContext
+from wrel.models import build_model
 
 __all__ = ["train", "Trainer", "LoopState", "TRACE_FILE"]
 
@@ -225,7 +232,6 @@ class Trainer:
     # -- stages -------------------------------------------------------------------------------
 
     def _run_stages(self, resumed: dict[str, Any] | None) -> Handover:
-        from wrel.models import build_model
 
         torch.manual_seed(self.cfg.train.seed)  # identical initial weights on every rank
         model = build_model(self.cfg.model).to(self.device)
@@ -382,7 +388,6 @@ class Trainer:
         bank = getattr(stage, "bank", None)
         if bank is None or self.cfg.bank.leakage_samples <= 0:
             return
-        from wrel.engine.leakage import measure_leakage
 
         leak = measure_leakage(model, bank, self.samples["train"], self.cfg, self.device)
         self._log({"event": "leakage", **where, **leak})
@@ -391,8 +396,6 @@ class Trainer:
         self, model: torch.nn.Module, where: dict[str, Any], accurate: list[Any]
     ) -> dict[str, Any]:
         """Score val with class names; append the paired per-sample losses to the trace."""
-        from wrel.data.dataset import class_name_view
-        from wrel.theory.estimators import paired_losses
 
         weak = evaluate_model(
             model,
@@ -421,7 +424,6 @@ class Trainer:
     # -- files --------------------------------------------------------------------------------
 
     def _export_best(self, model: torch.nn.Module, info: dict[str, Any]) -> None:
-        from wrel.engine.checkpoint import save_model
 
         if self.dist.is_main:
             size = self.cfg.data.image_size
@@ -541,7 +543,6 @@ class Trainer:
             os.replace(tmp, path)
 
     def _finish(self, handover: Handover) -> dict[str, Any]:
-        from wrel.engine.checkpoint import load_model, update_model_metadata
 
         best = self.ckpt_dir / "best"
         if not best.exists():  # no val split or no evaluation: the final student is the result

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wrel.engine.progress import Progress
+from wrel.evaluation import Evaluator
 
 __all__ = ["evaluate_model", "metric_value"]
 
@@ -41,7 +42,6 @@ def evaluate_model(
     Returns:
         The evaluator's metrics dict (oIoU, mIoU, Prec@X in percent, per category, ...).
     """
-    from wrel.evaluation import Evaluator
 
     was_training = model.training
     model.eval()

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
-from wrel.geo import DEFAULT_MAX_PIXELS, StretchMode, check_pixel_count
-from wrel.inference.images import ImageInput, Raster, open_image
-from wrel.tiling import RowStitcher, Tile, tile_grid
+from wrel.data.rasters import DEFAULT_MAX_PIXELS, StretchMode, check_pixel_count
+from wrel.engine.checkpoint import load_model
+from wrel.inference.inputs import ImageInput, Raster, open_image
+from wrel.inference.tiling import RowStitcher, Tile, tile_grid
 
 __all__ = [
     "IMAGE_SIZE_KEY",
@@ -169,7 +170,6 @@ class Predictor:
         config: PredictorConfig | None = None,
     ) -> Predictor:
         """Load a model folder written by ``save_model`` (strict, no pickle)."""
-        from wrel.engine.checkpoint import load_model
 
         path = Path(path)
         if not path.is_dir():
@@ -279,7 +279,7 @@ class Predictor:
                 checkpoint's ``image_scaling.bands``).
             stretch: ``None`` (default): the checkpoint's image scaling, as in training;
                 ``auto`` / ``percentile`` / ``none`` override it (see
-                :func:`wrel.geo.compute_stretch`) with a warning.
+                :func:`wrel.data.rasters.compute_stretch`) with a warning.
 
         Returns:
             bool mask ``(H, W)``, or float32 probabilities ``(H, W)`` when ``return_probs``.
@@ -349,10 +349,10 @@ class Predictor:
     def predict_raster(self, raster: Raster, text: str, mode: Mode | None = None) -> np.ndarray:
         """uint8 probabilities ``(H, W)`` (``round(255 p)``) of a whole raster.
 
-        Nodata pixels (:meth:`~wrel.geo.GeoRaster.valid_mask`) get probability 0.
+        Nodata pixels (:meth:`~wrel.data.rasters.GeoRaster.valid_mask`) get probability 0.
 
         Args:
-            raster: an opened image (:func:`~wrel.inference.images.open_image`).
+            raster: an opened image (:func:`~wrel.inference.inputs.open_image`).
             text: the referring expression.
             mode: overrides ``config.mode``.
 

@@ -41,6 +41,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from wrel.methods.bank_optim import dense_adamw_step
+
 __all__ = [
     "BankConfig",
     "DEFAULT_VOCAB_WORDS",
@@ -458,8 +460,6 @@ class ReferenceBank:
         if total == 0 or rows.numel() == 0:
             return
         if self.cfg.optimizer == "dense":
-            from wrel.methods.bank_optim import dense_adamw_step
-
             dense_adamw_step(self, rows, grads, total, lr=lr, weight_decay=weight_decay)
             return
         uniq, inverse = torch.unique(rows, return_inverse=True)  # (U,), (K,)

@@ -21,7 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wrel.benchmark.profiles import METHOD_ORDER, Profile, preset_of
+from wrel.core.config_io import from_dict, to_dict
+from wrel.data.splits import apply_split_file
+from wrel.data.synth import generate_benchmark
+from wrel.data.synth.config import SynthConfig
+from wrel.engine.experiment import build_experiment
+from wrel.engine.state import find_resume_dir
+from wrel.engine.trainer import TRACE_FILE, train
+from wrel.studies.plateau import plateau_check, plateau_table
+from wrel.studies.profiles import METHOD_ORDER, Profile, preset_of
+from wrel.studies.report import (
+    gap_lines,
+    markdown_table,
+    plot_leakage,
+    plot_ratio_curves,
+    plot_training_curves,
+    wall_time_table,
+)
 
 __all__ = [
     "RunSpec",
@@ -82,9 +98,6 @@ def ensure_benchmark_data(profile: Profile, root: str | Path, *, workers: int = 
     An existing benchmark must have been rendered with the profile's generator settings;
     otherwise the numbers would not be comparable, and the error says how to fix it.
     """
-    from wrel.config import from_dict, to_dict
-    from wrel.data.synth.config import SynthConfig
-    from wrel.data.synthetic import generate_benchmark
 
     root = Path(root)
     config = from_dict(SynthConfig, {**to_dict(SynthConfig()), **profile.synth})
@@ -119,8 +132,6 @@ def build_run_config(
     file's (:func:`wrel.data.splits.apply_split_file`); Full, the all-accurate reference, reads
     the data set's own refs file.
     """
-    from wrel.data.splits import apply_split_file
-    from wrel.experiment import build_experiment
 
     sets = [
         *profile.experiment_sets(spec.method),
@@ -197,9 +208,7 @@ def _curve(run_dir: Path) -> list[dict[str, Any]]:
 def run_record(
     spec: RunSpec, cfg: Any, result: dict[str, Any], wall_time_s: float
 ) -> dict[str, Any]:
-    """The JSON record of a finished run (see :mod:`wrel.benchmark.report`)."""
-    from wrel.benchmark.plateau import plateau_check
-    from wrel.config import to_dict
+    """The JSON record of a finished run (see :mod:`wrel.studies.report`)."""
 
     best = result.get("best") or {}
     curve = _curve(Path(result["run_dir"]))
@@ -235,15 +244,6 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
     """``results.json`` (all records), ``results.md`` (tables) and the plots, from the records."""
-    from wrel.benchmark.plateau import plateau_table
-    from wrel.benchmark.report import (
-        gap_lines,
-        markdown_table,
-        plot_leakage,
-        plot_ratio_curves,
-        plot_training_curves,
-        wall_time_table,
-    )
 
     out = Path(out_dir)
     records = load_records(out)
@@ -267,7 +267,7 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         "## Plateau check",
         "",
         "A run reached its plateau when its val mIoU gains less than 1 point over the last "
-        "20 % of its final stage's steps (wrel.benchmark.plateau).",
+        "20 % of its final stage's steps (wrel.studies.plateau).",
         "",
         plateau_table(records),
         "",
@@ -323,7 +323,7 @@ def run_benchmark(
     """Run every spec not finished yet, writing its record and the report after each.
 
     Args:
-        profile: generator / training settings (see :mod:`wrel.benchmark.profiles`).
+        profile: generator / training settings (see :mod:`wrel.studies.profiles`).
         specs: the runs, e.g. from :func:`plan_runs`.
         data_root: refer-format data root.
         out_dir: where records, tables and plots go (e.g. ``docs/results``).
@@ -337,12 +337,8 @@ def run_benchmark(
     Returns:
         The records of ``specs`` (finished earlier or now).
     """
-    from wrel.engine.state import find_resume_dir
-    from wrel.engine.trainer import TRACE_FILE
 
     if train_fn is None:
-        from wrel.engine.trainer import train
-
         train_fn = train
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from wrel.config import apply_overrides, merge, to_dict
+from wrel.core.config_io import apply_overrides, merge, to_dict
+from wrel.core.distributed import check_device_name
 from wrel.data.image_reading import ImageScaling
 from wrel.data.transforms import check_cutout
 from wrel.methods.bank import BankConfig
@@ -309,7 +310,6 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     Returns:
         ``cfg`` itself. Raises ``ValueError`` naming the key, the value and the fix.
     """
-    from wrel.engine.distributed import check_device_name
 
     check_run_name(cfg.name)
     _check_finite(cfg, "")
