@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from standin_model import make_batch
+from tiny_model import make_batch
 
 from wrel.data.dataset import RefSegDataset, load_samples
 from wrel.data.transforms import apply_cutout, random_cutout_box

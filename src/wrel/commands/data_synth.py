@@ -1,5 +1,4 @@
-"""``wrel data synth`` and ``wrel data stats``: registered by ``wrel.commands.data``.
-"""
+"""``wrel data synth`` and ``wrel data stats``: registered by ``wrel.commands.data``."""
 
 from __future__ import annotations
 

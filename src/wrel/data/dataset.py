@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wrel.data.image_reading import ImageScaling, read_image
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.data.refer_samples import refer_samples
 from wrel.data.refsegrs import load_refsegrs_samples
 from wrel.data.samples import Sample, class_name_view
@@ -152,7 +153,7 @@ class RefSegDataset(Dataset[dict[str, Any]]):
     def __init__(
         self,
         samples: Sequence[Sample],
-        image_size: tuple[int, int] = (480, 480),
+        image_size: tuple[int, int] = (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE),
         hflip_prob: float = 0.0,
         seed: int = 0,
         cutout_prob: float = 0.0,

@@ -46,6 +46,7 @@ from torch import Tensor
 from wrel.core.config_io import from_dict, to_dict
 from wrel.core.outfiles import fsync_file
 from wrel.data.image_reading import ImageScaling
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.models import ModelConfig, build_model
 
 if TYPE_CHECKING:
@@ -371,7 +372,11 @@ def _preprocessing_lines(metadata: dict[str, Any]) -> list[str]:
     if isinstance(size, list | tuple) and len(size) == 2:
         shown = f"{size[0]} x {size[1]} pixels"
     else:
-        shown = "not recorded (the predictor uses 128 x 128)" if size is None else f"{size} px"
+        shown = (
+            f"not recorded (the predictor uses {DEFAULT_IMAGE_SIZE} x {DEFAULT_IMAGE_SIZE})"
+            if size is None
+            else f"{size} px"
+        )
     lines = [f"- Input size: {shown}; images are resized to it by stretching."]
     spec = metadata.get("image_scaling")
     if spec is None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from wrel.core.config_io import apply_overrides, merge, to_dict
 from wrel.core.distributed import check_device_name
 from wrel.data.image_reading import ImageScaling
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.data.transforms import check_cutout
 from wrel.methods.bank import BankConfig
 from wrel.methods.base import StageConfig
@@ -45,7 +46,7 @@ class DataConfig:
     accurate_ratio: float | None = 0.1  # None: keep the files' own accurate/weak marks
     split_file: str | None = None  # a published weak-split refs file (overrides the ratio)
     split_seed: int = 0  # seed of the weak split builder
-    image_size: int = 64  # square network input (the paper uses 480)
+    image_size: int = DEFAULT_IMAGE_SIZE  # square network input (the paper uses 480)
     num_workers: int = 0  # DataLoader workers per rank
     train_split: str = "train"
     val_split: str | None = "val"  # None: no validation; best = last

@@ -65,14 +65,14 @@ class StageData:
 
 
 def stage_data(
-    cfg: ExperimentConfig, scfg: StageConfig, train_samples: list[Any], dist: DistInfo
+    cfg: ExperimentConfig, stage_cfg: StageConfig, train_samples: list[Any], dist: DistInfo
 ) -> StageData:
-    """Sample view of ``scfg`` with a distributed, per-epoch shuffled, resumable sampler."""
+    """Sample view of ``stage_cfg`` with a distributed, per-epoch shuffled, resumable sampler."""
 
-    samples = _view(train_samples, scfg.samples)
+    samples = _view(train_samples, stage_cfg.samples)
     if not samples:
         raise ValueError(
-            f"stage {scfg.name or scfg.kind!r} trains on {scfg.samples!r} samples but the train "
+            f"stage {stage_cfg.name or stage_cfg.kind!r} trains on {stage_cfg.samples!r} samples but the train "
             f"split has none (data.accurate_ratio={cfg.data.accurate_ratio}); change the ratio "
             "or the stage's samples"
         )
@@ -88,7 +88,9 @@ def stage_data(
     per_rank = cfg.train.batch_size // dist.world_size
     per_rank_samples = math.ceil(len(samples) / dist.world_size)
     drop_last = cfg.train.drop_last and per_rank_samples >= per_rank
-    ipe = per_rank_samples // per_rank if drop_last else math.ceil(per_rank_samples / per_rank)
+    iters_per_epoch = (
+        per_rank_samples // per_rank if drop_last else math.ceil(per_rank_samples / per_rank)
+    )
 
     def make_loader(epoch: int, skip_batches: int) -> DataLoader:
         sampler = ResumableSampler(
@@ -111,7 +113,7 @@ def stage_data(
             pin_memory=torch.cuda.is_available(),
         )
 
-    return StageData(dataset, per_rank, max(ipe, 1), drop_last, make_loader)
+    return StageData(dataset, per_rank, max(iters_per_epoch, 1), drop_last, make_loader)
 
 
 def eval_loader(cfg: ExperimentConfig, samples: list[Any]) -> DataLoader:

@@ -39,7 +39,7 @@ from wrel.core.distributed import (
     shutdown,
 )
 from wrel.data.dataset import class_name_view
-from wrel.data.image_reading import IMAGE_SCALING_KEY
+from wrel.data.preprocessing import Preprocessing
 from wrel.engine.checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -241,15 +241,15 @@ class Trainer:
         state = LoopState(**resumed["loop"]) if resumed else LoopState()
         handover = Handover(model, None)
         for index in range(state.stage_index, len(self.cfg.stages)):
-            scfg = self.cfg.stages[index]
+            stage_cfg = self.cfg.stages[index]
             if index != state.stage_index:
                 state.stage_index, state.epoch, state.iteration = index, 0, 0
-            data = stage_data(self.cfg, scfg, self.samples["train"], self.dist)
-            stage = build_stage(scfg, self._context(handover, data))
+            data = stage_data(self.cfg, stage_cfg, self.samples["train"], self.dist)
+            stage = build_stage(stage_cfg, self._context(handover, data))
             if resumed is not None and index == resumed["loop"]["stage_index"]:
                 stage.load_state_dict(resumed["stage"])
                 restore_rng(resumed["rng"])
-            self._run_stage(stage, scfg, data, state)
+            self._run_stage(stage, stage_cfg, data, state)
             handover = stage.handover()
             del stage
         return handover
@@ -269,20 +269,20 @@ class Trainer:
         )
 
     def _run_stage(
-        self, stage: Stage, scfg: StageConfig, data: StageData, state: LoopState
+        self, stage: Stage, stage_cfg: StageConfig, data: StageData, state: LoopState
     ) -> None:
-        name = scfg.name or f"{state.stage_index}-{scfg.kind}"
-        ipe = data.iters_per_epoch
-        for epoch in range(state.epoch, scfg.epochs):
+        name = stage_cfg.name or f"{state.stage_index}-{stage_cfg.kind}"
+        iters_per_epoch = data.iters_per_epoch
+        for epoch in range(state.epoch, stage_cfg.epochs):
             loader = data.loader(epoch, skip_batches=state.iteration)
             bar = Progress(
-                ipe,
-                f"{name} epoch {epoch + 1}/{scfg.epochs}",
+                iters_per_epoch,
+                f"{name} epoch {epoch + 1}/{stage_cfg.epochs}",
                 initial=state.iteration,
                 enabled=self.cfg.train.progress and self.dist.is_main,
             )
             for batch in loader:
-                progress = epoch + state.iteration / ipe
+                progress = epoch + state.iteration / iters_per_epoch
                 try:
                     logs = stage.training_step(batch, progress)
                 except NonFiniteLossError as err:
@@ -301,7 +301,10 @@ class Trainer:
                 bar.update(
                     1, step=state.global_step, **{k: v for k, v in logs.items() if "loss" in k}
                 )
-                if state.global_step % self.cfg.train.log_every == 0 or state.iteration == ipe:
+                if (
+                    state.global_step % self.cfg.train.log_every == 0
+                    or state.iteration == iters_per_epoch
+                ):
                     self._log(
                         {
                             "event": "train",
@@ -313,40 +316,49 @@ class Trainer:
                         }
                     )
                 every = self.cfg.train.checkpoint_every
-                if every and state.global_step % every == 0 and state.iteration < ipe:
+                if every and state.global_step % every == 0 and state.iteration < iters_per_epoch:
                     self._save_state(stage, state)
                 val_every = self.cfg.train.val_every_steps
-                if val_every and state.global_step % val_every == 0 and state.iteration < ipe:
-                    self._maybe_evaluate(stage, scfg, name, state, mid_epoch=True)
+                if (
+                    val_every
+                    and state.global_step % val_every == 0
+                    and state.iteration < iters_per_epoch
+                ):
+                    self._maybe_evaluate(stage, stage_cfg, name, state, mid_epoch=True)
             bar.close()
             state.epoch, state.iteration = epoch + 1, 0
-            self._maybe_evaluate(stage, scfg, name, state)
-            # Resume point at each epoch end; a stage with scfg.eval_every = k (many short
+            self._maybe_evaluate(stage, stage_cfg, name, state)
+            # Resume point at each epoch end; a stage with stage_cfg.eval_every = k (many short
             # epochs) saves every k epochs and at its end (plus every train.checkpoint_every).
-            k = max(1, scfg.eval_every or 1)
-            if state.epoch % k == 0 or state.epoch == scfg.epochs:
+            k = max(1, stage_cfg.eval_every or 1)
+            if state.epoch % k == 0 or state.epoch == stage_cfg.epochs:
                 self._save_state(stage, state)
 
     def _maybe_evaluate(
-        self, stage: Stage, scfg: StageConfig, name: str, state: LoopState, mid_epoch: bool = False
+        self,
+        stage: Stage,
+        stage_cfg: StageConfig,
+        name: str,
+        state: LoopState,
+        mid_epoch: bool = False,
     ) -> None:
         """Score val at an epoch end (when due) or, with ``mid_epoch``, inside an epoch
         (``train.val_every_steps``); keep the best student of the final stage."""
-        every = max(1, scfg.eval_every or self.cfg.train.eval_every)
+        every = max(1, stage_cfg.eval_every or self.cfg.train.eval_every)
         val_every = self.cfg.train.val_every_steps
         due = (
             mid_epoch
             or state.epoch % every == 0
-            or state.epoch == scfg.epochs
+            or state.epoch == stage_cfg.epochs
             or (val_every > 0 and state.global_step % val_every == 0)
         )
-        if not scfg.evaluate and not mid_epoch and state.epoch == scfg.epochs:
+        if not stage_cfg.evaluate and not mid_epoch and state.epoch == stage_cfg.epochs:
             self._log_leakage(
                 stage,
                 stage.eval_model(),
                 {"stage": name, "epoch": state.epoch - 1, "step": state.global_step},
             )
-        if not (scfg.evaluate and due and self.samples.get("val")):
+        if not (stage_cfg.evaluate and due and self.samples.get("val")):
             return
         model = stage.eval_model()
         # class-name traces at epoch ends only (mid-epoch evaluations are for the curve)
@@ -427,9 +439,11 @@ class Trainer:
 
         if self.dist.is_main:
             size = self.cfg.data.image_size
+            # the preprocessing record, read back by wrel.inference.Predictor and `wrel eval`
+            preprocessing = Preprocessing((size, size), scaling=self.cfg.data.image_scaling)
             metadata = {
                 "method": self.cfg.method,
-                "image_size": [size, size],  # read by wrel.inference.Predictor
+                **preprocessing.to_metadata(),
                 "dataset": {
                     "root": str(self.cfg.data.root),
                     "name": _dataset_label(self.cfg.data),
@@ -438,8 +452,6 @@ class Trainer:
                     "split_seed": self.cfg.data.split_seed,
                     **self._data_summary(),
                 },
-                # the image-reading contract, applied again by wrel.inference.Predictor
-                IMAGE_SCALING_KEY: self.cfg.data.image_scaling.to_dict(),
                 "protocol": self.cfg.train.protocol,
                 "experiment": to_dict(self.cfg),
                 **info,
@@ -652,5 +664,4 @@ def _empty_warnings(shares: dict[str, float | None]) -> list[str]:
 
 
 def _best_info(metadata: dict[str, Any]) -> dict[str, Any]:
-    meta = metadata.get("metadata", metadata)
-    return {k: meta.get(k) for k in ("stage", "epoch", "step", "val")}
+    return {k: metadata.get(k) for k in ("stage", "epoch", "step", "val")}

@@ -182,8 +182,8 @@ def measure_bound(
             echo(f"{rec['name']}: {len(labels)} visited checkpoints from its trace")
         else:
             echo(f"scoring {rec['name']} (best checkpoint only: no trace) on val")
-            la, lw, _ = paired_losses(val_scores, score(val_weak))
-            a, w, labels = [la], [lw], [f"{rec['name']}@best"]
+            loss_accurate, loss_weak, _ = paired_losses(val_scores, score(val_weak))
+            a, w, labels = [loss_accurate], [loss_weak], [f"{rec['name']}@best"]
         acc_losses += a
         weak_losses += w
         names += labels
@@ -210,19 +210,19 @@ def measure_bound(
                 if s.sample_id in weak_ids
             ]  # fmt: skip
             bank = ReferenceBank.load(bank_file, device=device)
-            l_acc = score(accurate)
-            la_b, l_bank, _ = paired_losses(l_acc, score(weak, bank))
-            _, l_cls, _ = paired_losses(l_acc, score(weak))
-            with_bank = estimate_delta(la_b, l_bank, confidence=confidence)
-            plain = estimate_delta(la_b, l_cls, confidence=confidence)
+            records_accurate = score(accurate)
+            loss_accurate, loss_bank, _ = paired_losses(records_accurate, score(weak, bank))
+            _, loss_class_name, _ = paired_losses(records_accurate, score(weak))
+            with_bank = estimate_delta(loss_accurate, loss_bank, confidence=confidence)
+            plain = estimate_delta(loss_accurate, loss_class_name, confidence=confidence)
             bank_rows.append(
                 {
                     "run": rec["name"],
                     "rho": rec["accurate_ratio"],
                     "num_weak": len(weak),
-                    "risk_accurate": float(la_b.mean()),
-                    "risk_class_name": float(l_cls.mean()),
-                    "risk_class_name_bank": float(l_bank.mean()),
+                    "risk_accurate": float(loss_accurate.mean()),
+                    "risk_class_name": float(loss_class_name.mean()),
+                    "risk_class_name_bank": float(loss_bank.mean()),
                     "delta_class_name": plain.delta_hat,
                     "delta_class_name_ci": [plain.lower, plain.upper],
                     "delta_with_bank": with_bank.delta_hat,

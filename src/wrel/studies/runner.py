@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -377,7 +378,7 @@ def run_benchmark(
         done_records[spec.name] = record
         test = record["test"] or {}
         echo(
-            f"    done in {_fmt_s(elapsed) if elapsed == elapsed else 'n/a (resumed)'}: test "
+            f"    done in {'n/a (resumed)' if math.isnan(elapsed) else _fmt_s(elapsed)}: test "
             f"mIoU {test.get('mIoU', float('nan')):.2f}, oIoU {test.get('oIoU', float('nan')):.2f}"
         )
         write_report(out, title=f"wrel bench, profile {profile.name}")
