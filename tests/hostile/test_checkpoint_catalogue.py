@@ -257,16 +257,16 @@ def _rewrite_weights(folder: Path, edit) -> None:
 def test_huge_config_is_refused_before_anything_is_allocated(
     best: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wrel.models
+    import wrel.engine.checkpoint
 
     devices = []
-    original = wrel.models.build_model
+    original = wrel.engine.checkpoint.build_model
 
     def spy(cfg):
         devices.append(torch.get_default_device().type)
         return original(cfg)
 
-    monkeypatch.setattr(wrel.models, "build_model", spy)
+    monkeypatch.setattr(wrel.engine.checkpoint, "build_model", spy)
     _edit_config(best, lambda d: d["model"]["decoder"].update(dim=200000))  # ~2.9 TB of weights
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match="refused before building the model.*decoder"):

@@ -1,4 +1,4 @@
-"""Build :class:`~wrel.data.dataset.Sample` lists from a refer-format data set, with checks.
+"""Build :class:`~wrel.data.samples.Sample` lists from a refer-format data set, with checks.
 
 Every problem is reported with the file it comes from and how to fix it: an unknown split, a
 ref whose annotation, image or category is missing, a ref whose annotation belongs to another

@@ -1,1 +1,2 @@
-"""`wrel bench`: the WREL result table (methods x accurate ratios x seeds), its report and plots."""
+"""Studies built on training runs: ``wrel bench`` (profiles, runner, report, plateau check),
+the scoring behind ``wrel bound`` (bound, scoring) and ``wrel bank decode`` (bank_decode)."""
