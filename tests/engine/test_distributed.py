@@ -67,6 +67,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 15-40 s each: two gloo processes train side by side
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_two_rank_gloo_matches_single_process(
     tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str], batch_norm: bool
