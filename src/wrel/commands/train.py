@@ -7,8 +7,7 @@ import json
 import logging
 
 from wrel.commands import add_set_argument
-from wrel.data.splits import apply_split_file
-from wrel.engine.experiment import DataConfig, build_experiment
+from wrel.engine.experiment import DataConfig, apply_split_file, build_experiment
 from wrel.engine.trainer import train
 from wrel.methods.base import NonFiniteLossError
 

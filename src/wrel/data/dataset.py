@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ from wrel.data.image_reading import ImageScaling, read_image
 from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.data.refer_samples import refer_samples
 from wrel.data.refsegrs import load_refsegrs_samples
-from wrel.data.samples import Sample, class_name_view
-from wrel.data.splits import select_weak_ids
+from wrel.data.samples import Sample, class_name_view, mark_weak
+from wrel.data.splits import WeakSplit
 from wrel.data.transforms import (
     apply_cutout,
     check_cutout,
@@ -95,36 +94,17 @@ def load_samples(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist; check --data")
-    if split_file is not None and accurate_ratio is not None:
-        raise ValueError(
-            f"pass either split_file ({split_file}) or accurate_ratio ({accurate_ratio}), not "
-            "both: a split file fixes which expressions are weak, so it carries its own ratio "
-            "(load it with accurate_ratio=None)"
-        )
-    ratio = accurate_ratio if split == "train" else None
+    weak = WeakSplit.resolve(accurate_ratio, split_file, seed).for_split(split)
     if (root / f"output_phrase_{split}.txt").is_file() and name is None:
-        if split_file is not None:
+        if weak.kind == "file":
             raise ValueError("split_file applies to the refer layout, not to RefSegRS folders")
         samples = load_refsegrs_samples(root, split, check_files=check_files)
-        return _apply_ratio(samples, ratio, seed)
+        # strata: the category names, numbered in sorted order (the layout has no ids)
+        ids = {c: i for i, c in enumerate(sorted({s.category for s in samples}))}
+        return mark_weak(samples, weak.weak_ids((s.sample_id, ids[s.category]) for s in samples))
 
-    return refer_samples(root, _dataset_name(root, name), split, ratio, seed, split_file,
-                         check_files=check_files,
+    return refer_samples(root, _dataset_name(root, name), split, weak, check_files=check_files,
                          allow_outside_root=allow_outside_root)  # fmt: skip
-
-
-def _apply_ratio(samples: list[Sample], ratio: float | None, seed: int) -> list[Sample]:
-
-    if ratio is None or not samples:
-        return samples
-    ids = {c: i for i, c in enumerate(sorted({s.category for s in samples}))}
-    refs = [
-        {"ref_id": s.sample_id, "category_id": ids[s.category], "split": "train"} for s in samples
-    ]
-    weak = select_weak_ids(refs, ratio, seed)
-    return [
-        replace(s, text=s.category, quality="weak") if s.sample_id in weak else s for s in samples
-    ]
 
 
 class RefSegDataset(Dataset[dict[str, Any]]):

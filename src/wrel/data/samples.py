@@ -16,7 +16,7 @@ import numpy as np
 
 from wrel.data.images import decode_segmentation, read_mask_file
 
-__all__ = ["Sample", "class_name_view"]
+__all__ = ["Sample", "class_name_view", "mark_weak"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,13 @@ class Sample:
 def class_name_view(samples: Sequence[Sample]) -> list[Sample]:
     """The same samples with the class name, verbatim, as their only text (a weak view)."""
     return [replace(s, text=s.category, quality="weak") for s in samples]
+
+
+def mark_weak(samples: Sequence[Sample], weak_ids: set[int]) -> list[Sample]:
+    """The samples with those in ``weak_ids`` turned weak: the class name is their only text."""
+    if not weak_ids:
+        return list(samples)
+    return [
+        replace(s, text=s.category, quality="weak") if s.sample_id in weak_ids else s
+        for s in samples
+    ]

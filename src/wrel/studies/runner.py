@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from wrel.core.config_io import from_dict, to_dict
-from wrel.data.splits import apply_split_file
 from wrel.data.synth import generate_benchmark
 from wrel.data.synth.config import SynthConfig
-from wrel.engine.experiment import build_experiment
+from wrel.engine.experiment import apply_split_file, build_experiment
 from wrel.engine.state import find_resume_dir
 from wrel.engine.trainer import TRACE_FILE, train
 from wrel.studies.plateau import plateau_check, plateau_table
@@ -130,7 +129,7 @@ def build_run_config(
     The seed sets both the training seed and the weak-split seed, so the seed spread covers
     which expressions are accurate as well as initialisation and data order. With
     ``split_file`` (a weak-split file) the split is taken as-is and the accurate ratio is the
-    file's (:func:`wrel.data.splits.apply_split_file`); Full, the all-accurate reference, reads
+    file's (:func:`wrel.engine.experiment.apply_split_file`); Full, the all-accurate reference, reads
     the data set's own refs file.
     """
 
