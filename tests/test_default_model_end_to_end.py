@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 
+@pytest.mark.slow  # ~20 s: the real EfficientNet-Lite0 + MiniLM trains, exports and predicts
 def test_default_model_trains_exports_reloads_and_predicts(
     tmp_path: Path, tiny_bench: Path
 ) -> None:
