@@ -37,8 +37,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
@@ -101,21 +101,21 @@ def wrel_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
     return found
 
 
-def _modules() -> list[Path]:
-    return sorted(PACKAGE.rglob("*.py"))
+def _modules(src: Path = SRC) -> list[Path]:
+    return sorted((src / "wrel").rglob("*.py"))
 
 
-def _problems() -> list[str]:
+def _problems(src: Path = SRC) -> list[str]:
     problems = []
-    for path in _modules():
-        name = module_name(path)
+    for path in _modules(src):
+        name = module_name(path, src)
         own = layer_of(name)
         text = path.read_text(encoding="utf-8")
         lines = text.splitlines()
         tree = ast.parse(text, filename=str(path))
         starts = import_block_starts(tree)
         for target, lineno, in_function in wrel_imports(tree):
-            where = f"{path.relative_to(SRC)}:{lineno}"
+            where = f"{path.relative_to(src)}:{lineno}"
             theirs = layer_of(target)
             if theirs > own:
                 problems.append(
@@ -193,3 +193,60 @@ def test_architecture_doc_matches_the_tree() -> None:
     assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
     for name, _ in LAYERS:
         assert re.search(rf"^ {name}\s", doc, re.M), f"the layer picture lacks layer {name!r}"
+
+
+#: Pairs of packages that never meet although the layer order would allow it (docs/architecture.md).
+APART = [
+    ("wrel.models", "wrel.data"),
+    ("wrel.evaluation", "wrel.methods"),
+    ("wrel.evaluation", "wrel.models"),
+    ("wrel.theory", "wrel.data"),
+    ("wrel.theory", "wrel.models"),
+    ("wrel.theory", "wrel.methods"),
+    ("wrel.theory", "wrel.evaluation"),
+    ("wrel.theory", "wrel.core"),
+]
+
+
+def _imports_of(package: str) -> list[tuple[str, str]]:
+    """``(module, imported)`` for every import, wrel or not, of the modules of ``package``."""
+    out = []
+    for path in _modules():
+        name = module_name(path)
+        if name != package and not name.startswith(package + "."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                out += [(name, alias.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                out.append((name, node.module))
+    return out
+
+
+def test_packages_that_stay_apart() -> None:
+    found = [
+        f"{module} imports {target}"
+        for lower, other in APART
+        for module, target in _imports_of(lower)
+        if target == other or target.startswith(other + ".")
+    ]
+    assert not found, found
+
+
+def test_theory_is_pure_numpy() -> None:
+    third_party = {t.split(".")[0] for _, t in _imports_of("wrel.theory")} - {"wrel"}
+    assert third_party <= {"__future__", "math", "collections", "dataclasses", "typing", "numpy"}
+
+
+def test_the_checker_reports_upward_and_hidden_imports(tmp_path: Path) -> None:
+    data = tmp_path / "wrel" / "data"
+    data.mkdir(parents=True)
+    (data / "up.py").write_text("from wrel.engine.trainer import train\n")
+    (data / "hidden.py").write_text("def f():\n    from wrel.data.up import train\n")
+    (data / "cycle.py").write_text(
+        "def f():\n    # cycle: wrel.data.cycle <-> wrel.data.up\n    from wrel.data import up\n"
+    )
+    problems = _problems(tmp_path)
+    assert len(problems) == 2, problems
+    assert "wrel/data/up.py:1" in problems[1] and "a higher layer" in problems[1]
+    assert "wrel/data/hidden.py:2" in problems[0] and "inside a function" in problems[0]
