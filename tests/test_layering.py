@@ -5,7 +5,8 @@ picture are in docs/architecture.md). A module may import a module of its own la
 lower one. A ``wrel`` import inside a function is allowed only with a comment on that line (or
 the line above it or above its run of consecutive imports) naming the import cycle it breaks:
 ``# cycle: <module> <-> <module>`` (a cycle is only possible within a layer). There is none
-today: ``wrel --help`` loads torch anyway, and the whole library adds about 0.1 s to that.
+today. Lazy imports for a fast ``wrel --help`` are not needed: building the parser loads torch
+anyway, and importing the whole library adds about 0.1 s to that.
 
 Third-party imports inside functions (torch, matplotlib, rasterio, ...) are not checked.
 """
