@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test test-slow venv lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,14 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m wrel demo
 
+# The default suite leaves out tests marked slow (pyproject.toml addopts: -m 'not slow').
 test: venv
 	bash scripts/install_browser.sh || echo "browser tests will be skipped"
 	$(PY) -m pytest
+
+# Only the slow tests (real training runs, large images); CI runs them after `make test`.
+test-slow: venv
+	$(PY) -m pytest -m slow
 
 lint: venv
 	$(VENV)/bin/ruff check src tests

@@ -10,7 +10,7 @@ reports on those samples:
 - mIoU with class name + bank, with the class name alone and with the true expression (the
   leakage monitor's three scores, ``wrel.engine.leakage``); ``gap`` = bank - expression;
 - for banks whose prompts are words: how often a prompt word names an attribute the class name
-  left out (``wrel.methods.bank_decode.score_recovery`` against the generator's attributes).
+  left out (``wrel.studies.bank_decode.score_recovery`` against the generator's attributes).
 
 It chooses nothing by itself and reads no val or test sample: it shows how far each variant's
 bank moves towards a per-sample key, at which step size, before a full training run is spent on
@@ -74,12 +74,12 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any], float]:
 
 
 def main() -> int:
-    from wrel.config import from_dict
+    from wrel.core.config_io import from_dict
     from wrel.engine.checkpoint import load_model
+    from wrel.engine.experiment import ExperimentConfig
     from wrel.engine.leakage import leakage_subset, original_expressions
     from wrel.engine.loaders import eval_loader, load_split_samples
     from wrel.engine.validation import evaluate_model
-    from wrel.experiment import ExperimentConfig
     from wrel.methods.bank import ReferenceBank, word_embedding_table
     from wrel.methods.base import PreparedBatch
     from wrel.methods.lrb import bank_update
@@ -187,10 +187,10 @@ def main() -> int:
 def _decoder(run: Path, checkpoint: str, cfg: Any) -> Any:
     """bank -> {"recovery", "chance"}: whether a prompt's nearest word (k = 1) names an
     attribute the class name left out (any kind), and the chance rate of random words from the
-    same vocabulary (``wrel.methods.bank_decode``)."""
+    same vocabulary (``wrel.studies.bank_decode``)."""
     import tempfile
 
-    from wrel.methods.bank_decode import decode_bank
+    from wrel.studies.bank_decode import decode_bank
 
     def decode(bank: Any) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from wrel.config import apply_overrides
+from wrel.core.config_io import apply_overrides
 from wrel.models import ModelConfig, build_model
 
 TEXT = "the small white vehicle parked on the left of the road"

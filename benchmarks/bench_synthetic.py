@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wrel.data.synthetic import SynthConfig, generate_benchmark
+from wrel.data.synth import SynthConfig, generate_benchmark
 
 
 def main() -> int:

@@ -33,13 +33,13 @@ from typing import Any
 
 import torch
 
-from wrel.benchmark.profiles import get_profile
-from wrel.engine.distributed import DistInfo
+from wrel.core.distributed import DistInfo
+from wrel.engine.experiment import build_experiment
 from wrel.engine.loaders import load_split_samples, stage_data
 from wrel.engine.stages import build_stage
-from wrel.experiment import build_experiment
 from wrel.methods.base import StageContext
 from wrel.models import build_model
+from wrel.studies.profiles import get_profile
 
 
 def _variant(text: str) -> tuple[str, list[str]]:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     profile = get_profile(args.profile)
     data = args.data
     if data is None or not Path(data).exists():
-        from wrel.data.synthetic import SynthConfig, generate_benchmark
+        from wrel.data.synth import SynthConfig, generate_benchmark
 
         data = data or tempfile.mkdtemp(prefix="wrel-throughput-")
         synth = {**profile.synth, "num_train": 256, "num_val": 0, "num_test": 0}

@@ -18,9 +18,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("check_gpu: no CUDA device is available; run this on a GPU machine", file=sys.stderr)
         return 2
-    from wrel.data.synthetic import SynthConfig, generate_benchmark
+    from wrel.data.synth import SynthConfig, generate_benchmark
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wrel.benchmark.runner import load_records
+from wrel.studies.runner import load_records
 
 
 def main() -> int:

@@ -53,7 +53,7 @@ def write_random_bert_base(folder: Path) -> Path:
 def paper_experiment(bert_folder: Path, data_root: str = "unused", dry_run: bool = False) -> Any:
     """The ``lrb-paper`` experiment with configs/paper_rrsisd.yaml, random weights everywhere;
     ``dry_run``: tiny random parts at 64 px instead of Swin-B / BERT-base at 480 px."""
-    from wrel.experiment import build_experiment
+    from wrel.engine.experiment import build_experiment
 
     sets = [
         f"data.root={data_root}",

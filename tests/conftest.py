@@ -29,7 +29,10 @@ def _torch_threads() -> None:
         import torch
     except ImportError:  # pragma: no cover
         return
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # One intra-op thread: the tests' models are tiny, so a second thread only adds
+    # synchronisation, and its spin-waiting slows the suite several times over on a busy machine.
+    # (Before the slow marks, the two-rank gloo test set this for the rest of the run.)
+    torch.set_num_threads(1)
 
 
 #: ``--set`` overrides that swap the default pretrained towers for tiny random ones.
@@ -48,8 +51,8 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Returns the data root (the folder holding ``synthetic/``).
     """
+    from wrel.data.synth import generate_benchmark
     from wrel.data.synth.config import SynthConfig
-    from wrel.data.synthetic import generate_benchmark
 
     root = tmp_path_factory.mktemp("tiny_bench")
     cfg = SynthConfig(image_size=32, num_train=8, num_val=2, num_test=2, refs_per_image=2)

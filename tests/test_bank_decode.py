@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from wrel.engine.leakage import leakage_subset
-from wrel.methods.bank_decode import KINDS, chance_of_hit, score_recovery
+from wrel.studies.bank_decode import KINDS, chance_of_hit, score_recovery
 
 NUM_PROMPTS = 4
 LEAK_SAMPLES = 5
@@ -20,8 +20,8 @@ LEAK_SAMPLES = 5
 
 @pytest.fixture(scope="module")
 def lrb_run(tmp_path_factory: pytest.TempPathFactory, tiny_bench: Path, tiny_model_sets) -> Path:
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
 
     out = tmp_path_factory.mktemp("lrb_runs")
     sets = [
@@ -79,8 +79,8 @@ def test_leakage_subset_is_fixed_weak_and_paired() -> None:
 
 
 def test_leakage_curve_reaches_the_run_record_and_the_plot(lrb_run: Path, tmp_path: Path) -> None:
-    from wrel.benchmark.report import leakage_curves, plot_leakage
-    from wrel.benchmark.runner import _curve
+    from wrel.studies.report import leakage_curves, plot_leakage
+    from wrel.studies.runner import _curve
 
     record = {"name": "tiny-lrb", "method": "lrb", "accurate_ratio": 0.1, "seed": 0}
     record["curve"] = _curve(lrb_run)
@@ -128,7 +128,7 @@ def test_decode_vocab_bank_lists_mixtures_within_its_vocabulary(
 ) -> None:
     from wrel.engine.checkpoint import load_model
     from wrel.methods.bank import BankConfig, ReferenceBank
-    from wrel.methods.bank_decode import decode_bank
+    from wrel.studies.bank_decode import decode_bank
 
     run = tmp_path / "run"
     shutil.copytree(lrb_run, run)
@@ -167,7 +167,7 @@ def test_score_recovery_hits_and_exact_chance() -> None:
 
 
 def test_decode_refuses_a_run_without_bank(tmp_path: Path) -> None:
-    from wrel.methods.bank_decode import decode_bank
+    from wrel.studies.bank_decode import decode_bank
 
     with pytest.raises(FileNotFoundError, match="bank.safetensors"):
         decode_bank(tmp_path)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wrel.benchmark.profiles import PROFILES, Profile, get_profile
-from wrel.benchmark.report import gap_closed, wall_time_table
-from wrel.benchmark.runner import (
+from wrel.studies.profiles import PROFILES, Profile, get_profile
+from wrel.studies.report import gap_closed, wall_time_table
+from wrel.studies.runner import (
     RunSpec,
     build_run_config,
     ensure_benchmark_data,
@@ -194,7 +194,7 @@ def test_bound_command_on_tiny_runs(tiny_runs: Path, tiny_bench: Path, capsys) -
 
 
 def test_bound_without_traces_uses_best_checkpoints(tiny_runs: Path, tiny_bench: Path) -> None:
-    from wrel.theory.empirical import load_traces, measure_bound
+    from wrel.studies.bound import load_traces, measure_bound
 
     records = load_records(tiny_runs)
     traces = load_traces(tiny_runs, [r["name"] for r in records])
@@ -229,7 +229,7 @@ def test_bench_epochs_option_replaces_profile_epochs(capsys) -> None:
 
 
 def test_bound_names_a_missing_run_folder(tiny_runs: Path, tiny_bench: Path) -> None:
-    from wrel.theory.empirical import load_traces, measure_bound
+    from wrel.studies.bound import load_traces, measure_bound
 
     records = [
         {**r, "run_dir": str(tiny_runs / "gone" / r["name"])} for r in load_records(tiny_runs)
@@ -264,7 +264,7 @@ def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> 
 
 
 def test_paper_recipe_on_the_cpu_profile_scales_to_its_stage_lengths(tmp_path: Path) -> None:
-    from wrel.experiment import PAPER_BANK_LR, PAPER_STAGE_EPOCHS
+    from wrel.engine.experiment import PAPER_BANK_LR, PAPER_STAGE_EPOCHS
 
     profile = PROFILES["full"]
     cfg = build_run_config(profile, RunSpec("lrb-paper", 0.1, 0), tmp_path, tmp_path / "r")
@@ -319,7 +319,7 @@ def test_word_bank_method_is_the_paper_recipe_with_a_bank_of_words(tmp_path: Pat
 
 
 def test_paired_table_pairs_seeds_and_compares_with_the_seed_spread() -> None:
-    from wrel.benchmark.report import paired_table
+    from wrel.studies.report import paired_table
 
     def rec(method: str, seed: int, miou: float) -> dict:
         return {"method": method, "accurate_ratio": 0.1, "seed": seed, "test": {"mIoU": miou}}
@@ -372,7 +372,7 @@ def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) ->
 
 def test_train_accepts_every_method_preset() -> None:
     from wrel.commands.train import METHODS
-    from wrel.experiment import METHOD_PRESETS
+    from wrel.engine.experiment import METHOD_PRESETS
 
     assert sorted(METHODS) == sorted(METHOD_PRESETS)
     assert "lrb-paper" in METHODS

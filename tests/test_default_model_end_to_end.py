@@ -7,17 +7,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 
+@pytest.mark.slow  # ~20 s: the real EfficientNet-Lite0 + MiniLM trains, exports and predicts
 def test_default_model_trains_exports_reloads_and_predicts(
     tmp_path: Path, tiny_bench: Path
 ) -> None:
     from wrel.cli import main
     from wrel.engine.checkpoint import load_model
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
     from wrel.models import ModelConfig, build_model
 
     cfg = build_experiment(

@@ -11,17 +11,10 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from wrel.geo import (
-    GeoRaster,
-    compute_stretch,
-    mask_to_geojson,
-    select_bands,
-    to_rgb8,
-    write_geojson,
-    write_mask_geotiff,
-)
-from wrel.inference.images import decode_picture, open_image
-from wrel.tiling import Tile
+from wrel.data.rasters import GeoRaster, compute_stretch, select_bands, to_rgb8
+from wrel.inference.geo import mask_to_geojson, write_geojson, write_mask_geotiff
+from wrel.inference.inputs import decode_picture, open_image
+from wrel.inference.tiling import Tile
 
 CRS_UTM = CRS.from_epsg(32633)
 TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4600000.0)  # 0.5 m pixels
@@ -197,7 +190,7 @@ def test_compute_stretch_with_valid_mask() -> None:
 
 
 def test_declared_size_is_capped_before_reading(tmp_path: Path, tif16: Path) -> None:
-    from wrel.geo import check_pixel_count
+    from wrel.data.rasters import check_pixel_count
 
     with pytest.raises(ValueError, match=r"48 x 40 = 1,920 pixels, over the limit of 1,000"):
         GeoRaster(tif16, max_pixels=1000)
@@ -210,7 +203,7 @@ def test_declared_size_is_capped_before_reading(tmp_path: Path, tif16: Path) -> 
 
 
 def test_writers_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import wrel.geo
+    import wrel.inference.geo
 
     mask = np.zeros((8, 8), bool)
     mask[2:5, 2:5] = True
@@ -221,11 +214,11 @@ def test_writers_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     def broken_dumps(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(wrel.geo.json, "dumps", broken_dumps)
+    monkeypatch.setattr(wrel.inference.geo.json, "dumps", broken_dumps)
     with pytest.raises(OSError, match="No space"):
         write_geojson(gj, ~mask)
     monkeypatch.undo()
-    monkeypatch.setattr(wrel.geo, "_write_mask_geotiff", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(wrel.inference.geo, "_write_mask_geotiff", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         write_mask_geotiff(tif, ~mask)
     assert {p: p.read_bytes() for p in (tif, gj)} == before
@@ -233,7 +226,7 @@ def test_writers_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_check_output_paths(tmp_path: Path) -> None:
-    from wrel.outfiles import check_output_paths
+    from wrel.core.outfiles import check_output_paths
 
     src = tmp_path / "in.tif"
     src.write_bytes(b"x")

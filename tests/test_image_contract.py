@@ -96,9 +96,9 @@ def test_predict_feeds_the_model_what_training_did(
     """Train a tiny model on 16-bit single-band images; the predictor's model input for an
     image equals the trainer's loader tensor for it."""
     from wrel.data.dataset import load_samples
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.loaders import eval_loader
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
     from wrel.inference import Predictor
 
     data = tmp_path / "data"
@@ -145,8 +145,8 @@ def test_predict_warns_on_empty_masks_and_legacy_checkpoints(
     tmp_path: Path, tiny_model_sets: list[str], capsys, caplog
 ) -> None:
     from wrel.cli import main
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
     from wrel.inference import Predictor
 
     data = tmp_path / "data"

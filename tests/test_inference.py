@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.inference import Predictor, PredictorConfig, image_size_from_metadata
 
 
@@ -132,13 +133,13 @@ def test_config_validation_and_metadata_size() -> None:
         Predictor(BrightnessModel()).predict(scene(8, 8, (0, 0, 2, 2)), "x", mode="big")  # type: ignore[arg-type]
     assert image_size_from_metadata({"image_size": [96, 64]}) == (96, 64)
     assert image_size_from_metadata({"experiment": {"data": {"image_size": 48}}}) == (48, 48)
-    assert image_size_from_metadata({}) == (128, 128)
+    assert image_size_from_metadata({}) == (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE) == (64, 64)
 
 
 def test_tiled_geotiff_reads_only_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import rasterio
 
-    from wrel.geo import GeoRaster
+    from wrel.data.rasters import GeoRaster
 
     img = scene(130, 170, (60, 70, 80, 100))
     profile = {"driver": "GTiff", "height": 130, "width": 170, "count": 3, "dtype": "uint8"}

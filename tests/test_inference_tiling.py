@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wrel.tiling import RowStitcher, blend_weights, tile_grid, tile_starts
+from wrel.inference.tiling import RowStitcher, blend_weights, tile_grid, tile_starts
 
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(100, 32, 8), (64, 64, 16), (20, 32, 4)])

@@ -96,9 +96,9 @@ def test_split_file_errors(tmp_path: Path, tiny_model_sets: list[str], capsys) -
 
 
 def test_bench_and_bound_take_the_ratio_from_the_file(tmp_path: Path, capsys) -> None:
-    from wrel.benchmark.profiles import get_profile
-    from wrel.benchmark.runner import RunSpec, build_run_config
-    from wrel.theory.empirical import _rho, _train_split
+    from wrel.studies.bound import _rho, _train_split
+    from wrel.studies.profiles import get_profile
+    from wrel.studies.runner import RunSpec, build_run_config
 
     data = tmp_path / "data"
     make_refer(data, num_images=12)

@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from wrel.evaluation.per_sample import losses_from_counts, paired_losses
 from wrel.theory import (
     bound_table,
     bound_terms,
     estimate_delta,
     finite_class_eps,
     fit_eps,
-    losses_from_counts,
-    paired_losses,
     rademacher_eps,
 )
 

@@ -399,9 +399,7 @@ def test_cli_flags_become_limits() -> None:
 def test_load_examples_prefers_accurate_test_samples(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sys
-    import types
-
+    import wrel.web.server
     from wrel.web.server import load_examples
 
     def fake_load_samples(root, split, **kwargs):  # stands in for wrel.data.dataset
@@ -418,9 +416,7 @@ def test_load_examples_prefers_accurate_test_samples(
             for i in range(6)
         ]
 
-    module = types.ModuleType("wrel.data.dataset")
-    module.load_samples = fake_load_samples  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "wrel.data.dataset", module)
+    monkeypatch.setattr(wrel.web.server, "load_samples", fake_load_samples)
     examples = load_examples(tmp_path, limit=2)
     assert [(e.example_id, e.text) for e in examples] == [("0", "t0"), ("2", "t2")]
     with pytest.raises(FileNotFoundError, match="generate the benchmark"):

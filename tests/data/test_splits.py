@@ -36,14 +36,18 @@ def _refs(counts: dict[int, int], split: str = "train", start: int = 0) -> list[
     return refs
 
 
+def _members(refs: list[dict], split: str = "train") -> list[tuple[int, int]]:
+    return [(r["ref_id"], r["category_id"]) for r in refs if r["split"] == split]
+
+
 def test_algorithm_counts_and_budget():
     refs = _refs({1: 50, 2: 30, 3: 15, 4: 4, 5: 1}) + _refs({1: 9}, split="val", start=1000)
-    weak = select_weak_ids(refs, accurate_ratio=0.1, seed=0)
+    weak = select_weak_ids(_members(refs), accurate_ratio=0.1, seed=0)
     per_cat = Counter(r["category_id"] for r in refs if r["ref_id"] in weak)
     # r = 0.9, budget int(100 * 0.9) = 90; n = min(max(1, int(0.9 * count)), budget, count)
     assert per_cat == {1: 45, 2: 27, 3: 13, 4: 3, 5: 1}
     assert all(r["split"] == "train" for r in refs if r["ref_id"] in weak)
-    tight = select_weak_ids(_refs({1: 3, 2: 3, 3: 3}), accurate_ratio=0.8, seed=0)
+    tight = select_weak_ids(_members(_refs({1: 3, 2: 3, 3: 3})), accurate_ratio=0.8, seed=0)
     assert len(tight) == int(9 * 0.2) == 1  # budget reached after the first category
 
 
@@ -68,11 +72,11 @@ def test_deterministic_and_pure():
 def test_bad_arguments():
     refs = _refs({1: 4})
     with pytest.raises(ValueError, match="accurate_ratio"):
-        select_weak_ids(refs, 1.5)
+        select_weak_ids(_members(refs), 1.5)
     with pytest.raises(ValueError, match="no class name for category_id 1"):
         build_weak_split(refs, {2: "ship"}, 0.0)
-    assert select_weak_ids(refs, 1.0) == set()
-    assert len(select_weak_ids(refs, 0.0)) == 4
+    assert select_weak_ids(_members(refs), 1.0) == set()
+    assert len(select_weak_ids(_members(refs), 0.0)) == 4
 
 
 def _restore(refs: list[dict]) -> list[dict]:
@@ -117,3 +121,21 @@ def test_cli_split_and_published(tmp_path, capsys):
     assert main(["data", "split", "--published", str(out)]) == 0
     assert "weak train refs" in capsys.readouterr().out
     assert main(["data", "split", "--data", str(tmp_path)]) == 2
+
+
+def test_weak_split_spec_resolves_once(tmp_path) -> None:
+    from wrel.data.splits import WeakSplit
+
+    assert WeakSplit.resolve(None, None).kind == "as-is"
+    ratio = WeakSplit.resolve(0.3, None, seed=4)
+    assert (ratio.kind, ratio.accurate_ratio, ratio.seed) == ("ratio", 0.3, 4)
+    assert ratio.for_split("train") is ratio and ratio.for_split("val").kind == "as-is"
+    file = WeakSplit.resolve(None, tmp_path / "refs.p")
+    assert file.kind == "file" and file.for_split("val") is file
+    assert file.weak_ids([(1, 1), (2, 1)]) == set()  # a file keeps its own marks
+    members = _members(_refs({1: 20, 2: 10}))
+    assert ratio.weak_ids(members) == select_weak_ids(members, 0.3, 4)
+    with pytest.raises(ValueError, match="either split_file"):
+        WeakSplit.resolve(0.1, tmp_path / "refs.p")
+    with pytest.raises(ValueError, match="accurate_ratio must be in"):
+        WeakSplit.resolve(1.5, None)

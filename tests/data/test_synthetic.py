@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from wrel.config import from_dict
+from wrel.core.config_io import from_dict
 from wrel.data.refer import load_refs
+from wrel.data.synth import RRSISD_CATEGORY_IDS, SynthConfig, generate_benchmark
 from wrel.data.synth.geometry import Instance, singles_out
 from wrel.data.synth.stats import benchmark_stats
-from wrel.data.synthetic import RRSISD_CATEGORY_IDS, SynthConfig, generate_benchmark
 
 # two refs per image and unscaled objects: the non-default knobs keep their coverage
 TINY = {"image_size": 64, "num_train": 24, "num_val": 4, "num_test": 4, "seed": 7,

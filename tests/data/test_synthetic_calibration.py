@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from wrel.data.synth import generate_benchmark
 from wrel.data.synth.config import SynthConfig
 from wrel.data.synth.stats import LEGIBLE_PIXELS, benchmark_stats, read_benchmark, target_areas
-from wrel.data.synthetic import generate_benchmark
 
 # the default settings, fewer images (the thresholds are checked on a small render)
 SMALL = {"num_train": 150, "num_val": 0, "num_test": 0}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from wrel.commands.data_synth import add_subcommands
 from wrel.data.preview import render_preview
-from wrel.data.synthetic_cli import add_subcommands
 
 SMALL = [
     "--set",

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 
 def _cfg(out: Path, name: str, data: Path, model_sets: list[str]):
-    from wrel.experiment import build_experiment
+    from wrel.engine.experiment import build_experiment
 
     sets = [
         f"train.output_dir={out}",
@@ -67,6 +67,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 15-40 s each: two gloo processes train side by side
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_two_rank_gloo_matches_single_process(
     tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str], batch_norm: bool

@@ -36,8 +36,8 @@ def test_empty_warnings() -> None:
 
 def test_run_files_carry_times_paths_and_signals(tmp_path: Path, tiny_bench: Path,
                                                  tiny_model_sets: list[str], caplog) -> None:  # fmt: skip
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
 
     cfg = build_experiment(
         "naive",

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -43,6 +44,7 @@ def _cmd(tmp: Path, data: Path, model_sets: list[str], name: str, *extra: str) -
     ]
 
 
+@pytest.mark.slow  # ~40 s under load: two training subprocesses and a kill
 def test_sigkill_then_resume_matches(tmp_path: Path, tiny_bench: Path, tiny_model_sets) -> None:
     from wrel.engine.state import load_resume_state
 

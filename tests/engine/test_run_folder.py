@@ -130,8 +130,8 @@ def test_run_folder_card_and_keep_previous_option(
     """Two tiny training runs: the default keeps last.prev, the option only last; the model
     card of checkpoints/best names data set, split, counts, method, preprocessing and the val
     and test metrics, and its checksums stay valid after the test metrics are added."""
+    from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
-    from wrel.experiment import build_experiment
 
     def run(name: str, *extra: str) -> tuple[dict, Path]:
         cfg = build_experiment(

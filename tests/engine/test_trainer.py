@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wrel.experiment import build_experiment
+from wrel.engine.experiment import build_experiment
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from wrel.engine.checkpoint import (
     save_model,
     save_tensors,
 )
+from wrel.engine.experiment import build_experiment
 from wrel.engine.state import load_resume_state, read_resume_state, save_resume_state
-from wrel.experiment import build_experiment
 from wrel.models import ModelConfig, build_model
 
 
@@ -257,16 +257,16 @@ def _rewrite_weights(folder: Path, edit) -> None:
 def test_huge_config_is_refused_before_anything_is_allocated(
     best: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wrel.models
+    import wrel.engine.checkpoint
 
     devices = []
-    original = wrel.models.build_model
+    original = wrel.engine.checkpoint.build_model
 
     def spy(cfg):
         devices.append(torch.get_default_device().type)
         return original(cfg)
 
-    monkeypatch.setattr(wrel.models, "build_model", spy)
+    monkeypatch.setattr(wrel.engine.checkpoint, "build_model", spy)
     _edit_config(best, lambda d: d["model"]["decoder"].update(dim=200000))  # ~2.9 TB of weights
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match="refused before building the model.*decoder"):
@@ -397,7 +397,7 @@ def make_cfg(tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str]):
 
 def _killed_in_first_save(run: Path, cfg, pid: int) -> Path:
     """The run folder a SIGKILL during the first checkpoint write leaves behind."""
-    from wrel.config import dumps
+    from wrel.core.config_io import dumps
 
     tmp = run / "checkpoints" / f".last.tmp-{pid}"
     tmp.mkdir(parents=True)
@@ -493,7 +493,7 @@ def test_resume_from_prev_then_first_save_sets_the_damaged_last_aside(
 ) -> None:
     from types import SimpleNamespace
 
-    from wrel.config import dumps
+    from wrel.core.config_io import dumps
     from wrel.engine.trainer import LoopState, Trainer
 
     cfg = make_cfg()
@@ -523,7 +523,7 @@ def test_resume_from_prev_then_first_save_sets_the_damaged_last_aside(
 
 
 def test_resume_state_of_another_layout_is_named(make_cfg) -> None:
-    from wrel.config import dumps
+    from wrel.core.config_io import dumps
     from wrel.engine.trainer import Trainer
 
     cfg = make_cfg()

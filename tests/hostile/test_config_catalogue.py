@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from wrel.cli import main
-from wrel.config import load_yaml, parse_assignment
-from wrel.engine.distributed import resolve_device
-from wrel.experiment import build_experiment, check_run_name, validate_experiment
+from wrel.core.config_io import load_yaml, parse_assignment
+from wrel.core.distributed import resolve_device
+from wrel.engine.experiment import build_experiment, check_run_name, validate_experiment
 
 #: (method, --set overrides, pattern of the error)
 BAD_CONFIGS = {
@@ -271,9 +271,9 @@ def test_cli_runtime_errors_are_one_line(
     code: int,
     pattern: str,
 ) -> None:
-    import wrel.engine.trainer
+    import wrel.commands.train
 
-    monkeypatch.setattr(wrel.engine.trainer, "train", _raising(error))
+    monkeypatch.setattr(wrel.commands.train, "train", _raising(error))
     got, err = _run(capsys, "train", "--method", "naive")
     assert got == code and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("wrel: ") and pattern in err
@@ -282,12 +282,12 @@ def test_cli_runtime_errors_are_one_line(
 def test_cli_full_disk_is_a_fault_naming_the_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    import wrel.engine.trainer
+    import wrel.commands.train
     from wrel.engine.checkpoint import CheckpointWriteError
 
     folder = tmp_path / "runs" / "naive" / "checkpoints" / "last"
     fault = CheckpointWriteError(folder, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
-    monkeypatch.setattr(wrel.engine.trainer, "train", _raising(fault))
+    monkeypatch.setattr(wrel.commands.train, "train", _raising(fault))
     code, err = _run(capsys, "train", "--method", "naive")
     assert code == 1 and err.count("\n") == 1
     assert f"wrel: error: cannot write checkpoint {folder}: No space left on device" in err
@@ -296,8 +296,8 @@ def test_cli_full_disk_is_a_fault_naming_the_folder(
 def test_cli_unexpected_exceptions_keep_their_traceback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import wrel.engine.trainer
+    import wrel.commands.train
 
-    monkeypatch.setattr(wrel.engine.trainer, "train", _raising(KeyError("a bug")))
+    monkeypatch.setattr(wrel.commands.train, "train", _raising(KeyError("a bug")))
     with pytest.raises(KeyError, match="a bug"):
         main(["train", "--method", "naive"])

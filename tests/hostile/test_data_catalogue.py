@@ -472,8 +472,8 @@ def test_outside_root_allowed_by_option(root: Path) -> None:
 
 
 def test_data_config_allow_outside_root_reaches_the_loader(root: Path) -> None:
+    from wrel.engine.experiment import DataConfig
     from wrel.engine.loaders import load_split_samples
-    from wrel.experiment import DataConfig
 
     _image(0, "file_name", "../outside.png")(root)
     (root / "images" / NAME / "outside.png").write_bytes(

@@ -305,7 +305,7 @@ def _nodata_case(mode: str) -> Callable[[Path, pytest.MonkeyPatch], Expect]:
                 probs = ds.read(1)
             assert not mask[:, :24].any() and not probs[:, :24].any()  # nodata: never foreground
             assert mask[:, 24:].any()  # the valid part is predicted
-            from wrel.geo import GeoRaster
+            from wrel.data.rasters import GeoRaster
 
             raster = GeoRaster(tif)
             assert raster.has_nodata and np.all(raster.stretch[0] >= 1000)  # nodata not stretched
@@ -340,12 +340,12 @@ def second_output_fails(tmp: Path, mp: pytest.MonkeyPatch) -> Expect:
     tif = make_geotiff(tmp / "scene.tif")
     (tmp / "m.tif").write_bytes(SENTINEL)
     (tmp / "m.geojson").write_bytes(SENTINEL)
-    import wrel.geo
+    import wrel.inference.geo
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(5, "Input/output error")
 
-    mp.setattr(wrel.geo, "mask_to_geojson", boom)
+    mp.setattr(wrel.inference.geo, "mask_to_geojson", boom)
     argv = [str(tif), "a ship", "--out", str(tmp / "m.tif"), "--overwrite"]
 
     def check() -> None:
@@ -441,7 +441,7 @@ def test_hard_kill_during_write_leaves_previous_file(tmp_path: Path) -> None:
     script = """
 import sys, time
 import numpy as np
-import wrel.geo as geo
+import wrel.inference.geo as geo
 
 def slow(path, *args, **kwargs):
     with open(path, "w") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from standin_model import TinyRefSeg
+from tiny_model import TinyRefSeg
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from standin_model import make_batch
+from tiny_model import make_batch
 
 from wrel.methods.bank import (
     DEFAULT_VOCAB_WORDS,

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from standin_model import make_batch
+from tiny_model import make_batch
 
 from wrel.data.dataset import RefSegDataset, load_samples
 from wrel.data.transforms import apply_cutout, random_cutout_box
-from wrel.experiment import (
+from wrel.engine.experiment import (
     PAPER_BANK_LR,
     PAPER_DICE,
     PAPER_TEACHER_EPOCHS,

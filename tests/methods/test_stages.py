@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from standin_model import make_batch
+from tiny_model import make_batch
 
 from wrel.methods.bank import BankConfig
 from wrel.methods.base import NonFiniteLossError, StageConfig, StageContext

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wrel.config import apply_overrides
+from wrel.core.config_io import apply_overrides
 from wrel.models import BackboneConfig, ModelConfig, TextEncoderConfig, build_model
 
 

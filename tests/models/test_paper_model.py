@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from wrel.experiment import build_experiment
+from wrel.engine.experiment import build_experiment
 from wrel.models import BackboneConfig, DecoderConfig, ModelConfig, build_model
 from wrel.models.backbone import timm_create_kwargs
 

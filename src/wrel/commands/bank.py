@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from wrel.studies.bank_decode import decode_bank, summary_table
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``wrel bank`` and its ``decode`` subcommand."""
@@ -63,7 +65,6 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
 
 def run_decode(args: argparse.Namespace) -> int:
     """Decode, print, write the report."""
-    from wrel.methods.bank_decode import decode_bank, summary_table
 
     if args.show < -1:
         raise ValueError(f"--show must be -1 (all) or >= 0, got {args.show}")

@@ -7,6 +7,15 @@ import logging
 from dataclasses import replace
 
 from wrel.commands import add_set_argument
+from wrel.data.splits import split_file_info
+from wrel.engine.experiment import METHOD_PRESETS
+from wrel.studies.profiles import PROFILES, get_profile
+from wrel.studies.runner import (
+    ensure_benchmark_data,
+    plan_runs,
+    run_benchmark,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +34,6 @@ def _comma_list(cast: type, what: str):  # type: ignore[no-untyped-def]
 
 def _stage_epochs(text: str) -> dict[str, int]:
     """``teacher-warmup=3,joint=6`` -> ``{"teacher-warmup": 3, "joint": 6}`` (known stages)."""
-    from wrel.experiment import METHOD_PRESETS
 
     known = {s["name"] for preset in METHOD_PRESETS.values() for s in preset["stages"]}
     out: dict[str, int] = {}
@@ -42,7 +50,6 @@ def _stage_epochs(text: str) -> dict[str, int]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``wrel bench``."""
-    from wrel.benchmark.profiles import PROFILES
 
     profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
     p = subparsers.add_parser(
@@ -96,13 +103,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, render data if needed, run what is not finished, report."""
-    from wrel.benchmark.profiles import get_profile
-    from wrel.benchmark.runner import (
-        ensure_benchmark_data,
-        plan_runs,
-        run_benchmark,
-        write_report,
-    )
 
     profile = get_profile(args.profile)
     if args.epochs:
@@ -114,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     ratios = args.ratios or list(profile.ratios)
     if args.split_file:
-        from wrel.data.splits import split_file_info
-
         if args.ratios:
             raise ValueError(
                 "pass either --split-file or --ratios, not both: a split file fixes which "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from wrel.studies.bound import bound_markdown, load_traces, measure_bound, write_bound
+from wrel.studies.runner import load_records
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``wrel bound``."""
@@ -33,8 +36,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the table, write the files."""
-    from wrel.benchmark.runner import load_records
-    from wrel.theory.empirical import bound_markdown, load_traces, measure_bound, write_bound
 
     records = load_records(args.runs)
     if not records:

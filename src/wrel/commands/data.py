@@ -1,11 +1,14 @@
-"""``wrel data``: data set tools (``split`` here; ``synth`` and ``stats`` from the benchmark)."""
+"""``wrel data``: data set tools (``split`` here; ``synth`` and ``stats`` in :mod:`wrel.commands.data_synth`)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import textwrap
 from pathlib import Path
+
+from wrel.commands import data_synth
+from wrel.data import splits
+from wrel.data.refer import INSTANCES_FILE, REFS_FILE, load_refs, read_refer
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,14 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=lambda args: _print_help(parser))
     data_subparsers = parser.add_subparsers(dest="data_command", metavar="COMMAND")
     _add_split(data_subparsers)
-    # Hook: the synthetic benchmark's subcommands (synth, stats) live in their own module.
-    try:
-        synthetic_cli = importlib.import_module("wrel.data.synthetic_cli")
-    except ModuleNotFoundError as err:
-        if err.name != "wrel.data.synthetic_cli":
-            raise
-    else:
-        synthetic_cli.add_subcommands(data_subparsers)
+    data_synth.add_subcommands(data_subparsers)  # synth, stats
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -62,7 +58,6 @@ def _add_split(data_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _category_names(root: Path, name: str) -> dict[int, str]:
-    from wrel.data.refer import INSTANCES_FILE, read_refer
 
     if not (root / name / INSTANCES_FILE).is_file():
         raise FileNotFoundError(
@@ -83,8 +78,6 @@ def _resolve_name(root: Path, name: str | None) -> str:
 
 def run_split(args: argparse.Namespace) -> int:
     """Build or import a weak split and print per-category accurate / weak counts."""
-    from wrel.data import splits
-    from wrel.data.refer import REFS_FILE, load_refs
 
     if args.published:
         refs, weak = splits.import_split(args.published)

@@ -9,6 +9,10 @@ import time
 from pathlib import Path
 
 from wrel.commands import add_set_argument
+from wrel.engine.state import find_resume_dir
+from wrel.engine.trainer import train
+from wrel.studies.profiles import get_profile
+from wrel.studies.runner import RunSpec, build_run_config, ensure_benchmark_data
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,10 +61,6 @@ def _print_metrics(result: dict, elapsed: float | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render if needed, train (or resume), print test metrics."""
-    from wrel.benchmark.profiles import get_profile
-    from wrel.benchmark.runner import RunSpec, build_run_config, ensure_benchmark_data
-    from wrel.engine.state import find_resume_dir
-    from wrel.engine.trainer import train
 
     start = time.perf_counter()
     profile = get_profile("demo")  # the full profile's data and model, half its steps

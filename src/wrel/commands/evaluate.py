@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from wrel.core.distributed import resolve_device
+from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
+from wrel.data.preprocessing import Preprocessing
+from wrel.engine.checkpoint import load_model
+from wrel.engine.validation import evaluate_model
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``wrel eval``."""
@@ -34,25 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
     from torch.utils.data import DataLoader
 
-    from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
-    from wrel.engine.checkpoint import load_model
-    from wrel.engine.distributed import resolve_device
-    from wrel.engine.validation import evaluate_model
-
     if not Path(args.checkpoint).is_dir():
         raise FileNotFoundError(f"checkpoint folder {args.checkpoint} does not exist")
     device = resolve_device(args.device)
     model, metadata = load_model(args.checkpoint, device=device)
-    meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
-    experiment = meta.get("experiment") or {}
-    size = args.image_size or experiment.get("data", {}).get("image_size", 64)
-    protocol = args.protocol or meta.get("protocol", "input")
+    pre = Preprocessing.from_metadata(metadata)  # the training input (scaling None: older)
+    size = (args.image_size, args.image_size) if args.image_size else pre.image_size
+    protocol = args.protocol or metadata.get("protocol", "input")
     samples = load_samples(args.data, args.split, name=args.name)
-    from wrel.inference.predictor import scaling_from_metadata
 
-    scaling = scaling_from_metadata(meta)  # the training image reading (None: older exports)
     loader = DataLoader(
-        RefSegDataset(samples, image_size=(size, size), scaling=scaling),
+        RefSegDataset(samples, image_size=size, scaling=pre.scaling),
         batch_size=args.batch_size,
         collate_fn=collate_samples,
     )

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from wrel.core.distributed import resolve_device
+from wrel.data.rasters import DEFAULT_MAX_PIXELS
+from wrel.inference import Predictor, PredictorConfig, open_image, write_prediction
+from wrel.inference.outputs import check_prediction_paths
+from wrel.inference.predictor import read_checkpoint_scaling
+
 DESCRIPTION = """\
 Segment the object that TEXT refers to in IMAGE with a trained model folder.
 
@@ -109,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-pixels",
         type=_pixels,
         help="refuse images declaring more pixels (height x width), checked before any pixel is "
-        "read; ~2 bytes of memory per pixel are needed (default 1e9 = wrel.geo."
+        "read; ~2 bytes of memory per pixel are needed (default 1e9 = wrel.data.rasters."
         "DEFAULT_MAX_PIXELS; 0: no limit)",
     )
     p.set_defaults(func=run)
@@ -121,12 +127,6 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sys
     from pathlib import Path
-
-    from wrel.engine.distributed import resolve_device
-    from wrel.geo import DEFAULT_MAX_PIXELS
-    from wrel.inference import Predictor, PredictorConfig, open_image, write_prediction
-    from wrel.inference.outputs import check_prediction_paths
-    from wrel.inference.predictor import read_checkpoint_scaling
 
     log = logging.getLogger("wrel.predict")
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)

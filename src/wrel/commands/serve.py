@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from wrel.core.distributed import resolve_device
+from wrel.inference import Predictor
+from wrel.web.server import DemoApp, DemoServer, ServerLimits, load_examples
+
 if TYPE_CHECKING:
     from wrel.web.server import ServerLimits
 
@@ -90,7 +94,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def limits_from_args(args: argparse.Namespace) -> ServerLimits:
     """:class:`~wrel.web.server.ServerLimits` from the parsed flags (``ValueError`` names a bad one)."""
-    from wrel.web.server import ServerLimits
 
     for flag, value in (
         ("--max-upload-mb", args.max_upload_mb),
@@ -128,10 +131,6 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 def run(args: argparse.Namespace) -> int:
     """Load the model and serve until interrupted."""
     import logging
-
-    from wrel.engine.distributed import resolve_device
-    from wrel.inference import Predictor
-    from wrel.web.server import DemoApp, DemoServer, load_examples
 
     log = logging.getLogger("wrel.serve")
     limits = limits_from_args(args)

@@ -7,11 +7,13 @@ import json
 import logging
 
 from wrel.commands import add_set_argument
-from wrel.experiment import method_names
+from wrel.engine.experiment import DataConfig, apply_split_file, build_experiment, method_names
+from wrel.engine.trainer import train
+from wrel.methods.base import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
-METHODS = method_names()  # every preset of wrel.experiment.METHOD_PRESETS
+METHODS = method_names()  # every preset of wrel.engine.experiment.METHOD_PRESETS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -76,10 +78,6 @@ def _base(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, print the final metrics."""
-    from wrel.data.splits import apply_split_file
-    from wrel.engine.trainer import train
-    from wrel.experiment import DataConfig, build_experiment
-    from wrel.methods.base import NonFiniteLossError
 
     if args.split_file and args.method == "full":  # the Full preset would drop it silently
         raise ValueError(

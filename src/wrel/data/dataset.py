@@ -1,6 +1,6 @@
-"""Samples, the torch ``Dataset`` and its collate function.
+"""Loading samples, the torch ``Dataset`` and its collate function.
 
-A :class:`Sample` is one referred object with the text the model sees: the expression for
+A :class:`~wrel.data.samples.Sample` is one referred object with the text the model sees: the expression for
 accurate samples, the class name for weak ones (no field of a weak sample holds its original
 expression). :func:`load_samples` reads the refer layout (``wrel.data.refer``) or the RefSegRS /
 RISBench layout (``wrel.data.refsegrs``) and applies a WREL weak split to the train split.
@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from wrel.data.image_reading import ImageScaling, read_image
-from wrel.data.images import decode_segmentation, read_mask_file
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
+from wrel.data.refer_samples import refer_samples
+from wrel.data.refsegrs import load_refsegrs_samples
+from wrel.data.samples import Sample, class_name_view, mark_weak
+from wrel.data.splits import WeakSplit
 from wrel.data.transforms import (
     apply_cutout,
     check_cutout,
@@ -37,52 +40,6 @@ from wrel.data.transforms import (
 __all__ = ["RefSegDataset", "Sample", "class_name_view", "collate_samples", "load_samples"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image / text / mask triplet.
-
-    Attributes:
-        sample_id: stable id (the ref id); indexes the reference bank.
-        image_path: the image file.
-        split: ``train``, ``val``, ``test`` (or the file's own split name).
-        category: class name.
-        text: what the model sees; the class name for weak samples.
-        quality: ``"accurate"`` or ``"weak"``.
-        segmentation: COCO polygons or RLE of the target (refer layout), else None.
-        image_height: image height the segmentation refers to.
-        image_width: image width the segmentation refers to.
-        mask_path: a mask image file (RefSegRS layout), else None.
-    """
-
-    sample_id: int
-    image_path: Path
-    split: str
-    category: str
-    text: str
-    quality: Literal["accurate", "weak"]
-    segmentation: Any = None
-    image_height: int = 0
-    image_width: int = 0
-    mask_path: Path | None = None
-
-    @property
-    def is_weak(self) -> bool:
-        """Whether the text is only the class name."""
-        return self.quality == "weak"
-
-    def read_mask(self) -> np.ndarray:
-        """The target mask ``(h, w)`` uint8 in {0, 1} at the image's own size."""
-        if self.mask_path is not None:
-            return read_mask_file(self.mask_path)
-        try:
-            return decode_segmentation(self.segmentation, self.image_height, self.image_width)
-        except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"sample {self.sample_id} ({self.image_path}): cannot decode its segmentation "
-                f"({err}); fix the annotation in instances.json"
-            ) from err
 
 
 def _dataset_name(root: Path, name: str | None) -> str:
@@ -137,45 +94,17 @@ def load_samples(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist; check --data")
-    if split_file is not None and accurate_ratio is not None:
-        raise ValueError(
-            f"pass either split_file ({split_file}) or accurate_ratio ({accurate_ratio}), not "
-            "both: a split file fixes which expressions are weak, so it carries its own ratio "
-            "(load it with accurate_ratio=None)"
-        )
-    ratio = accurate_ratio if split == "train" else None
+    weak = WeakSplit.resolve(accurate_ratio, split_file, seed).for_split(split)
     if (root / f"output_phrase_{split}.txt").is_file() and name is None:
-        from wrel.data.refsegrs import load_refsegrs_samples
-
-        if split_file is not None:
+        if weak.kind == "file":
             raise ValueError("split_file applies to the refer layout, not to RefSegRS folders")
         samples = load_refsegrs_samples(root, split, check_files=check_files)
-        return _apply_ratio(samples, ratio, seed)
-    from wrel.data.refer_samples import refer_samples
+        # strata: the category names, numbered in sorted order (the layout has no ids)
+        ids = {c: i for i, c in enumerate(sorted({s.category for s in samples}))}
+        return mark_weak(samples, weak.weak_ids((s.sample_id, ids[s.category]) for s in samples))
 
-    return refer_samples(root, _dataset_name(root, name), split, ratio, seed, split_file,
-                         check_files=check_files,
+    return refer_samples(root, _dataset_name(root, name), split, weak, check_files=check_files,
                          allow_outside_root=allow_outside_root)  # fmt: skip
-
-
-def class_name_view(samples: Sequence[Sample]) -> list[Sample]:
-    """The same samples with the class name, verbatim, as their only text (a weak view)."""
-    return [replace(s, text=s.category, quality="weak") for s in samples]
-
-
-def _apply_ratio(samples: list[Sample], ratio: float | None, seed: int) -> list[Sample]:
-    from wrel.data.splits import select_weak_ids
-
-    if ratio is None or not samples:
-        return samples
-    ids = {c: i for i, c in enumerate(sorted({s.category for s in samples}))}
-    refs = [
-        {"ref_id": s.sample_id, "category_id": ids[s.category], "split": "train"} for s in samples
-    ]
-    weak = select_weak_ids(refs, ratio, seed)
-    return [
-        replace(s, text=s.category, quality="weak") if s.sample_id in weak else s for s in samples
-    ]
 
 
 class RefSegDataset(Dataset[dict[str, Any]]):
@@ -204,7 +133,7 @@ class RefSegDataset(Dataset[dict[str, Any]]):
     def __init__(
         self,
         samples: Sequence[Sample],
-        image_size: tuple[int, int] = (480, 480),
+        image_size: tuple[int, int] = (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE),
         hflip_prob: float = 0.0,
         seed: int = 0,
         cutout_prob: float = 0.0,

@@ -20,7 +20,7 @@ pixels, whatever the file (PNG, JPEG, TIFF/GeoTIFF), bit depth (8, 16 bit, float
 
 The trainer records the spec in the exported model's metadata (``image_scaling``) and
 :class:`wrel.inference.Predictor` applies the same one, so a model sees the same values at
-prediction time as in training. GeoTIFFs are read through :class:`wrel.geo.GeoRaster` on both
+prediction time as in training. GeoTIFFs are read through :class:`wrel.data.rasters.GeoRaster` on both
 paths (nodata pixels are left out of percentiles and read as 0).
 """
 
@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from wrel.data.images import MAX_IMAGE_PIXELS, ImageTooLargeError, _open_checked, decode_checked
+from wrel.data.rasters import GeoRaster, apply_stretch, compute_stretch, select_bands
 
 __all__ = [
     "GEO_SUFFIXES",
@@ -56,7 +59,7 @@ METHODS: tuple[str, ...] = (
 )
 #: Checkpoint metadata key holding :meth:`ImageScaling.to_dict`.
 IMAGE_SCALING_KEY = "image_scaling"
-#: Suffixes read through rasterio (:class:`wrel.geo.GeoRaster`) on every path.
+#: Suffixes read through rasterio (:class:`wrel.data.rasters.GeoRaster`) on every path.
 GEO_SUFFIXES = (".tif", ".tiff")
 # Pillow modes decoded to RGB exactly as before the contract (8-bit data, `auto`, default bands).
 _EIGHT_BIT_MODES = ("RGB", "L", "P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1", "RGBX")
@@ -159,7 +162,6 @@ class ImageScaling:
 
     def select_bands(self, count: int, bands: Any = None) -> tuple[int, int, int]:
         """Three 1-based band numbers of a ``count``-band image (``bands`` overrides)."""
-        from wrel.geo import select_bands
 
         return select_bands(count, bands if bands else self.bands)
 
@@ -170,7 +172,6 @@ class ImageScaling:
 
         ``valid`` (bool ``(h, w)``) leaves nodata pixels out of percentiles.
         """
-        from wrel.geo import compute_stretch
 
         if self.method == "auto":
             return compute_stretch(rgb, "auto", self.percentiles, valid=valid)
@@ -201,7 +202,6 @@ def scale_to_rgb8(
     The one mapping of the contract: bands chosen by ``scaling`` (``bands`` overrides), values
     scaled by its method. 8-bit RGB under ``auto`` is returned unchanged.
     """
-    from wrel.geo import apply_stretch
 
     scaling = scaling or ImageScaling()
     if array.ndim == 2:
@@ -231,14 +231,11 @@ def read_raw(path: str | Path) -> np.ndarray:
         FileNotFoundError: the file does not exist.
         ValueError: unreadable, truncated or over :data:`wrel.data.images.MAX_IMAGE_PIXELS`.
     """
-    from wrel.data.images import decode_checked
 
     return decode_checked(path, decode_array)
 
 
 def _read_geotiff(path: Path, scaling: ImageScaling) -> np.ndarray:
-    from wrel.data.images import MAX_IMAGE_PIXELS, ImageTooLargeError
-    from wrel.geo import GeoRaster
 
     try:
         raster = GeoRaster(path, scaling=scaling, max_pixels=MAX_IMAGE_PIXELS)
@@ -258,7 +255,7 @@ def _read_geotiff(path: Path, scaling: ImageScaling) -> np.ndarray:
 def read_image(path: str | Path, scaling: ImageScaling | None = None) -> np.ndarray:
     """Read a training or evaluation image as the model's uint8 RGB ``(H, W, 3)``.
 
-    TIFF/GeoTIFF files go through :class:`wrel.geo.GeoRaster` (as in ``wrel predict``);
+    TIFF/GeoTIFF files go through :class:`wrel.data.rasters.GeoRaster` (as in ``wrel predict``);
     other files through Pillow and :func:`scale_to_rgb8`. With ``auto`` and default bands,
     8-bit images are decoded exactly as ``Image.convert("RGB")`` does.
 
@@ -266,7 +263,6 @@ def read_image(path: str | Path, scaling: ImageScaling | None = None) -> np.ndar
         FileNotFoundError: the file does not exist.
         ValueError: unreadable, truncated, too large, or an unknown band.
     """
-    from wrel.data.images import ImageTooLargeError, _open_checked
 
     scaling = scaling or ImageScaling()
     path = Path(path)

@@ -1,4 +1,4 @@
-"""Build :class:`~wrel.data.dataset.Sample` lists from a refer-format data set, with checks.
+"""Build :class:`~wrel.data.samples.Sample` lists from a refer-format data set, with checks.
 
 Every problem is reported with the file it comes from and how to fix it: an unknown split, a
 ref whose annotation, image or category is missing, a ref whose annotation belongs to another
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from wrel.data.dataset import Sample
 from wrel.data.images import segmentation_area
 from wrel.data.refer import (
     INSTANCES_FILE,
@@ -21,7 +20,8 @@ from wrel.data.refer import (
     image_file,
     read_refer,
 )
-from wrel.data.splits import select_weak_ids
+from wrel.data.samples import Sample, mark_weak
+from wrel.data.splits import WeakSplit
 
 __all__ = ["refer_samples"]
 
@@ -40,7 +40,7 @@ def _check_split(data: ReferData, split: str, refs_path: Path) -> list[ReferRef]
 
 
 def _sample(
-    ref: ReferRef, data: ReferData, images: Path, weak: bool, where: tuple[Path, Path],
+    ref: ReferRef, data: ReferData, images: Path, where: tuple[Path, Path],
     allow_outside_root: bool,
 ) -> Sample:  # fmt: skip
     refs_path, instances_path = where
@@ -73,7 +73,7 @@ def _sample(
         raise ValueError(
             f"{instances_path}: image {image.image_id} (ref {ref.ref_id}): {err}"
         ) from err
-    weak = weak or ref.quality == "weak"
+    weak = ref.quality == "weak"  # marked in the file; a drawn split is applied by mark_weak
     return Sample(
         sample_id=ref.ref_id,
         image_path=path,
@@ -113,9 +113,7 @@ def refer_samples(
     root: Path,
     name: str,
     split: str,
-    accurate_ratio: float | None,
-    seed: int,
-    split_file: str | Path | None,
+    weak: WeakSplit,
     *,
     check_files: bool = True,
     allow_outside_root: bool = False,
@@ -125,23 +123,20 @@ def refer_samples(
     ``allow_outside_root`` lets an image ``file_name`` be absolute or hold ``..`` (refused by
     default: see :func:`wrel.data.refer.image_file`).
     """
-    refs_path = Path(split_file) if split_file is not None else root / name / REFS_FILE
+    split_file = weak.file
+    refs_path = split_file if split_file is not None else root / name / REFS_FILE
     instances_path = root / name / INSTANCES_FILE
     data = read_refer(root, name, refs_file=split_file)
     refs = _check_split(data, split, refs_path)
-    weak_ids: set[int] = set()
-    if accurate_ratio is not None:
-        if any(r.quality == "weak" for r in refs):
-            raise ValueError(
-                f"{refs_path} already holds a weak split; load it with accurate_ratio=None or "
-                "build the split from the original refs(unc).p"
-            )
-        weak_ids = select_weak_ids(refs, accurate_ratio, seed, split=split)
+    if weak.kind == "ratio" and any(r.quality == "weak" for r in refs):
+        raise ValueError(
+            f"{refs_path} already holds a weak split; load it with accurate_ratio=None or "
+            "build the split from the original refs(unc).p"
+        )
     images = image_dir(root, name)
     where = (refs_path, instances_path)
-    samples = [
-        _sample(r, data, images, r.ref_id in weak_ids, where, allow_outside_root) for r in refs
-    ]
+    samples = [_sample(r, data, images, where, allow_outside_root) for r in refs]
+    samples = mark_weak(samples, weak.weak_ids((r.ref_id, r.category_id) for r in refs))
     if check_files:
         _check_files(samples, instances_path)
     num_weak = sum(s.is_weak for s in samples)

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from wrel.data.dataset import Sample
+from wrel.data.samples import Sample
 
 __all__ = ["DEFAULT_VOCABULARY", "IMAGE_EXTENSIONS", "category_of", "load_refsegrs_samples"]
 

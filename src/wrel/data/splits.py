@@ -19,15 +19,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from wrel.data.refer import ReferRef, dump_refs, is_weak_ref, load_refs
+from wrel.data.refer import dump_refs, is_weak_ref, load_refs
 
 __all__ = [
     "SplitFileInfo",
-    "apply_split_file",
+    "WeakSplit",
     "apply_weak_split",
     "build_weak_split",
     "category_names_from_weak_refs",
@@ -41,11 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-RefLike = Mapping[str, Any] | ReferRef
-
-
-def _get(ref: RefLike, key: str) -> Any:
-    return getattr(ref, key) if isinstance(ref, ReferRef) else ref[key]
 
 
 def _weak_ratio(accurate_ratio: float) -> float:
@@ -57,25 +52,21 @@ def _weak_ratio(accurate_ratio: float) -> float:
 
 
 def select_weak_ids(
-    refs: Sequence[RefLike], accurate_ratio: float, seed: int | np.random.Generator = 0,
-    *, split: str = "train",
+    members: Iterable[tuple[int, int]], accurate_ratio: float,
+    seed: int | np.random.Generator = 0,
 ) -> set[int]:  # fmt: skip
-    """Ref ids of ``split`` to turn weak for ``accurate_ratio`` (see the module docstring).
+    """Ids to turn weak for ``accurate_ratio`` (see the module docstring).
 
     Args:
-        refs: ref dicts or :class:`ReferRef` (any order; only ``split`` refs are drawn).
-        accurate_ratio: share rho of train expressions that stay accurate, in [0, 1].
-        seed: seed or generator; the same seed and refs give the same ids.
-        split: the split to draw from.
+        members: ``(ref_id, category_id)`` of every ref of the split drawn from (any order).
+        accurate_ratio: share rho of the expressions that stay accurate, in [0, 1].
+        seed: seed or generator; the same seed and members give the same ids.
     """
     weak_ratio = _weak_ratio(accurate_ratio)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     by_category: dict[int, list[int]] = {}
-    for ref in refs:
-        if _get(ref, "split") == split:
-            by_category.setdefault(int(_get(ref, "category_id")), []).append(
-                int(_get(ref, "ref_id"))
-            )
+    for ref_id, category_id in members:
+        by_category.setdefault(int(category_id), []).append(int(ref_id))
     total = sum(len(ids) for ids in by_category.values())
     budget = int(total * weak_ratio)
     weak: set[int] = set()
@@ -88,6 +79,54 @@ def select_weak_ids(
         weak.update(int(i) for i in rng.choice(ids, size=n, replace=False))
         budget -= n
     return weak
+
+
+@dataclass(frozen=True)
+class WeakSplit:
+    """Which train expressions become the bare class name, resolved once per load.
+
+    - ``ratio``: draw weak refs for ``accurate_ratio`` with ``seed`` (:func:`select_weak_ids`);
+    - ``file``: read the refs from ``file`` (a published split, or one from ``wrel data
+      split``) and keep its accurate / weak marks;
+    - ``as-is``: keep the data set's own marks.
+    """
+
+    kind: Literal["as-is", "ratio", "file"] = "as-is"
+    accurate_ratio: float | None = None
+    seed: int = 0
+    file: Path | None = None
+
+    @classmethod
+    def resolve(
+        cls, accurate_ratio: float | None, split_file: str | Path | None, seed: int = 0
+    ) -> WeakSplit:
+        """The spec of ``load_samples``' arguments.
+
+        Raises:
+            ValueError: both a ratio and a file, or a ratio outside [0, 1].
+        """
+        if split_file is not None and accurate_ratio is not None:
+            raise ValueError(
+                f"pass either split_file ({split_file}) or accurate_ratio ({accurate_ratio}), "
+                "not both: a split file fixes which expressions are weak, so it carries its own "
+                "ratio (load it with accurate_ratio=None)"
+            )
+        if split_file is not None:
+            return cls("file", file=Path(split_file))
+        if accurate_ratio is not None:
+            _weak_ratio(accurate_ratio)
+            return cls("ratio", accurate_ratio=float(accurate_ratio), seed=seed)
+        return cls()
+
+    def for_split(self, split: str) -> WeakSplit:
+        """This spec for loading ``split``: a ratio applies to ``train`` only."""
+        return self if self.kind != "ratio" or split == "train" else WeakSplit()
+
+    def weak_ids(self, members: Iterable[tuple[int, int]]) -> set[int]:
+        """Ids to turn weak among ``(ref_id, category_id)`` members; none unless ``ratio``."""
+        if self.kind != "ratio" or self.accurate_ratio is None:
+            return set()
+        return select_weak_ids(members, self.accurate_ratio, self.seed)
 
 
 def apply_weak_split(
@@ -128,7 +167,8 @@ def build_weak_split(
     accurate_ratio: float, seed: int = 0,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The WREL view of ``refs`` (plain ref dicts) for ``accurate_ratio`` and ``seed``."""
-    return apply_weak_split(refs, select_weak_ids(refs, accurate_ratio, seed), category_names)
+    members = [(int(r["ref_id"]), int(r["category_id"])) for r in refs if r["split"] == "train"]
+    return apply_weak_split(refs, select_weak_ids(members, accurate_ratio, seed), category_names)
 
 
 def category_names_from_weak_refs(refs: Sequence[Mapping[str, Any]]) -> dict[int, str]:
@@ -235,59 +275,3 @@ def split_file_info(path: str | Path, split: str = "train") -> SplitFileInfo:
         raise ValueError(f"split file {path} holds no {split!r} refs (its splits: {found})")
     num_weak = sum(1 for i in ids if i in weak)
     return SplitFileInfo(path, split, len(ids), len(ids) - num_weak, num_weak)
-
-
-def apply_split_file(
-    cfg: Any, *, ratio_given: bool = False, default_ratio: float | None = None
-) -> SplitFileInfo | None:
-    """Make an experiment config train on its ``data.split_file`` (in place).
-
-    The accurate ratio is the file's: ``data.accurate_ratio`` becomes None (the loader then
-    keeps the file's accurate / weak marks) and the file's ratio is logged and returned.
-
-    Args:
-        cfg: an ``ExperimentConfig`` (``method``, ``data``, ``stages``).
-        ratio_given: the user also passed an accurate ratio (``--accurate-ratio``).
-        default_ratio: ``DataConfig``'s default ratio; any other configured ratio counts as
-            given (e.g. from a YAML file).
-
-    Returns:
-        The file's counts, or None when the config has no split file.
-
-    Raises:
-        ValueError: a ratio was given too; the method is ``full`` (it trains on every
-            expression, so a weak split contradicts it); the file leaves a stage without
-            samples (e.g. LRB-WREL with no weak refs).
-    """
-    data = cfg.data
-    if not data.split_file:
-        return None
-    if cfg.method == "full":
-        raise ValueError(
-            f"--method full trains with every train expression accurate (accurate ratio 1), "
-            f"so the weak split file {data.split_file} cannot apply; drop --split-file for "
-            "Full (it reads the data set's own refs(unc).p), or use naive / only-accurate / lrb "
-            "with the split file"
-        )
-    if ratio_given or data.accurate_ratio not in (None, default_ratio):
-        raise ValueError(
-            f"pass either a split file ({data.split_file}) or an accurate ratio "
-            f"({data.accurate_ratio}), not both: a split file fixes which expressions are "
-            "weak, so its ratio is read from the file"
-        )
-    info = split_file_info(data.split_file, getattr(data, "train_split", "train"))
-    data.accurate_ratio = None
-    for stage in cfg.stages:
-        weak_stage = stage.samples == "weak" or stage.kind in ("bank_init", "joint")
-        if weak_stage and info.num_weak == 0:
-            raise ValueError(
-                f"stage {stage.name or stage.kind!r} needs weak samples but {info.describe()}; "
-                "use a split file with weak refs or a method without a reference bank"
-            )
-        if stage.samples == "accurate" and info.num_accurate == 0:
-            raise ValueError(
-                f"stage {stage.name or stage.kind!r} trains on accurate samples but "
-                f"{info.describe()}"
-            )
-    logger.info("%s", info.describe())
-    return info

@@ -20,6 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from wrel.data.dataset import _dataset_name
+from wrel.data.image_reading import GEO_SUFFIXES, ImageScaling, read_raw
+from wrel.data.images import check_image_size, segmentation_area
+from wrel.data.refer import image_dir, read_refer
+from wrel.data.refsegrs import load_refsegrs_samples
+from wrel.data.splits import import_split, split_counts, split_file_info
+
 __all__ = ["dataset_stats", "format_dataset_stats", "pixel_stats"]
 
 logger = logging.getLogger(__name__)
@@ -74,8 +81,6 @@ def _split_block(
 def _refer_stats(
     root: Path, name: str, split_file: str | None, input_size: int | None
 ) -> tuple[dict[str, Any], list[Path]]:
-    from wrel.data.images import segmentation_area
-    from wrel.data.refer import image_dir, read_refer
 
     data = read_refer(root, name)
     refs = data.refs
@@ -151,7 +156,6 @@ def _refer_stats(
 
 
 def _split_file_block(split_file: str, categories: dict[int, Any]) -> dict[str, Any]:
-    from wrel.data.splits import import_split, split_counts, split_file_info
 
     info = split_file_info(split_file)
     refs, weak = import_split(split_file)
@@ -173,7 +177,6 @@ def _split_order(splits: set[str]) -> list[str]:
 
 
 def _refsegrs_stats(root: Path, input_size: int | None) -> tuple[dict[str, Any], list[Path]]:
-    from wrel.data.refsegrs import load_refsegrs_samples
 
     splits: dict[str, Any] = {}
     train_images: list[Path] = []
@@ -207,13 +210,10 @@ def _refsegrs_stats(root: Path, input_size: int | None) -> tuple[dict[str, Any],
 
 def _raw_pixels(path: Path, bands: Any) -> np.ndarray:
     """Selected bands ``(n, 3)`` of one image, decimated to at most ``_PIXEL_SIDE`` a side."""
-    from wrel.data.image_reading import GEO_SUFFIXES, ImageScaling, read_raw
 
     scaling = ImageScaling(bands=tuple(bands) if bands else None)
     if path.suffix.lower() in GEO_SUFFIXES:
         import rasterio
-
-        from wrel.data.images import check_image_size
 
         with rasterio.open(path) as src:
             check_image_size(int(src.height), int(src.width))
@@ -309,7 +309,6 @@ def dataset_stats(
         FileNotFoundError: the root holds neither layout.
         ValueError: invalid files (the loaders' validation errors).
     """
-    from wrel.data.dataset import _dataset_name
 
     root = Path(root)
     if not root.is_dir():

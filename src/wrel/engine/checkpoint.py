@@ -43,7 +43,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from wrel.outfiles import fsync_file
+from wrel.core.config_io import from_dict, to_dict
+from wrel.core.outfiles import fsync_file
+from wrel.data.image_reading import ImageScaling
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
+from wrel.models import ModelConfig, build_model
 
 if TYPE_CHECKING:
     from wrel.models import RefSegModel
@@ -368,7 +372,11 @@ def _preprocessing_lines(metadata: dict[str, Any]) -> list[str]:
     if isinstance(size, list | tuple) and len(size) == 2:
         shown = f"{size[0]} x {size[1]} pixels"
     else:
-        shown = "not recorded (the predictor uses 128 x 128)" if size is None else f"{size} px"
+        shown = (
+            f"not recorded (the predictor uses {DEFAULT_IMAGE_SIZE} x {DEFAULT_IMAGE_SIZE})"
+            if size is None
+            else f"{size} px"
+        )
     lines = [f"- Input size: {shown}; images are resized to it by stretching."]
     spec = metadata.get("image_scaling")
     if spec is None:
@@ -377,8 +385,6 @@ def _preprocessing_lines(metadata: dict[str, Any]) -> list[str]:
             "stretched per band between the 2nd and 98th percentiles."
         )
     else:
-        from wrel.data.image_reading import ImageScaling
-
         try:
             described = ImageScaling.from_dict(spec).describe()
         except ValueError:
@@ -510,7 +516,6 @@ def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, An
     Raises:
         CheckpointWriteError: The disk is full or read-only; ``directory`` is left as it was.
     """
-    from wrel.config import to_dict
 
     config = getattr(model, "config", None)
     if config is None:
@@ -586,7 +591,6 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _build_from_config(cfg: Any, config_path: Path, *, meta: bool) -> RefSegModel:
     """``build_model(cfg)``; on the meta device (no memory) when ``meta``; errors name the file."""
-    from wrel.models import build_model
 
     try:
         if meta:
@@ -630,8 +634,6 @@ def load_model(
         CheckpointError: (a ``ValueError``) corrupt files, a SHA-256 mismatch, weights that do
             not match the config exactly, or non-finite weights.
     """
-    from wrel.config import from_dict
-    from wrel.models import ModelConfig
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -31,6 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from wrel.data.dataset import load_samples
+from wrel.engine.loaders import eval_loader
+from wrel.engine.validation import evaluate_model
+
 __all__ = ["leakage_subset", "measure_leakage", "original_expressions"]
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,6 @@ log = logging.getLogger(__name__)
 
 @functools.lru_cache(maxsize=4)
 def _expressions_cached(root: str, name: str | None, split: str) -> tuple[tuple[int, str], ...]:
-    from wrel.data.dataset import load_samples
 
     samples = load_samples(root, split, name=name, accurate_ratio=None, check_files=False)
     return tuple((s.sample_id, s.text) for s in samples if s.quality == "accurate")
@@ -100,8 +103,6 @@ def measure_leakage(
         "gap"}`` in percent (``mIoU_expression`` and ``gap`` are None without expressions);
         ``{"num_samples": 0}`` when there is no weak sample.
     """
-    from wrel.engine.loaders import eval_loader
-    from wrel.engine.validation import evaluate_model
 
     weak = [s for s in train_samples if s.quality == "weak"]
     expressions = original_expressions(cfg.data.root, cfg.data.name, cfg.data.train_split)

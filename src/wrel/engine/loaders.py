@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from wrel.engine.distributed import DistInfo, ResumableSampler
-from wrel.experiment import DataConfig, ExperimentConfig
+from wrel.core.distributed import DistInfo, ResumableSampler
+from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
+from wrel.engine.experiment import DataConfig, ExperimentConfig
 from wrel.methods.base import StageConfig
 
 __all__ = ["StageData", "load_split_samples", "stage_data", "eval_loader"]
@@ -19,7 +20,6 @@ __all__ = ["StageData", "load_split_samples", "stage_data", "eval_loader"]
 
 def load_split_samples(cfg: DataConfig) -> dict[str, list[Any]]:
     """Train (with the configured weak split), val and test samples (always accurate)."""
-    from wrel.data.dataset import load_samples
 
     out = {
         "train": load_samples(
@@ -65,15 +65,14 @@ class StageData:
 
 
 def stage_data(
-    cfg: ExperimentConfig, scfg: StageConfig, train_samples: list[Any], dist: DistInfo
+    cfg: ExperimentConfig, stage_cfg: StageConfig, train_samples: list[Any], dist: DistInfo
 ) -> StageData:
-    """Sample view of ``scfg`` with a distributed, per-epoch shuffled, resumable sampler."""
-    from wrel.data.dataset import RefSegDataset, collate_samples
+    """Sample view of ``stage_cfg`` with a distributed, per-epoch shuffled, resumable sampler."""
 
-    samples = _view(train_samples, scfg.samples)
+    samples = _view(train_samples, stage_cfg.samples)
     if not samples:
         raise ValueError(
-            f"stage {scfg.name or scfg.kind!r} trains on {scfg.samples!r} samples but the train "
+            f"stage {stage_cfg.name or stage_cfg.kind!r} trains on {stage_cfg.samples!r} samples but the train "
             f"split has none (data.accurate_ratio={cfg.data.accurate_ratio}); change the ratio "
             "or the stage's samples"
         )
@@ -89,7 +88,9 @@ def stage_data(
     per_rank = cfg.train.batch_size // dist.world_size
     per_rank_samples = math.ceil(len(samples) / dist.world_size)
     drop_last = cfg.train.drop_last and per_rank_samples >= per_rank
-    ipe = per_rank_samples // per_rank if drop_last else math.ceil(per_rank_samples / per_rank)
+    iters_per_epoch = (
+        per_rank_samples // per_rank if drop_last else math.ceil(per_rank_samples / per_rank)
+    )
 
     def make_loader(epoch: int, skip_batches: int) -> DataLoader:
         sampler = ResumableSampler(
@@ -112,12 +113,11 @@ def stage_data(
             pin_memory=torch.cuda.is_available(),
         )
 
-    return StageData(dataset, per_rank, max(ipe, 1), drop_last, make_loader)
+    return StageData(dataset, per_rank, max(iters_per_epoch, 1), drop_last, make_loader)
 
 
 def eval_loader(cfg: ExperimentConfig, samples: list[Any]) -> DataLoader:
     """Deterministic, unshuffled loader over ``samples`` (every rank sees all of them)."""
-    from wrel.data.dataset import RefSegDataset, collate_samples
 
     size = cfg.data.image_size
     return DataLoader(

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wrel.core.outfiles import fsync_file
 from wrel.engine.checkpoint import (
     CheckpointError,
     file_record,
     verify_files,
     write_errors,
 )
-from wrel.outfiles import fsync_file
 
 __all__ = [
     "flatten_state",

@@ -29,17 +29,8 @@ from typing import Any
 
 import torch
 
-from wrel.config import dumps, to_dict
-from wrel.data.image_reading import IMAGE_SCALING_KEY
-from wrel.engine.checkpoint import (
-    CheckpointError,
-    atomic_write_text,
-    checkpoint_temps,
-    remove_stale_temps,
-    write_errors,
-    writer_alive,
-)
-from wrel.engine.distributed import (
+from wrel.core.config_io import dumps, to_dict
+from wrel.core.distributed import (
     DistInfo,
     barrier,
     ddp_wrapper,
@@ -47,6 +38,21 @@ from wrel.engine.distributed import (
     resolve_device,
     shutdown,
 )
+from wrel.data.dataset import class_name_view
+from wrel.data.preprocessing import Preprocessing
+from wrel.engine.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    checkpoint_temps,
+    load_model,
+    remove_stale_temps,
+    save_model,
+    update_model_metadata,
+    write_errors,
+    writer_alive,
+)
+from wrel.engine.experiment import ExperimentConfig, validate_experiment
+from wrel.engine.leakage import measure_leakage
 from wrel.engine.loaders import StageData, eval_loader, load_split_samples, stage_data
 from wrel.engine.progress import Progress
 from wrel.engine.stages import build_stage
@@ -58,8 +64,9 @@ from wrel.engine.state import (
     save_resume_state,
 )
 from wrel.engine.validation import evaluate_model, metric_value
-from wrel.experiment import ExperimentConfig, validate_experiment
+from wrel.evaluation.per_sample import paired_losses
 from wrel.methods.base import Handover, NonFiniteLossError, Stage, StageConfig, StageContext
+from wrel.models import build_model
 
 __all__ = ["train", "Trainer", "LoopState", "TRACE_FILE"]
 
@@ -226,7 +233,6 @@ class Trainer:
     # -- stages -------------------------------------------------------------------------------
 
     def _run_stages(self, resumed: dict[str, Any] | None) -> Handover:
-        from wrel.models import build_model
 
         torch.manual_seed(self.cfg.train.seed)  # identical initial weights on every rank
         model = build_model(self.cfg.model).to(self.device)
@@ -238,15 +244,15 @@ class Trainer:
         state = LoopState(**resumed["loop"]) if resumed else LoopState()
         handover = Handover(model, None)
         for index in range(state.stage_index, len(self.cfg.stages)):
-            scfg = self.cfg.stages[index]
+            stage_cfg = self.cfg.stages[index]
             if index != state.stage_index:
                 state.stage_index, state.epoch, state.iteration = index, 0, 0
-            data = stage_data(self.cfg, scfg, self.samples["train"], self.dist)
-            stage = build_stage(scfg, self._context(handover, data))
+            data = stage_data(self.cfg, stage_cfg, self.samples["train"], self.dist)
+            stage = build_stage(stage_cfg, self._context(handover, data))
             if resumed is not None and index == resumed["loop"]["stage_index"]:
                 stage.load_state_dict(resumed["stage"])
                 restore_rng(resumed["rng"])
-            self._run_stage(stage, scfg, data, state)
+            self._run_stage(stage, stage_cfg, data, state)
             handover = stage.handover()
             del stage
         return handover
@@ -267,20 +273,20 @@ class Trainer:
         )
 
     def _run_stage(
-        self, stage: Stage, scfg: StageConfig, data: StageData, state: LoopState
+        self, stage: Stage, stage_cfg: StageConfig, data: StageData, state: LoopState
     ) -> None:
-        name = scfg.name or f"{state.stage_index}-{scfg.kind}"
-        ipe = data.iters_per_epoch
-        for epoch in range(state.epoch, scfg.epochs):
+        name = stage_cfg.name or f"{state.stage_index}-{stage_cfg.kind}"
+        iters_per_epoch = data.iters_per_epoch
+        for epoch in range(state.epoch, stage_cfg.epochs):
             loader = data.loader(epoch, skip_batches=state.iteration)
             bar = Progress(
-                ipe,
-                f"{name} epoch {epoch + 1}/{scfg.epochs}",
+                iters_per_epoch,
+                f"{name} epoch {epoch + 1}/{stage_cfg.epochs}",
                 initial=state.iteration,
                 enabled=self.cfg.train.progress and self.dist.is_main,
             )
             for batch in loader:
-                progress = epoch + state.iteration / ipe
+                progress = epoch + state.iteration / iters_per_epoch
                 try:
                     logs = stage.training_step(batch, progress)
                 except NonFiniteLossError as err:
@@ -299,7 +305,10 @@ class Trainer:
                 bar.update(
                     1, step=state.global_step, **{k: v for k, v in logs.items() if "loss" in k}
                 )
-                if state.global_step % self.cfg.train.log_every == 0 or state.iteration == ipe:
+                if (
+                    state.global_step % self.cfg.train.log_every == 0
+                    or state.iteration == iters_per_epoch
+                ):
                     self._log(
                         {
                             "event": "train",
@@ -311,40 +320,49 @@ class Trainer:
                         }
                     )
                 every = self.cfg.train.checkpoint_every
-                if every and state.global_step % every == 0 and state.iteration < ipe:
+                if every and state.global_step % every == 0 and state.iteration < iters_per_epoch:
                     self._save_state(stage, state)
                 val_every = self.cfg.train.val_every_steps
-                if val_every and state.global_step % val_every == 0 and state.iteration < ipe:
-                    self._maybe_evaluate(stage, scfg, name, state, mid_epoch=True)
+                if (
+                    val_every
+                    and state.global_step % val_every == 0
+                    and state.iteration < iters_per_epoch
+                ):
+                    self._maybe_evaluate(stage, stage_cfg, name, state, mid_epoch=True)
             bar.close()
             state.epoch, state.iteration = epoch + 1, 0
-            self._maybe_evaluate(stage, scfg, name, state)
-            # Resume point at each epoch end; a stage with scfg.eval_every = k (many short
+            self._maybe_evaluate(stage, stage_cfg, name, state)
+            # Resume point at each epoch end; a stage with stage_cfg.eval_every = k (many short
             # epochs) saves every k epochs and at its end (plus every train.checkpoint_every).
-            k = max(1, scfg.eval_every or 1)
-            if state.epoch % k == 0 or state.epoch == scfg.epochs:
+            k = max(1, stage_cfg.eval_every or 1)
+            if state.epoch % k == 0 or state.epoch == stage_cfg.epochs:
                 self._save_state(stage, state)
 
     def _maybe_evaluate(
-        self, stage: Stage, scfg: StageConfig, name: str, state: LoopState, mid_epoch: bool = False
+        self,
+        stage: Stage,
+        stage_cfg: StageConfig,
+        name: str,
+        state: LoopState,
+        mid_epoch: bool = False,
     ) -> None:
         """Score val at an epoch end (when due) or, with ``mid_epoch``, inside an epoch
         (``train.val_every_steps``); keep the best student of the final stage."""
-        every = max(1, scfg.eval_every or self.cfg.train.eval_every)
+        every = max(1, stage_cfg.eval_every or self.cfg.train.eval_every)
         val_every = self.cfg.train.val_every_steps
         due = (
             mid_epoch
             or state.epoch % every == 0
-            or state.epoch == scfg.epochs
+            or state.epoch == stage_cfg.epochs
             or (val_every > 0 and state.global_step % val_every == 0)
         )
-        if not scfg.evaluate and not mid_epoch and state.epoch == scfg.epochs:
+        if not stage_cfg.evaluate and not mid_epoch and state.epoch == stage_cfg.epochs:
             self._log_leakage(
                 stage,
                 stage.eval_model(),
                 {"stage": name, "epoch": state.epoch - 1, "step": state.global_step},
             )
-        if not (scfg.evaluate and due and self.samples.get("val")):
+        if not (stage_cfg.evaluate and due and self.samples.get("val")):
             return
         model = stage.eval_model()
         # class-name traces at epoch ends only (mid-epoch evaluations are for the curve)
@@ -386,8 +404,6 @@ class Trainer:
         bank = getattr(stage, "bank", None)
         if bank is None or self.cfg.bank.leakage_samples <= 0:
             return
-        from wrel.engine.leakage import measure_leakage
-
         leak = measure_leakage(model, bank, self.samples["train"], self.cfg, self.device)
         self._log({"event": "leakage", **where, **leak})
 
@@ -395,8 +411,6 @@ class Trainer:
         self, model: torch.nn.Module, where: dict[str, Any], accurate: list[Any]
     ) -> dict[str, Any]:
         """Score val with class names; append the paired per-sample losses to the trace."""
-        from wrel.data.dataset import class_name_view
-        from wrel.theory.estimators import paired_losses
 
         weak = evaluate_model(
             model,
@@ -425,13 +439,14 @@ class Trainer:
     # -- files --------------------------------------------------------------------------------
 
     def _export_best(self, model: torch.nn.Module, info: dict[str, Any]) -> None:
-        from wrel.engine.checkpoint import save_model
 
         if self.dist.is_main:
             size = self.cfg.data.image_size
+            # the preprocessing record, read back by wrel.inference.Predictor and `wrel eval`
+            preprocessing = Preprocessing((size, size), scaling=self.cfg.data.image_scaling)
             metadata = {
                 "method": self.cfg.method,
-                "image_size": [size, size],  # read by wrel.inference.Predictor
+                **preprocessing.to_metadata(),
                 "dataset": {
                     "root": str(self.cfg.data.root),
                     "name": _dataset_label(self.cfg.data),
@@ -440,8 +455,6 @@ class Trainer:
                     "split_seed": self.cfg.data.split_seed,
                     **self._data_summary(),
                 },
-                # the image-reading contract, applied again by wrel.inference.Predictor
-                IMAGE_SCALING_KEY: self.cfg.data.image_scaling.to_dict(),
                 "protocol": self.cfg.train.protocol,
                 "experiment": to_dict(self.cfg),
                 **info,
@@ -545,7 +558,6 @@ class Trainer:
             os.replace(tmp, path)
 
     def _finish(self, handover: Handover) -> dict[str, Any]:
-        from wrel.engine.checkpoint import load_model, update_model_metadata
 
         best = self.ckpt_dir / "best"
         if not best.exists():  # no val split or no evaluation: the final student is the result
@@ -655,5 +667,4 @@ def _empty_warnings(shares: dict[str, float | None]) -> list[str]:
 
 
 def _best_info(metadata: dict[str, Any]) -> dict[str, Any]:
-    meta = metadata.get("metadata", metadata)
-    return {k: meta.get(k) for k in ("stage", "epoch", "step", "val")}
+    return {k: metadata.get(k) for k in ("stage", "epoch", "step", "val")}

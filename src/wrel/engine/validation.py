@@ -1,4 +1,5 @@
-"""Evaluation loop used by the trainer and ``wrel eval``: the student, real expressions, no bank."""
+"""Evaluation loop used by the trainer, ``wrel eval`` and ``wrel bound``: the student on the
+samples' texts, with the reference bank's prompts for weak samples when a bank is given."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wrel.engine.progress import Progress
+from wrel.evaluation import Evaluator
+from wrel.methods.bank import ReferenceBank, text_inputs
 
 __all__ = ["evaluate_model", "metric_value"]
 
@@ -25,7 +28,7 @@ def evaluate_model(
     progress: bool = False,
     desc: str = "eval",
     per_sample: bool = False,
-    bank: Any | None = None,
+    bank: ReferenceBank | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on every batch of ``loader`` with ``wrel.evaluation.Evaluator``.
 
@@ -41,7 +44,6 @@ def evaluate_model(
     Returns:
         The evaluator's metrics dict (oIoU, mIoU, Prec@X in percent, per category, ...).
     """
-    from wrel.evaluation import Evaluator
 
     was_training = model.training
     model.eval()
@@ -57,12 +59,10 @@ def evaluate_model(
         bar.update(1)
         input_ids, attention_mask = model.tokenize(list(batch["text"]))  # type: ignore[operator]
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        text: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if bank is not None:
-            is_weak = torch.tensor([q == "weak" for q in batch["quality"]], device=device)
-            embeds = model.embed_tokens(input_ids)  # type: ignore[operator]
-            filled, mask = bank.fill(embeds, attention_mask, batch["sample_id"].to(device), is_weak)
-            text = {"inputs_embeds": filled, "attention_mask": mask}
+        is_weak = torch.tensor([q == "weak" for q in batch["quality"]], device=device)
+        text = text_inputs(
+            model, input_ids, attention_mask, bank, batch["sample_id"].to(device), is_weak
+        )
         with autocast:
             out = model(batch["image"].to(device), **text)
         pred = out.logits.argmax(dim=1).bool().cpu()  # (B, H, W)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wrel.evaluation.gather import _device, all_gather_records, is_distributed
 from wrel.evaluation.metrics import (
     ArrayLike,
     EvalProtocol,
@@ -149,7 +150,6 @@ class Evaluator:
 
     def _gathered(self, gather: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
         inter, union, ids, cats = self._local()
-        from wrel.evaluation.gather import all_gather_records, is_distributed
 
         if gather and is_distributed():
             inter, union, ids, cats = all_gather_records(inter, union, ids, cats)
@@ -180,7 +180,6 @@ class Evaluator:
         """Share of accumulated (all ranks' with ``gather``) predictions that are empty."""
         empty = torch.cat(self._empty) if self._empty else torch.zeros(0, dtype=torch.bool)
         counts = torch.tensor([int(empty.sum()), empty.numel()], dtype=torch.int64)
-        from wrel.evaluation.gather import _device, is_distributed
 
         if gather and is_distributed():
             import torch.distributed as dist

@@ -4,7 +4,7 @@
 >>> mask = predictor.predict("scene.tif", "the ship at the top left")  # doctest: +SKIP
 """
 
-from wrel.inference.images import open_image
+from wrel.inference.inputs import open_image
 from wrel.inference.outputs import overlay_mask, save_mask, save_overlay, write_prediction
 from wrel.inference.predictor import (
     DEFAULT_IMAGE_SIZE,

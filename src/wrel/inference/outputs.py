@@ -1,7 +1,7 @@
 """Write a prediction: PNG or GeoTIFF mask, GeoJSON polygons, probabilities, PNG overlay.
 
 Every file is written to a temporary file in its folder and moved over the final path with
-``os.replace`` once complete (:mod:`wrel.outfiles`); :func:`write_prediction` replaces all its
+``os.replace`` once complete (:mod:`wrel.core.outfiles`); :func:`write_prediction` replaces all its
 files only after every one of them was written, and never writes over the input image.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from wrel.geo import _write_geojson, _write_mask_geotiff
-from wrel.inference.images import Raster
-from wrel.outfiles import OutputWriteError, StagedOutputs, atomic_output, check_output_paths
+from wrel.core.outfiles import OutputWriteError, StagedOutputs, atomic_output, check_output_paths
+from wrel.inference.geo import _write_geojson, _write_mask_geotiff
+from wrel.inference.inputs import Raster
 
 __all__ = [
     "OUTPUT_SUFFIXES",

@@ -23,9 +23,20 @@ import torch
 import torch.nn.functional as F
 
 from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
-from wrel.geo import DEFAULT_MAX_PIXELS, StretchMode, check_pixel_count
-from wrel.inference.images import ImageInput, Raster, open_image
-from wrel.tiling import RowStitcher, Tile, tile_grid
+from wrel.data.preprocessing import (
+    DEFAULT_IMAGE_SIZE,
+    IMAGE_MEAN_KEY,
+    IMAGE_SIZE_KEY,
+    IMAGE_STD_KEY,
+    Preprocessing,
+    image_size_from_metadata,
+    scaling_from_metadata,
+)
+from wrel.data.rasters import DEFAULT_MAX_PIXELS, StretchMode, check_pixel_count
+from wrel.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from wrel.engine.checkpoint import load_model
+from wrel.inference.inputs import ImageInput, Raster, open_image
+from wrel.inference.tiling import RowStitcher, Tile, tile_grid
 
 __all__ = [
     "IMAGE_SIZE_KEY",
@@ -42,14 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Checkpoint metadata keys read by the predictor (written by the trainer).
-IMAGE_SIZE_KEY = "image_size"  # [H, W] (or an int) of the training input
-IMAGE_MEAN_KEY = "image_mean"  # optional per-channel mean, default ImageNet
-IMAGE_STD_KEY = "image_std"  # optional per-channel std, default ImageNet
-DEFAULT_IMAGE_SIZE = 128
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Mode = Literal["auto", "whole", "tile"]
 
@@ -75,39 +78,6 @@ class PredictorConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
-
-
-def image_size_from_metadata(metadata: dict[str, Any]) -> tuple[int, int]:
-    """Model input ``(H, W)`` from checkpoint metadata (``IMAGE_SIZE_KEY``), else the default.
-
-    Also accepts the experiment config saved by the trainer (``experiment.data.image_size``).
-    """
-    meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
-    size = meta.get(IMAGE_SIZE_KEY)
-    if size is None:
-        size = ((meta.get("experiment") or {}).get("data") or {}).get("image_size")
-    if size is None:
-        log.warning("checkpoint metadata has no %r; using %d", IMAGE_SIZE_KEY, DEFAULT_IMAGE_SIZE)
-        size = DEFAULT_IMAGE_SIZE
-    if isinstance(size, int | float):
-        return int(size), int(size)
-    return int(size[0]), int(size[1])
-
-
-def scaling_from_metadata(metadata: dict[str, Any]) -> ImageScaling | None:
-    """The training image scaling recorded in checkpoint metadata (``IMAGE_SCALING_KEY``, else
-    ``experiment.data.image_scaling``); ``None`` for checkpoints written before the contract.
-
-    Raises:
-        ValueError: the recorded spec is malformed (names the key).
-    """
-    meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
-    spec = meta.get(IMAGE_SCALING_KEY)
-    if spec is None:
-        spec = ((meta.get("experiment") or {}).get("data") or {}).get("image_scaling")
-    if spec is None:
-        return None
-    return ImageScaling.from_dict(spec, where=f"checkpoint metadata {IMAGE_SCALING_KEY!r}")
 
 
 def read_checkpoint_scaling(path: str | Path) -> ImageScaling | None:
@@ -169,7 +139,6 @@ class Predictor:
         config: PredictorConfig | None = None,
     ) -> Predictor:
         """Load a model folder written by ``save_model`` (strict, no pickle)."""
-        from wrel.engine.checkpoint import load_model
 
         path = Path(path)
         if not path.is_dir():
@@ -178,15 +147,15 @@ class Predictor:
                 "e.g. runs/<name>/checkpoints/best"
             )
         model, metadata = load_model(path, device=device)
-        meta = metadata.get("metadata", metadata) if isinstance(metadata, dict) else {}
+        pre = Preprocessing.from_metadata(metadata)
         return cls(
             model,
-            image_size=image_size_from_metadata(meta),
-            mean=meta.get(IMAGE_MEAN_KEY, IMAGENET_MEAN),
-            std=meta.get(IMAGE_STD_KEY, IMAGENET_STD),
+            image_size=pre.image_size,
+            mean=pre.mean,
+            std=pre.std,
             device=device,
             config=config,
-            scaling=scaling_from_metadata(meta),
+            scaling=pre.scaling,
         )
 
     def open(
@@ -279,7 +248,7 @@ class Predictor:
                 checkpoint's ``image_scaling.bands``).
             stretch: ``None`` (default): the checkpoint's image scaling, as in training;
                 ``auto`` / ``percentile`` / ``none`` override it (see
-                :func:`wrel.geo.compute_stretch`) with a warning.
+                :func:`wrel.data.rasters.compute_stretch`) with a warning.
 
         Returns:
             bool mask ``(H, W)``, or float32 probabilities ``(H, W)`` when ``return_probs``.
@@ -349,10 +318,10 @@ class Predictor:
     def predict_raster(self, raster: Raster, text: str, mode: Mode | None = None) -> np.ndarray:
         """uint8 probabilities ``(H, W)`` (``round(255 p)``) of a whole raster.
 
-        Nodata pixels (:meth:`~wrel.geo.GeoRaster.valid_mask`) get probability 0.
+        Nodata pixels (:meth:`~wrel.data.rasters.GeoRaster.valid_mask`) get probability 0.
 
         Args:
-            raster: an opened image (:func:`~wrel.inference.images.open_image`).
+            raster: an opened image (:func:`~wrel.inference.inputs.open_image`).
             text: the referring expression.
             mode: overrides ``config.mode``.
 

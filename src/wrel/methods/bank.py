@@ -41,11 +41,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from wrel.methods.bank_optim import dense_adamw_step
+
 __all__ = [
     "BankConfig",
     "DEFAULT_VOCAB_WORDS",
     "ReferenceBank",
     "fill_prompts",
+    "text_inputs",
     "vocab_token_ids",
     "word_embedding_table",
 ]
@@ -136,6 +139,29 @@ DEFAULT_VOCAB_WORDS: tuple[str, ...] = (
     "tennis", "court", "train", "station", "vehicle", "windmill", "expressway", "service",
     "area", "toll",
 )  # fmt: skip
+
+
+def text_inputs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    bank: ReferenceBank | None = None,
+    sample_ids: Tensor | None = None,
+    prompted: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The text keyword arguments of ``model(images, **text)``, for training and evaluation alike.
+
+    Without a bank: the token ids. With one: the word embeddings of the text (the class name for
+    weak samples) with the bank's prompts written into the free slots of the ``prompted``
+    samples ``(B,)`` bool (:meth:`ReferenceBank.fill`), as ``inputs_embeds``.
+    """
+    if bank is None:
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    if sample_ids is None or prompted is None:
+        raise ValueError("text_inputs: a bank needs sample_ids and prompted")
+    embeds = model.embed_tokens(input_ids)  # type: ignore[operator]  # (B, L, D)
+    filled, mask = bank.fill(embeds, attention_mask, sample_ids, prompted)
+    return {"inputs_embeds": filled, "attention_mask": mask}
 
 
 def fill_prompts(
@@ -458,8 +484,6 @@ class ReferenceBank:
         if total == 0 or rows.numel() == 0:
             return
         if self.cfg.optimizer == "dense":
-            from wrel.methods.bank_optim import dense_adamw_step
-
             dense_adamw_step(self, rows, grads, total, lr=lr, weight_decay=weight_decay)
             return
         uniq, inverse = torch.unique(rows, return_inverse=True)  # (U,), (K,)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from wrel.core.distributed import average_buffers
 from wrel.methods.bank import BankConfig, ReferenceBank
 from wrel.methods.optim import OptimConfig
 
@@ -214,6 +215,4 @@ class Stage(nn.Module):
             torch.nn.utils.clip_grad_norm_(list(params), self.cfg.optim.grad_clip)
         optimizer.step()
         if self.ctx.device.type != "cuda":  # CUDA ranks use SyncBatchNorm instead
-            from wrel.engine.distributed import average_buffers
-
             average_buffers(self.model)

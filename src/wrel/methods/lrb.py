@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wrel.methods.bank import ReferenceBank, fill_prompts
+from wrel.methods.bank import ReferenceBank, fill_prompts, text_inputs
 from wrel.methods.base import PreparedBatch, Stage, StageConfig, StageContext
 from wrel.methods.ema import EmaTeacher, ema_momentum
 from wrel.methods.losses import (
@@ -191,11 +191,12 @@ class JointStage(_BankStepMixin):
                     self.bank_step(self.teacher.module, b, self.bank_lr(progress), progress)
                 )
         self.model.train()
-        embeds = self.model.embed_tokens(b.input_ids)  # (B, L, D)
         prompted = self.prompt_dropout(b.is_weak)  # (B,) weak samples that keep their prompts
-        filled, mask = self.bank.fill(embeds, b.attention_mask, b.sample_ids, prompted)
+        text = text_inputs(
+            self.model, b.input_ids, b.attention_mask, self.bank, b.sample_ids, prompted
+        )
         with self.autocast():
-            out = self.forward_model(b.images, inputs_embeds=filled, attention_mask=mask)
+            out = self.forward_model(b.images, **text)
         loss = seg_loss(out.logits, b.masks, self.cfg.dice)
         logs["seg_loss"] = float(loss.detach())
         if self.cfg.consistency_weight > 0:
@@ -237,11 +238,11 @@ class JointStage(_BankStepMixin):
     def _consistency(self, student_logits: Tensor, b: PreparedBatch, progress: float) -> Tensor:
         start, end = self.cfg.consistency_threshold
         with torch.no_grad(), self.autocast():
-            embeds = self.teacher.module.embed_tokens(b.input_ids)  # type: ignore[operator]
-            filled, mask = self.bank.fill(embeds, b.attention_mask, b.sample_ids, b.is_weak)
-            teacher_logits = self.teacher(
-                b.images, inputs_embeds=filled, attention_mask=mask
-            ).logits
+            text = text_inputs(
+                self.teacher.module, b.input_ids, b.attention_mask, self.bank, b.sample_ids,
+                b.is_weak,
+            )  # fmt: skip
+            teacher_logits = self.teacher(b.images, **text).logits
         threshold = confidence_threshold(progress, start, end, self.cfg.consistency_ramp_epochs)
         return consistency_loss(
             student_logits,

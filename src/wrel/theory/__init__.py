@@ -17,8 +17,6 @@ from wrel.theory.estimators import (
     GapEstimate,
     estimate_delta,
     fit_eps,
-    losses_from_counts,
-    paired_losses,
 )
 
 __all__ = [
@@ -31,7 +29,5 @@ __all__ = [
     "estimate_delta",
     "finite_class_eps",
     "fit_eps",
-    "losses_from_counts",
-    "paired_losses",
     "rademacher_eps",
 ]

@@ -21,7 +21,7 @@ The page is a Starlette application served by uvicorn. Every limit lives in one
    So concurrent uploads queue or are refused; they never multiply the decode memory.
 
 Uploads are read exactly as ``wrel predict`` reads files: TIFF/GeoTIFF through
-:class:`wrel.geo.GeoRaster` (from memory, ``/vsimem``), other pictures through Pillow, both
+:class:`wrel.data.rasters.GeoRaster` (from memory, ``/vsimem``), other pictures through Pillow, both
 with the checkpoint's recorded image scaling (:attr:`Predictor.scaling`), so 8/16-bit and
 1-N band images reach the model as the same tensor as through ``Predictor.predict(path)``.
 The answer carries the 8-bit rendering the model saw (``image``), the foreground
@@ -52,6 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from wrel.data.dataset import load_samples
+from wrel.data.rasters import GeoRaster
+from wrel.inference.outputs import overlay_mask
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -422,7 +426,7 @@ class DemoApp:
     def open_upload(self, source: bytes | Path) -> Iterator[Any]:
         """The image as the predictor's raster, read as ``wrel predict`` reads a file.
 
-        TIFF bytes go through :class:`wrel.geo.GeoRaster` on a ``/vsimem`` copy, other bytes
+        TIFF bytes go through :class:`wrel.data.rasters.GeoRaster` on a ``/vsimem`` copy, other bytes
         through Pillow, example files through :meth:`Predictor.open`; the checkpoint's image
         scaling applies to all of them.
 
@@ -436,8 +440,6 @@ class DemoApp:
                 if isinstance(source, Path):
                     raster = predictor.open(source)
                 elif is_tiff(source):
-                    from wrel.geo import GeoRaster
-
                     name = stack.enter_context(_memory_raster(source))
                     scaling = getattr(predictor, "scaling", None)
                     raster = GeoRaster(name, scaling=scaling, max_pixels=self.limits.max_pixels)
@@ -458,7 +460,6 @@ class DemoApp:
 
     def segment(self, source: bytes | Path, text: str, threshold: float | None = None) -> bytes:
         """Decode, predict, overlay and encode the JSON answer (runs in the model worker)."""
-        from wrel.inference.outputs import overlay_mask
 
         predictor = self.predictor
         if threshold is None:
@@ -938,7 +939,6 @@ def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> Demo
 
 def load_examples(data_root: str | Path, limit: int = 8) -> list[Example]:
     """Up to ``limit`` accurate-expression samples of a generated benchmark (test split first)."""
-    from wrel.data.dataset import load_samples
 
     root = Path(data_root)
     if not root.is_dir():

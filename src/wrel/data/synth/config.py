@@ -13,7 +13,7 @@ FLOOR_SIZE = 96  # min_object_pixels is given at this image size
 
 @dataclass
 class SynthConfig:
-    """Configuration of :func:`wrel.data.synthetic.generate_benchmark`.
+    """Configuration of :func:`wrel.data.synth.generate_benchmark`.
 
     Counts are images; each image gives up to ``refs_per_image`` samples (refs), each with its
     own target instance, all in the same split.

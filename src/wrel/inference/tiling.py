@@ -11,21 +11,12 @@ that no later tile touches are flushed as ``uint8`` probabilities.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
+from wrel.data.rasters import Tile
+
 __all__ = ["Tile", "tile_starts", "tile_grid", "blend_weights", "RowStitcher"]
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile: pixel offsets and size inside the scene."""
-
-    row: int
-    col: int
-    height: int
-    width: int
 
 
 def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from wrel.data.dataset import class_name_view
+from wrel.data.dataset import RefSegDataset, class_name_view, collate_samples
+from wrel.engine.validation import evaluate_model
 
 __all__ = ["score_samples", "class_name_view"]
 
@@ -38,9 +39,6 @@ def score_samples(
         protocol: the evaluator's scoring protocol.
     """
     from torch.utils.data import DataLoader
-
-    from wrel.data.dataset import RefSegDataset, collate_samples
-    from wrel.engine.validation import evaluate_model
 
     loader = DataLoader(
         RefSegDataset(list(samples), image_size=(image_size, image_size)),

@@ -1,8 +1,8 @@
 """Open what a user hands the predictor (a path, a PIL image or an array) as a raster reader.
 
-GDAL formats (GeoTIFF, JPEG2000, ...) are read lazily in windows through :class:`~wrel.geo.GeoRaster`;
-ordinary picture formats are decoded by Pillow into an :class:`~wrel.geo.ArrayRaster`. Every
-reader yields 8-bit RGB (see :mod:`wrel.geo` for band selection and the percentile stretch).
+GDAL formats (GeoTIFF, JPEG2000, ...) are read lazily in windows through :class:`~wrel.data.rasters.GeoRaster`;
+ordinary picture formats are decoded by Pillow into an :class:`~wrel.data.rasters.ArrayRaster`. Every
+reader yields 8-bit RGB (see :mod:`wrel.data.rasters` for band selection and the percentile stretch).
 With ``scaling`` (a :class:`~wrel.data.image_reading.ImageScaling`, what the checkpoint records)
 the bands and value mapping are exactly those of training (:mod:`wrel.data.image_reading`).
 """
@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from wrel.data.image_reading import ImageScaling, decode_array, scale_to_rgb8
-from wrel.geo import DEFAULT_MAX_PIXELS, ArrayRaster, GeoRaster, StretchMode, to_rgb8
+from wrel.data.rasters import DEFAULT_MAX_PIXELS, ArrayRaster, GeoRaster, StretchMode, to_rgb8
 
 __all__ = [
     "ImageInput",
@@ -112,7 +112,7 @@ def open_image(
     1-based); 8-bit RGB arrays are used as they are. Files declaring more than ``max_pixels``
     pixels are refused from their header, before any pixel is read (``None``: no limit;
     in-memory images are not checked). GeoTIFF nodata is honoured (see
-    :class:`~wrel.geo.GeoRaster`). ``scaling`` (a checkpoint's
+    :class:`~wrel.data.rasters.GeoRaster`). ``scaling`` (a checkpoint's
     :class:`~wrel.data.image_reading.ImageScaling`) replaces ``stretch`` so the model sees the
     values it was trained on; ``bands`` then overrides only its band choice.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wrel.benchmark.profiles import METHOD_ORDER, Profile, preset_of
+from wrel.core.config_io import from_dict, to_dict
+from wrel.data.synth import generate_benchmark
+from wrel.data.synth.config import SynthConfig
+from wrel.engine.experiment import apply_split_file, build_experiment
+from wrel.engine.state import find_resume_dir
+from wrel.engine.trainer import TRACE_FILE, train
+from wrel.studies.plateau import plateau_check, plateau_table
+from wrel.studies.profiles import METHOD_ORDER, Profile, preset_of
+from wrel.studies.report import (
+    gap_lines,
+    markdown_table,
+    paired_table,
+    plot_leakage,
+    plot_ratio_curves,
+    plot_training_curves,
+    wall_time_table,
+)
 
 __all__ = [
     "RunSpec",
@@ -82,9 +99,6 @@ def ensure_benchmark_data(profile: Profile, root: str | Path, *, workers: int = 
     An existing benchmark must have been rendered with the profile's generator settings;
     otherwise the numbers would not be comparable, and the error says how to fix it.
     """
-    from wrel.config import from_dict, to_dict
-    from wrel.data.synth.config import SynthConfig
-    from wrel.data.synthetic import generate_benchmark
 
     root = Path(root)
     config = from_dict(SynthConfig, {**to_dict(SynthConfig()), **profile.synth})
@@ -116,11 +130,9 @@ def build_run_config(
     The seed sets both the training seed and the weak-split seed, so the seed spread covers
     which expressions are accurate as well as initialisation and data order. With
     ``split_file`` (a weak-split file) the split is taken as-is and the accurate ratio is the
-    file's (:func:`wrel.data.splits.apply_split_file`); Full, the all-accurate reference, reads
+    file's (:func:`wrel.engine.experiment.apply_split_file`); Full, the all-accurate reference, reads
     the data set's own refs file.
     """
-    from wrel.data.splits import apply_split_file
-    from wrel.experiment import build_experiment
 
     sets = [
         *profile.experiment_sets(spec.method),
@@ -197,9 +209,7 @@ def _curve(run_dir: Path) -> list[dict[str, Any]]:
 def run_record(
     spec: RunSpec, cfg: Any, result: dict[str, Any], wall_time_s: float
 ) -> dict[str, Any]:
-    """The JSON record of a finished run (see :mod:`wrel.benchmark.report`)."""
-    from wrel.benchmark.plateau import plateau_check
-    from wrel.config import to_dict
+    """The JSON record of a finished run (see :mod:`wrel.studies.report`)."""
 
     best = result.get("best") or {}
     curve = _curve(Path(result["run_dir"]))
@@ -235,16 +245,6 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
     """``results.json`` (all records), ``results.md`` (tables) and the plots, from the records."""
-    from wrel.benchmark.plateau import plateau_table
-    from wrel.benchmark.report import (
-        gap_lines,
-        markdown_table,
-        paired_table,
-        plot_leakage,
-        plot_ratio_curves,
-        plot_training_curves,
-        wall_time_table,
-    )
 
     out = Path(out_dir)
     records = load_records(out)
@@ -275,7 +275,7 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         "## Plateau check",
         "",
         "A run reached its plateau when its val mIoU gains less than 1 point over the last "
-        "20 % of its final stage's steps (wrel.benchmark.plateau).",
+        "20 % of its final stage's steps (wrel.studies.plateau).",
         "",
         plateau_table(records),
         "",
@@ -331,7 +331,7 @@ def run_benchmark(
     """Run every spec not finished yet, writing its record and the report after each.
 
     Args:
-        profile: generator / training settings (see :mod:`wrel.benchmark.profiles`).
+        profile: generator / training settings (see :mod:`wrel.studies.profiles`).
         specs: the runs, e.g. from :func:`plan_runs`.
         data_root: refer-format data root.
         out_dir: where records, tables and plots go (e.g. ``docs/results``).
@@ -345,12 +345,8 @@ def run_benchmark(
     Returns:
         The records of ``specs`` (finished earlier or now).
     """
-    from wrel.engine.state import find_resume_dir
-    from wrel.engine.trainer import TRACE_FILE
 
     if train_fn is None:
-        from wrel.engine.trainer import train
-
         train_fn = train
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -389,7 +385,7 @@ def run_benchmark(
         done_records[spec.name] = record
         test = record["test"] or {}
         echo(
-            f"    done in {_fmt_s(elapsed) if elapsed == elapsed else 'n/a (resumed)'}: test "
+            f"    done in {'n/a (resumed)' if math.isnan(elapsed) else _fmt_s(elapsed)}: test "
             f"mIoU {test.get('mIoU', float('nan')):.2f}, oIoU {test.get('oIoU', float('nan')):.2f}"
         )
         write_report(out, title=f"wrel bench, profile {profile.name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wrel.benchmark.plateau import plateau_check, plateau_table
+from wrel.studies.plateau import plateau_check, plateau_table
 
 
 def _curve(values: list[float], step: int = 100, stage: str = "full") -> list[dict]:

@@ -274,7 +274,7 @@ def wall_time_table(records: Sequence[dict[str, Any]]) -> str:
     times: dict[tuple[str, float], list[float]] = defaultdict(list)
     for rec in records:
         t = rec.get("wall_time_s")
-        if t is None or t != t:  # resumed runs have no honest wall time
+        if t is None or math.isnan(t):  # resumed runs have no honest wall time
             continue
         ratio = 1.0 if rec["method"] == "full" else float(rec["accurate_ratio"])
         times[(rec["method"], round(ratio, 4))].append(float(t))

@@ -28,6 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from wrel.data.dataset import load_samples
+from wrel.data.splits import split_file_info
+from wrel.engine.checkpoint import load_model
+from wrel.evaluation.per_sample import losses_from_counts, paired_losses
+from wrel.methods.bank import ReferenceBank
+from wrel.studies.scoring import class_name_view, score_samples
+from wrel.theory import bound_terms, estimate_delta, fit_eps
+
 __all__ = ["measure_bound", "plot_bound", "bound_markdown", "load_traces", "write_bound"]
 
 log = logging.getLogger(__name__)
@@ -35,7 +43,6 @@ log = logging.getLogger(__name__)
 
 def _train_split(data_root: str | Path, data_cfg: dict[str, Any]) -> list[Any]:
     """The train samples with the weak split a run trained on (built or published)."""
-    from wrel.data.dataset import load_samples
 
     split_file = data_cfg.get("split_file")
     return load_samples(
@@ -52,8 +59,6 @@ def _rho(rec: dict[str, Any]) -> float:
     """The accurate ratio a run trained with: its split file's own ratio when it had one."""
     split_file = ((rec.get("config") or {}).get("data") or {}).get("split_file")
     if split_file and Path(split_file).is_file():
-        from wrel.data.splits import split_file_info
-
         return split_file_info(split_file).accurate_ratio
     return float(rec["accurate_ratio"])
 
@@ -80,7 +85,6 @@ def load_traces(runs_dir: str | Path, names: list[str]) -> dict[str, list[dict[s
 
 def _best_model(run_dir: Path, name: str, device: str) -> Any:
     """The exported best student of a run, with a clear error when the folder is gone."""
-    from wrel.engine.checkpoint import load_model
 
     folder = run_dir / "checkpoints" / "best"
     if not folder.is_dir():
@@ -94,8 +98,6 @@ def _best_model(run_dir: Path, name: str, device: str) -> Any:
 
 def _risk(records: list[Any]) -> float:
     """Mean ``1 - IoU`` of ``(sample_id, category, I, U)`` records."""
-    from wrel.theory import losses_from_counts
-
     return float(losses_from_counts([r[2] for r in records], [r[3] for r in records]).mean())
 
 
@@ -129,7 +131,7 @@ def measure_bound(
     """Every term of the bound at each accurate ratio of one seed's runs.
 
     Args:
-        records: run records of ``wrel bench`` (``wrel.benchmark.runner.load_records``).
+        records: run records of ``wrel bench`` (``wrel.studies.runner.load_records``).
         data_root: the refer-format data the runs trained on (all expressions available).
         traces: run name -> trace lines (:func:`load_traces`): every checkpoint the run
             visited enters ``Delta``; runs without one contribute their best checkpoint.
@@ -141,15 +143,6 @@ def measure_bound(
     Returns:
         A JSON-able dict: ``delta``, ``eps``, ``rows`` (one per ratio and method), ``bank``.
     """
-    from wrel.data.dataset import load_samples
-    from wrel.methods.bank import ReferenceBank
-    from wrel.theory import (
-        bound_terms,
-        estimate_delta,
-        fit_eps,
-        paired_losses,
-    )
-    from wrel.theory.measure import class_name_view, score_samples
 
     fulls = sorted(r["seed"] for r in records if r["method"] == "full")
     if not fulls:
@@ -189,8 +182,8 @@ def measure_bound(
             echo(f"{rec['name']}: {len(labels)} visited checkpoints from its trace")
         else:
             echo(f"scoring {rec['name']} (best checkpoint only: no trace) on val")
-            la, lw, _ = paired_losses(val_scores, score(val_weak))
-            a, w, labels = [la], [lw], [f"{rec['name']}@best"]
+            loss_accurate, loss_weak, _ = paired_losses(val_scores, score(val_weak))
+            a, w, labels = [loss_accurate], [loss_weak], [f"{rec['name']}@best"]
         acc_losses += a
         weak_losses += w
         names += labels
@@ -217,19 +210,19 @@ def measure_bound(
                 if s.sample_id in weak_ids
             ]  # fmt: skip
             bank = ReferenceBank.load(bank_file, device=device)
-            l_acc = score(accurate)
-            la_b, l_bank, _ = paired_losses(l_acc, score(weak, bank))
-            _, l_cls, _ = paired_losses(l_acc, score(weak))
-            with_bank = estimate_delta(la_b, l_bank, confidence=confidence)
-            plain = estimate_delta(la_b, l_cls, confidence=confidence)
+            records_accurate = score(accurate)
+            loss_accurate, loss_bank, _ = paired_losses(records_accurate, score(weak, bank))
+            _, loss_class_name, _ = paired_losses(records_accurate, score(weak))
+            with_bank = estimate_delta(loss_accurate, loss_bank, confidence=confidence)
+            plain = estimate_delta(loss_accurate, loss_class_name, confidence=confidence)
             bank_rows.append(
                 {
                     "run": rec["name"],
                     "rho": rec["accurate_ratio"],
                     "num_weak": len(weak),
-                    "risk_accurate": float(la_b.mean()),
-                    "risk_class_name": float(l_cls.mean()),
-                    "risk_class_name_bank": float(l_bank.mean()),
+                    "risk_accurate": float(loss_accurate.mean()),
+                    "risk_class_name": float(loss_class_name.mean()),
+                    "risk_class_name_bank": float(loss_bank.mean()),
                     "delta_class_name": plain.delta_hat,
                     "delta_class_name_ci": [plain.lower, plain.upper],
                     "delta_with_bank": with_bank.delta_hat,

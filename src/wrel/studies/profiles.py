@@ -18,10 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from wrel.engine.experiment import PAPER_BANK_LR, PAPER_STAGE_EPOCHS
+from wrel.methods.optim import OptimConfig
+
 __all__ = ["Profile", "PROFILES", "get_profile", "METHOD_ORDER", "BENCH_PRESETS", "preset_of"]
 
 #: Bench methods in table order; ``full`` is trained once per seed at 100 % accurate. A bench
-#: method runs the :data:`wrel.experiment.METHOD_PRESETS` preset of the same name, or the one
+#: method runs the :data:`wrel.engine.experiment.METHOD_PRESETS` preset of the same name, or the one
 #: :data:`BENCH_PRESETS` names, with the profile's ``sets`` and then its ``method_sets``.
 #: ``lrb`` is this project's first recipe (larger bank steps); ``lrb-paper`` the released one,
 #: scaled to the profile's stage lengths (:func:`paper_cpu_sets`); ``lrb-words`` the released
@@ -45,7 +48,7 @@ BENCH_PRESETS = {"lrb-words": "lrb-paper", "lrb-imagenet": "lrb-paper"}
 
 
 def preset_of(method: str) -> str:
-    """The wrel.experiment preset a bench method trains."""
+    """The wrel.engine.experiment preset a bench method trains."""
     return BENCH_PRESETS.get(method, method)
 
 
@@ -94,7 +97,7 @@ _CPU_SETS = (
     "train.trace_class_names=true",  # per-checkpoint class-name risk for `wrel bound`
 )
 
-#: Stage epochs of the CPU profiles (stage names of wrel.experiment.METHOD_PRESETS). An epoch
+#: Stage epochs of the CPU profiles (stage names of wrel.engine.experiment.METHOD_PRESETS). An epoch
 #: is 12,000 samples (374 steps of 32); stages on the accurate subset get as many steps
 #: (``equal_steps``). Calibration (docs/results/calibration.md): at 3 epochs Full was still
 #: gaining 4.1 val mIoU points over its last 20 % of steps, hence 4; Only-Accurate at 10 %
@@ -129,8 +132,6 @@ def paper_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
       their dense AdamW) times the released epochs over ours, so that a row moves as far over
       the stage as it does in the released run (a row is visited once per epoch).
     """
-    from wrel.experiment import PAPER_BANK_LR, PAPER_STAGE_EPOCHS
-    from wrel.methods.optim import OptimConfig
 
     base = OptimConfig()
     sets = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -16,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from wrel.config import apply_overrides, merge, to_dict
+from wrel.core.config_io import apply_overrides, merge, to_dict
+from wrel.core.distributed import check_device_name
 from wrel.data.image_reading import ImageScaling
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
+from wrel.data.splits import SplitFileInfo, split_file_info
 from wrel.data.transforms import check_cutout
 from wrel.methods.bank import BankConfig
 from wrel.methods.base import StageConfig
@@ -32,7 +36,10 @@ __all__ = [
     "build_experiment",
     "validate_experiment",
     "check_run_name",
+    "apply_split_file",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,7 +51,7 @@ class DataConfig:
     accurate_ratio: float | None = 0.1  # None: keep the files' own accurate/weak marks
     split_file: str | None = None  # a published weak-split refs file (overrides the ratio)
     split_seed: int = 0  # seed of the weak split builder
-    image_size: int = 64  # square network input (the paper uses 480)
+    image_size: int = DEFAULT_IMAGE_SIZE  # square network input (the paper uses 480)
     num_workers: int = 0  # DataLoader workers per rank
     train_split: str = "train"
     val_split: str | None = "val"  # None: no validation; best = last
@@ -331,7 +338,6 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     Returns:
         ``cfg`` itself. Raises ``ValueError`` naming the key, the value and the fix.
     """
-    from wrel.engine.distributed import check_device_name
 
     check_run_name(cfg.name)
     _check_finite(cfg, "")
@@ -433,3 +439,59 @@ def _set_stage_key(cfg: ExperimentConfig, text: str) -> None:
         raise ValueError(f"{text!r}: no stage {which!r}; stages of this method: {valid}")
     for i in hits:
         cfg.stages[i] = apply_overrides(StageConfig, cfg.stages[i], assignments=[f"{rest}={value}"])
+
+
+def apply_split_file(
+    cfg: ExperimentConfig, *, ratio_given: bool = False, default_ratio: float | None = None
+) -> SplitFileInfo | None:
+    """Make an experiment config train on its ``data.split_file`` (in place).
+
+    The accurate ratio is the file's: ``data.accurate_ratio`` becomes None (the loader then
+    keeps the file's accurate / weak marks) and the file's ratio is logged and returned.
+
+    Args:
+        cfg: the experiment, after :func:`build_experiment`.
+        ratio_given: the user also passed an accurate ratio (``--accurate-ratio``).
+        default_ratio: ``DataConfig``'s default ratio; any other configured ratio counts as
+            given (e.g. from a YAML file).
+
+    Returns:
+        The file's counts, or None when the config has no split file.
+
+    Raises:
+        ValueError: a ratio was given too; the method is ``full`` (it trains on every
+            expression, so a weak split contradicts it); the file leaves a stage without
+            samples (e.g. LRB-WREL with no weak refs).
+    """
+    data = cfg.data
+    if not data.split_file:
+        return None
+    if cfg.method == "full":
+        raise ValueError(
+            f"--method full trains with every train expression accurate (accurate ratio 1), "
+            f"so the weak split file {data.split_file} cannot apply; drop --split-file for "
+            "Full (it reads the data set's own refs(unc).p), or use naive / only-accurate / lrb "
+            "with the split file"
+        )
+    if ratio_given or data.accurate_ratio not in (None, default_ratio):
+        raise ValueError(
+            f"pass either a split file ({data.split_file}) or an accurate ratio "
+            f"({data.accurate_ratio}), not both: a split file fixes which expressions are "
+            "weak, so its ratio is read from the file"
+        )
+    info = split_file_info(data.split_file, data.train_split)
+    data.accurate_ratio = None
+    for stage in cfg.stages:
+        weak_stage = stage.samples == "weak" or stage.kind in ("bank_init", "joint")
+        if weak_stage and info.num_weak == 0:
+            raise ValueError(
+                f"stage {stage.name or stage.kind!r} needs weak samples but {info.describe()}; "
+                "use a split file with weak refs or a method without a reference bank"
+            )
+        if stage.samples == "accurate" and info.num_accurate == 0:
+            raise ValueError(
+                f"stage {stage.name or stage.kind!r} trains on accurate samples but "
+                f"{info.describe()}"
+            )
+    log.info("%s", info.describe())
+    return info

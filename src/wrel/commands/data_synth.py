@@ -1,7 +1,4 @@
-"""``wrel data synth`` and ``wrel data stats``: registered by ``wrel.commands.data``.
-
-Heavy imports (numpy, PIL, pycocotools) stay inside the run functions so ``wrel --help`` is fast.
-"""
+"""``wrel data synth`` and ``wrel data stats``: registered by ``wrel.commands.data``."""
 
 from __future__ import annotations
 
@@ -9,6 +6,12 @@ import argparse
 import json
 import os
 from pathlib import Path
+
+from wrel.core.config_io import apply_overrides
+from wrel.data.preview import render_preview
+from wrel.data.stats import dataset_stats, format_dataset_stats
+from wrel.data.synth import SynthConfig, generate_benchmark
+from wrel.data.synth.stats import benchmark_stats, format_stats
 
 __all__ = ["add_subcommands", "run_stats", "run_synth"]
 
@@ -74,8 +77,6 @@ def add_subcommands(data_subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Generate the benchmark from parsed ``wrel data synth`` arguments."""
-    from wrel.config import apply_overrides
-    from wrel.data.synthetic import SynthConfig, generate_benchmark
 
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: use 1 or more processes")
@@ -86,8 +87,6 @@ def run_synth(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"wrote {out}")
     if args.preview:
-        from wrel.data.preview import render_preview
-
         print(f"wrote {render_preview(args.out, args.preview)}")
     return 0
 
@@ -110,12 +109,9 @@ def run_stats(args: argparse.Namespace) -> int:
     name = getattr(args, "name", None)
     split_file = getattr(args, "split_file", None)
     if _is_synthetic(root, name) and not split_file:
-        from wrel.data.synth.stats import benchmark_stats, format_stats
-
         stats = benchmark_stats(args.data, input_size=args.input_size)
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         return 0
-    from wrel.data.stats import dataset_stats, format_dataset_stats
 
     bands_text = getattr(args, "bands", None)
     try:

@@ -23,6 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wrel.data.synth.categories import spoken_name
+from wrel.engine.checkpoint import load_model
+from wrel.methods.bank import ReferenceBank, word_embedding_table
+
 __all__ = [
     "KINDS",
     "attribute_words",
@@ -100,7 +104,6 @@ def attribute_words(
 
     The relation's words are the other class's spoken name minus the target class's words.
     """
-    from wrel.data.synth.categories import spoken_name
 
     out: dict[str, set[str]] = {}
     if "position" in attributes:
@@ -216,8 +219,6 @@ def decode_bank(
     Returns:
         The JSON-able report (see ``wrel bank decode --help``).
     """
-    from wrel.engine.checkpoint import load_model
-    from wrel.methods.bank import ReferenceBank, word_embedding_table
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
