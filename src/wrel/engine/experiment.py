@@ -30,6 +30,7 @@ from wrel.methods.base import (
     JointConfig,
     StageConfig,
     SupervisedConfig,
+    stage_keys,
 )
 from wrel.models import ModelConfig
 
@@ -245,9 +246,11 @@ def build_experiment(
 ) -> ExperimentConfig:
     """Resolve an :class:`ExperimentConfig`: defaults <- base <- preset <- YAML <- assignments.
 
-    A ``data.split_file`` is resolved here: the file is read and checked against the stages,
-    and ``data.accurate_ratio`` becomes None (the file's marks). The preset is applied after ``base`` so that e.g. Full keeps ``accurate_ratio = 1`` whatever
-    the CLI's ``--accurate-ratio`` says; YAML files and ``--set`` still override it.
+    The preset is applied after ``base`` so that e.g. Full keeps ``accurate_ratio = 1`` whatever
+    the CLI's ``--accurate-ratio`` says; YAML files and ``--set`` still override it. A
+    ``data.split_file`` is resolved here, so no caller patches the config afterwards: the file
+    is read and checked against the stages, and ``data.accurate_ratio`` becomes None (the
+    file's own accurate / weak marks).
 
     Args:
         method: a key of :data:`METHOD_PRESETS`, or None for the config's own stages.
@@ -463,7 +466,7 @@ def _override_stage(stage: StageConfig, key: str, value: str) -> StageConfig:
     """``stage`` with ``key=value`` applied; a new ``kind`` keeps only the keys that kind has."""
     data = merge(to_dict(stage), parse_assignment(f"{key}={value}"))
     if data.get("kind") != stage.kind and data.get("kind") in STAGE_CONFIGS:
-        keep = {f.name for f in dataclasses.fields(STAGE_CONFIGS[data["kind"]])}
+        keep = stage_keys(STAGE_CONFIGS[data["kind"]])
         data = {k: v for k, v in data.items() if k in keep or k == key.split(".")[0]}
     return from_dict(StageConfig, data, where=f"stages.{stage.name}" if stage.name else "")
 

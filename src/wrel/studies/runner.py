@@ -131,8 +131,8 @@ def build_run_config(
     The seed sets both the training seed and the weak-split seed, so the seed spread covers
     which expressions are accurate as well as initialisation and data order. With
     ``split_file`` (a weak-split file) the split is taken as-is and the accurate ratio is the
-    file's (resolved by :func:`wrel.engine.experiment.build_experiment`); Full, the all-accurate reference, reads
-    the data set's own refs file.
+    file's (read and checked by :func:`wrel.engine.experiment.build_experiment`); Full, the
+    all-accurate reference, reads the data set's own refs file.
     """
 
     # the file's split and ratio (build_experiment reads and checks the file); not for Full
