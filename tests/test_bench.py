@@ -300,13 +300,9 @@ def test_word_bank_method_is_the_paper_recipe_with_a_bank_of_words(tmp_path: Pat
     ratio = paper.stages[2].bank_lr / paper.stages[1].bank_lr
     assert words.stages[2].bank_lr == pytest.approx(words.stages[1].bank_lr * ratio, rel=1e-2)
     for a, b in zip(paper.stages, words.stages, strict=True):
-        assert (a.name, a.epochs, a.optim, a.frozen_mode, a.ema_scope) == (
-            b.name,
-            b.epochs,
-            b.optim,
-            b.frozen_mode,
-            b.ema_scope,
-        )
+        assert type(a) is type(b) and (a.name, a.epochs, a.optim) == (b.name, b.epochs, b.optim)
+    assert words.stages[1].frozen_mode == paper.stages[1].frozen_mode
+    assert words.stages[2].ema_scope == paper.stages[2].ema_scope
     assert words.stages[2].prompt_dropout > 0 == paper.stages[2].prompt_dropout
     names = [s.name for s in plan_runs(list(profile.methods), [0.1], [0])]
     assert names == [
@@ -358,7 +354,8 @@ def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) ->
     assert imagenet.stages[2].student_init == "pretrained" == "pretrained"
     assert paper.stages[2].student_init == "handover"
     for a, b in zip(paper.stages, imagenet.stages, strict=True):
-        assert (a.epochs, a.optim, a.bank_lr) == (b.epochs, b.optim, b.bank_lr)
+        assert type(a) is type(b) and (a.epochs, a.optim) == (b.epochs, b.optim)
+        assert getattr(a, "bank_lr", None) == getattr(b, "bank_lr", None)
     # Naive from the teacher: the same teacher stage, then the joint schedule without a bank
     assert [(s.kind, s.samples, s.epochs) for s in teacher.stages] == [
         ("supervised", "accurate", paper.stages[0].epochs),

@@ -139,3 +139,39 @@ def test_weak_split_spec_resolves_once(tmp_path) -> None:
         WeakSplit.resolve(0.1, tmp_path / "refs.p")
     with pytest.raises(ValueError, match="accurate_ratio must be in"):
         WeakSplit.resolve(1.5, None)
+
+
+def test_build_experiment_resolves_the_split_file(tmp_path) -> None:
+    """The weak split is part of the resolved config: no caller patches it afterwards."""
+    from wrel.engine.experiment import build_experiment
+    from wrel.studies.profiles import PROFILES
+    from wrel.studies.runner import RunSpec, build_run_config
+
+    make_refer(tmp_path, num_images=12)
+    split = tmp_path / "split.p"
+    assert main(["data", "split", "--data", str(tmp_path), "--accurate-ratio", "0.5",
+                 "--out", str(split)]) == 0  # fmt: skip
+    for method in ("naive", "lrb"):
+        cfg = build_experiment(method, base={"data": {"split_file": str(split)}})
+        assert cfg.data.split_file == str(split) and cfg.data.accurate_ratio is None
+    # a ratio other than the default, or Full, contradicts the file
+    with pytest.raises(ValueError, match="either a split file .* or an accurate ratio"):
+        build_experiment(
+            "naive", assignments=[f"data.split_file={split}", "data.accurate_ratio=0.3"]
+        )
+    with pytest.raises(ValueError, match="--method full .* cannot apply"):
+        build_experiment("full", assignments=[f"data.split_file={split}"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_experiment("naive", assignments=[f"data.split_file={tmp_path / 'none.p'}"])
+    # a file without weak refs leaves the bank stages nothing to train on
+    none_weak = tmp_path / "none-weak.p"
+    assert main(["data", "split", "--data", str(tmp_path), "--accurate-ratio", "1",
+                 "--out", str(none_weak)]) == 0  # fmt: skip
+    with pytest.raises(ValueError, match="'bank-init' needs weak samples"):
+        build_experiment("lrb", assignments=[f"data.split_file={none_weak}"])
+    # wrel bench: the file's split for every method but Full, which keeps its own data
+    profile = PROFILES["quick"]
+    naive = build_run_config(profile, RunSpec("naive", 0.5, 0), tmp_path, tmp_path, (), str(split))
+    assert naive.data.split_file == str(split) and naive.data.accurate_ratio is None
+    full = build_run_config(profile, RunSpec("full", 1.0, 0), tmp_path, tmp_path, (), str(split))
+    assert full.data.split_file is None and full.data.accurate_ratio == 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,18 +95,17 @@ def test_clutter_is_drawn_but_never_annotated() -> None:
     import numpy as np
 
     from wrel.data.synth.categories import CATEGORY_SPECS
+    from wrel.data.synth.generate import scene_params
     from wrel.data.synth.render import render_scene
 
     cfg = SynthConfig()
-    kwargs = dict(
-        min_instances=cfg.min_instances, max_instances=cfg.max_instances,
-        max_per_class=cfg.max_per_class, single_prob=cfg.single_prob, blur_sigma=0.0,
-        noise_std=0.0, object_scale=cfg.object_scale, min_object_pixels=cfg.object_floor(),
-    )  # fmt: skip
+    params = replace(scene_params(cfg), blur_sigma=0.0, noise_std=0.0, clutter=0, illumination=0.0)
     drew_clutter = 0
     for seed in range(8):
-        plain = render_scene(96, cfg.categories, np.random.default_rng(seed), **kwargs)
-        busy = render_scene(96, cfg.categories, np.random.default_rng(seed), clutter=6, **kwargs)
+        plain = render_scene(96, cfg.categories, np.random.default_rng(seed), params)
+        busy = render_scene(
+            96, cfg.categories, np.random.default_rng(seed), replace(params, clutter=6)
+        )
         # clutter is placed after the instances: same instances, never among the objects
         assert [(o.category, o.y0, o.x0) for o in busy.objects] == [
             (o.category, o.y0, o.x0) for o in plain.objects

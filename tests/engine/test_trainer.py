@@ -95,7 +95,7 @@ def test_stage_overrides_by_name_or_index() -> None:
     cfg = build_experiment(
         "lrb", assignments=["stages.joint.bank_lr=0", "stages.0.optim.lr_head=2e-3"]
     )
-    assert [s.bank_lr for s in cfg.stages][2] == 0.0 and cfg.stages[1].bank_lr == 1e-2
+    assert cfg.stages[2].bank_lr == 0.0 and cfg.stages[1].bank_lr == 1e-2  # type: ignore[attr-defined]
     assert cfg.stages[0].optim.lr_head == 2e-3 and cfg.stages[2].optim.lr_head != 2e-3
     with pytest.raises(ValueError, match="no stage 'nope'.*teacher-warmup"):
         build_experiment("lrb", assignments=["stages.nope.bank_lr=1"])

@@ -87,13 +87,22 @@ def test_all_problems_are_listed_at_once() -> None:
     [
         ["stages.bank-init.bank_lr=0", "stages.joint.bank_lr=0"],  # the frozen-bank ablation
         ["train.checkpoint_every=0", "stages.0.optim.lr_backbone=0"],
-        ["data.accurate_ratio=1.0", "data.split_file=refs.p"],  # the file decides
         ["train.device=cuda:1"],  # a valid form; availability is checked when training
         ["name=run-1.b_2"],
     ],
 )
 def test_edge_values_that_are_valid(sets: list[str]) -> None:
     build_experiment("lrb", assignments=sets)
+
+
+def test_a_split_file_decides_the_ratio_checks() -> None:
+    """With a split file the stages' sample sets are checked against the file (when
+    build_experiment reads it), not against a ratio the file replaces."""
+    cfg = build_experiment("lrb")
+    cfg.data.accurate_ratio, cfg.data.split_file = 1.0, "refs.p"
+    validate_experiment(cfg)
+    with pytest.raises(ValueError, match="either a split file"):
+        build_experiment("lrb", assignments=["data.accurate_ratio=1.0", "data.split_file=refs.p"])
 
 
 def test_trainer_validates_edits_made_after_build(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from wrel.methods.bank import (
     vocab_token_ids,
     word_embedding_table,
 )
-from wrel.methods.base import StageConfig, StageContext
+from wrel.methods.base import BankInitConfig, JointConfig, StageContext
 from wrel.methods.lrb import BankInitStage, JointStage
 
 WEAK_IDS = [11, 13, 20]
@@ -31,9 +31,7 @@ def _ctx(model, cfg: BankConfig) -> StageContext:
 
 
 def _train_bank(model, cfg: BankConfig, steps: int = 5, lr: float = 0.5) -> ReferenceBank:
-    stage = BankInitStage(
-        StageConfig(kind="bank_init", samples="weak", bank_lr=lr), _ctx(model, cfg)
-    )
+    stage = BankInitStage(BankInitConfig(samples="weak", bank_lr=lr), _ctx(model, cfg))
     for i in range(steps):
         stage.training_step(make_batch(weak=[False, True, False, True], seed=i), 0.0)
     return stage.bank
@@ -135,16 +133,16 @@ def test_norm_bound_holds_after_every_step(tiny_model) -> None:
 
 def test_prompt_dropout_rate_and_student_step(tiny_model, monkeypatch) -> None:
     cfg = BankConfig(num_prompts=3)
-    stage = JointStage(StageConfig(kind="joint", prompt_dropout=0.3), _ctx(tiny_model, cfg))
+    stage = JointStage(JointConfig(prompt_dropout=0.3), _ctx(tiny_model, cfg))
     torch.manual_seed(0)
     weak = torch.arange(40_000) % 2 == 0
     kept = stage.prompt_dropout(weak)
     assert not kept[~weak].any()  # accurate samples never get prompts
     assert kept[weak].float().mean().item() == pytest.approx(0.7, abs=0.01)
-    plain = JointStage(StageConfig(kind="joint"), _ctx(tiny_model, cfg))
+    plain = JointStage(JointConfig(), _ctx(tiny_model, cfg))
     assert plain.prompt_dropout(weak) is weak  # default: no draw, every weak sample prompted
     # p = 1: the student step reads the bare class name for every weak sample
-    always = JointStage(StageConfig(kind="joint", prompt_dropout=1.0), _ctx(tiny_model, cfg))
+    always = JointStage(JointConfig(prompt_dropout=1.0), _ctx(tiny_model, cfg))
     seen = []
     fill = always.bank.fill
     monkeypatch.setattr(
@@ -153,7 +151,7 @@ def test_prompt_dropout_rate_and_student_step(tiny_model, monkeypatch) -> None:
     always.training_step(make_batch(weak=[False, True, False, True]), 0.0)
     assert len(seen) == 1 and not seen[0].any()
     with pytest.raises(ValueError, match="prompt_dropout"):
-        JointStage(StageConfig(kind="joint", prompt_dropout=1.5), _ctx(tiny_model, cfg))
+        JointStage(JointConfig(prompt_dropout=1.5), _ctx(tiny_model, cfg))
 
 
 def test_variant_bank_save_load_roundtrip(tiny_model, tmp_path) -> None:

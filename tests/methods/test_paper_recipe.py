@@ -23,7 +23,7 @@ from wrel.engine.experiment import (
     build_experiment,
 )
 from wrel.methods.bank import BankConfig, ReferenceBank
-from wrel.methods.base import StageConfig, StageContext
+from wrel.methods.base import BankInitConfig, JointConfig, StageContext
 from wrel.methods.ema import EmaTeacher
 from wrel.methods.losses import both_classes_dice_loss, dice_loss, per_sample_seg_loss, seg_loss
 from wrel.methods.lrb import BankInitStage, JointStage
@@ -242,7 +242,7 @@ def _ctx(model) -> StageContext:
 
 
 def test_ema_scope_segmenter_ties_the_text_encoder(tiny_model) -> None:
-    stage = JointStage(StageConfig(kind="joint", ema_scope="segmenter"), _ctx(tiny_model))
+    stage = JointStage(JointConfig(ema_scope="segmenter"), _ctx(tiny_model))
     teacher = stage.teacher.module
     assert teacher.text_encoder is tiny_model.text_encoder  # the live text encoder
     assert teacher.backbone is not tiny_model.backbone
@@ -258,9 +258,7 @@ def test_ema_scope_segmenter_ties_the_text_encoder(tiny_model) -> None:
     assert any(not torch.equal(v, student[k]) for k, v in teacher.backbone.state_dict().items())
     state = stage.state_dict()
     assert not any(k.startswith("text_encoder.") for k in state["teacher"])
-    fresh = JointStage(
-        StageConfig(kind="joint", ema_scope="segmenter"), _ctx(copy.deepcopy(tiny_model))
-    )
+    fresh = JointStage(JointConfig(ema_scope="segmenter"), _ctx(copy.deepcopy(tiny_model)))
     fresh.load_state_dict(state)
     for key, value in fresh.teacher.averaged_state_dict().items():
         assert torch.equal(value, state["teacher"][key])
@@ -269,7 +267,7 @@ def test_ema_scope_segmenter_ties_the_text_encoder(tiny_model) -> None:
 
 
 def test_default_ema_scope_copies_the_text_encoder(tiny_model) -> None:
-    stage = JointStage(StageConfig(kind="joint"), _ctx(tiny_model))
+    stage = JointStage(JointConfig(), _ctx(tiny_model))
     assert stage.teacher.module.text_encoder is not tiny_model.text_encoder
     assert any(k.startswith("text_encoder.") for k in stage.state_dict()["teacher"])
     with pytest.raises(ValueError, match="unknown EMA scope"):
@@ -277,7 +275,7 @@ def test_default_ema_scope_copies_the_text_encoder(tiny_model) -> None:
 
 
 def test_bank_step_leaves_no_grad_on_the_live_text_encoder(tiny_model) -> None:
-    stage = JointStage(StageConfig(kind="joint", ema_scope="segmenter"), _ctx(tiny_model))
+    stage = JointStage(JointConfig(ema_scope="segmenter"), _ctx(tiny_model))
     b = stage.prepare(make_batch(weak=[False, True, False, True]))
     stage.bank_step(stage.teacher.module, b, 1e-2, 0.0)
     assert all(p.grad is None for p in tiny_model.parameters())
@@ -286,9 +284,7 @@ def test_bank_step_leaves_no_grad_on_the_live_text_encoder(tiny_model) -> None:
 def test_bank_init_train_mode_runs_the_frozen_copy_in_train_mode(tiny_model) -> None:
     seen = []
     for mode in ("eval", "train"):
-        stage = BankInitStage(
-            StageConfig(kind="bank_init", samples="weak", frozen_mode=mode), _ctx(tiny_model)
-        )
+        stage = BankInitStage(BankInitConfig(samples="weak", frozen_mode=mode), _ctx(tiny_model))
         bn = stage.frozen.module.backbone[1]  # the stand-in's BatchNorm
         stats = bn.running_mean.clone()
         student = copy.deepcopy(tiny_model.state_dict())

@@ -7,7 +7,13 @@ import torch
 from tiny_model import make_batch
 
 from wrel.methods.bank import BankConfig
-from wrel.methods.base import NonFiniteLossError, StageConfig, StageContext
+from wrel.methods.base import (
+    BankInitConfig,
+    JointConfig,
+    NonFiniteLossError,
+    StageContext,
+    SupervisedConfig,
+)
 from wrel.methods.lrb import BankInitStage, JointStage
 from wrel.methods.supervised import SupervisedStage
 
@@ -28,20 +34,20 @@ def _changed(a: dict, b: dict) -> bool:
 
 
 def test_supervised_step_trains_and_state_roundtrips(tiny_model) -> None:
-    stage = SupervisedStage(StageConfig(kind="supervised"), _ctx(tiny_model))
+    stage = SupervisedStage(SupervisedConfig(), _ctx(tiny_model))
     before = copy.deepcopy(tiny_model.state_dict())
     logs = stage.training_step(make_batch(), 0.0)
     assert logs["loss"] > 0 and logs["lr"] > 0
     assert _changed(before, tiny_model.state_dict())
     state = stage.state_dict()
-    fresh = SupervisedStage(StageConfig(kind="supervised"), _ctx(copy.deepcopy(tiny_model)))
+    fresh = SupervisedStage(SupervisedConfig(), _ctx(copy.deepcopy(tiny_model)))
     fresh.load_state_dict(state)
     assert fresh.scheduler.last_epoch == 1
     assert fresh.optimizer.state_dict()["state"].keys() == state["optimizer"]["state"].keys()
 
 
 def test_bank_init_trains_only_bank(tiny_model) -> None:
-    stage = BankInitStage(StageConfig(kind="bank_init", samples="weak"), _ctx(tiny_model))
+    stage = BankInitStage(BankInitConfig(samples="weak"), _ctx(tiny_model))
     model_before = copy.deepcopy(tiny_model.state_dict())
     rows_before = stage.bank.rows.clone()
     logs = stage.training_step(make_batch(weak=[False, True, False, True]), 0.0)
@@ -57,7 +63,7 @@ def test_bank_init_trains_only_bank(tiny_model) -> None:
 
 def test_joint_step_updates_student_teacher_and_bank(tiny_model) -> None:
     ctx = _ctx(tiny_model)
-    stage = JointStage(StageConfig(kind="joint"), ctx)
+    stage = JointStage(JointConfig(), ctx)
     teacher_before = copy.deepcopy(stage.teacher.module.state_dict())
     assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in teacher_before.items())
     rows_before = stage.bank.rows.clone()
@@ -73,7 +79,7 @@ def test_joint_step_updates_student_teacher_and_bank(tiny_model) -> None:
 
 
 def test_joint_with_consistency_and_update_every(tiny_model) -> None:
-    cfg = StageConfig(kind="joint", consistency_weight=0.5, bank_update_every=2, bank_steps=2)
+    cfg = JointConfig(consistency_weight=0.5, bank_update_every=2, bank_steps=2)
     stage = JointStage(cfg, _ctx(tiny_model))
     logs = stage.training_step(make_batch(weak=[False, True, False, True]), 0.25)  # iteration 1
     assert "bank_loss" not in logs
@@ -82,7 +88,7 @@ def test_joint_with_consistency_and_update_every(tiny_model) -> None:
 
 
 def test_non_finite_loss_raises_before_step(tiny_model) -> None:
-    stage = SupervisedStage(StageConfig(kind="supervised"), _ctx(tiny_model))
+    stage = SupervisedStage(SupervisedConfig(), _ctx(tiny_model))
     with torch.no_grad():
         tiny_model.decoder.weight.fill_(float("nan"))
     before = copy.deepcopy(tiny_model.state_dict())
@@ -97,7 +103,7 @@ def test_non_finite_loss_raises_before_step(tiny_model) -> None:
 )
 def test_joint_rejects_bad_knobs_before_training(tiny_model, bad: dict) -> None:
     with pytest.raises(ValueError, match="joint stage"):
-        JointStage(StageConfig(kind="joint", **bad), _ctx(tiny_model))
+        JointStage(JointConfig(**bad), _ctx(tiny_model))
 
 
 @pytest.mark.parametrize("scope", ["segmenter+text", "segmenter"])
@@ -107,7 +113,7 @@ def test_joint_student_from_pretrained_weights_keeps_the_teacher(tiny_model, sco
         for p in tiny_model.parameters():
             p.add_(0.5)
     warmed = copy.deepcopy(tiny_model.state_dict())
-    cfg = StageConfig(kind="joint", ema_scope=scope, student_init="pretrained")
+    cfg = JointConfig(ema_scope=scope, student_init="pretrained")
     stage = JointStage(cfg, _ctx(tiny_model, initial_state=initial))
     teacher = stage.teacher.module.state_dict()
     for key, value in tiny_model.state_dict().items():
@@ -119,4 +125,4 @@ def test_joint_student_from_pretrained_weights_keeps_the_teacher(tiny_model, sco
     with pytest.raises(ValueError, match="initial weights"):
         JointStage(cfg, _ctx(copy.deepcopy(tiny_model)))
     with pytest.raises(ValueError, match="student_init"):
-        JointStage(StageConfig(kind="joint", student_init="teacher"), _ctx(tiny_model))  # type: ignore[arg-type]
+        JointStage(JointConfig(student_init="teacher"), _ctx(tiny_model))  # type: ignore[arg-type]

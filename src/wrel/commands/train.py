@@ -7,7 +7,7 @@ import json
 import logging
 
 from wrel.commands import add_set_argument
-from wrel.engine.experiment import DataConfig, apply_split_file, build_experiment, method_names
+from wrel.engine.experiment import build_experiment, method_names, split_and_ratio_error
 from wrel.engine.trainer import train
 from wrel.methods.base import NonFiniteLossError
 
@@ -85,13 +85,10 @@ def run(args: argparse.Namespace) -> int:
             f"the weak split file {args.split_file} cannot apply; drop --split-file for Full "
             "(it reads the data set's own refs(unc).p), or use naive / only-accurate / lrb"
         )
-    cfg = build_experiment(
+    if args.split_file and args.accurate_ratio is not None:
+        raise split_and_ratio_error(args.split_file, args.accurate_ratio)
+    cfg = build_experiment(  # resolves --split-file (the file's accurate ratio)
         args.method, base=_base(args), yaml_files=args.config, assignments=args.assignments
-    )
-    apply_split_file(
-        cfg,
-        ratio_given=args.split_file is not None and args.accurate_ratio is not None,
-        default_ratio=DataConfig().accurate_ratio,
     )
     if args.name:
         cfg.name = args.name  # the preset names the run after the method otherwise

@@ -3,6 +3,10 @@
 Each component owns its config dataclass (``BackboneConfig`` beside the backbone, and so on);
 this module only converts between dataclasses and plain dicts, applies YAML overrides and
 ``--set key=value`` strings, and rejects unknown keys with the list of valid ones.
+
+A config class whose mapping picks one of several subclasses (the stage kinds) defines a
+classmethod ``config_class_for(data, where) -> type``: :func:`from_dict` builds the class it
+returns (which may also raise a clearer error for a key of another subclass).
 """
 
 from __future__ import annotations
@@ -98,20 +102,22 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, recursively; unknown keys raise ``ValueError``."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    pick = getattr(cls, "config_class_for", None)
+    target: Any = cls if pick is None else pick(data, where)  # e.g. a stage kind's class
+    hints = typing.get_type_hints(target)
+    fields = {f.name: f for f in dataclasses.fields(target) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
         raise ValueError(
-            f"unknown config key(s) {[prefix + k for k in unknown]} for {cls.__name__}; "
+            f"unknown config key(s) {[prefix + k for k in unknown]} for {target.__name__}; "
             f"valid keys: {sorted(fields)}"
         )
     kwargs = {
         name: _coerce(hints[name], value, f"{where}.{name}" if where else name)
         for name, value in data.items()
     }
-    return cls(**kwargs)
+    return target(**kwargs)
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -12,19 +12,26 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from wrel.core.config_io import apply_overrides, merge, to_dict
+from wrel.core.config_io import apply_overrides, from_dict, merge, parse_assignment, to_dict
 from wrel.core.distributed import check_device_name
 from wrel.data.image_reading import ImageScaling
 from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.data.splits import SplitFileInfo, split_file_info
 from wrel.data.transforms import check_cutout
 from wrel.methods.bank import BankConfig
-from wrel.methods.base import StageConfig
+from wrel.methods.base import (
+    STAGE_CONFIGS,
+    BankStageConfig,
+    JointConfig,
+    StageConfig,
+    SupervisedConfig,
+    stage_keys,
+)
 from wrel.models import ModelConfig
 
 __all__ = [
@@ -36,7 +43,7 @@ __all__ = [
     "build_experiment",
     "validate_experiment",
     "check_run_name",
-    "apply_split_file",
+    "split_and_ratio_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,7 +117,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     bank: BankConfig = field(default_factory=BankConfig)
-    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    stages: list[StageConfig] = field(default_factory=lambda: [SupervisedConfig()])
 
 
 def _stage(kind: str, samples: str, epochs: int, **extra: Any) -> dict[str, Any]:
@@ -240,7 +247,10 @@ def build_experiment(
     """Resolve an :class:`ExperimentConfig`: defaults <- base <- preset <- YAML <- assignments.
 
     The preset is applied after ``base`` so that e.g. Full keeps ``accurate_ratio = 1`` whatever
-    the CLI's ``--accurate-ratio`` says; YAML files and ``--set`` still override it.
+    the CLI's ``--accurate-ratio`` says; YAML files and ``--set`` still override it. A
+    ``data.split_file`` is resolved here, so no caller patches the config afterwards: the file
+    is read and checked against the stages, and ``data.accurate_ratio`` becomes None (the
+    file's own accurate / weak marks).
 
     Args:
         method: a key of :data:`METHOD_PRESETS`, or None for the config's own stages.
@@ -249,7 +259,9 @@ def build_experiment(
         assignments: ``key=value`` strings, applied last.
 
     Raises:
-        ValueError: unknown method or unknown config key.
+        ValueError: unknown method or unknown config key; a split file with a ratio, with
+            ``full``, or without samples for a stage.
+        FileNotFoundError: the split file does not exist.
     """
     data = merge(to_dict(ExperimentConfig()), {"method": method, "name": method} if method else {})
     data = merge(data, base or {})
@@ -265,6 +277,7 @@ def build_experiment(
     _check_placeholders(cfg)
     _sync_model_input_size(cfg)
     check_cutout(cfg.data.cutout_prob, cfg.data.cutout_scale)
+    _resolve_split_file(cfg)
     validate_experiment(cfg)
     return cfg
 
@@ -374,18 +387,12 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
         need(st.optim.poly_power >= 0, f"{at}.optim.poly_power", st.optim.poly_power, ">= 0")
         betas = st.optim.betas
         need(all(0 <= x < 1 for x in betas), f"{at}.optim.betas", betas, "each in [0, 1)")
-        need(st.bank_lr >= 0, f"{at}.bank_lr", st.bank_lr, "must be >= 0")
-        need(st.bank_weight_decay >= 0, f"{at}.bank_weight_decay", st.bank_weight_decay, ">= 0")
-        need(st.bank_steps >= 0, f"{at}.bank_steps", st.bank_steps, "0 or more")
-        need(st.bank_update_every >= 1, f"{at}.bank_update_every", st.bank_update_every, ">= 1")
-        need(st.ema_time_scale > 0, f"{at}.ema_time_scale", st.ema_time_scale, "must be > 0")
-        need(st.consistency_weight >= 0, f"{at}.consistency_weight", st.consistency_weight, ">= 0")
-        temp = st.consistency_temperature
-        need(temp > 0, f"{at}.consistency_temperature", temp, "must be > 0")
-        lo_hi = st.consistency_threshold
-        need(all(0 <= x <= 1 for x in lo_hi), f"{at}.consistency_threshold", lo_hi, "in [0, 1]")
-        ramp = st.consistency_ramp_epochs
-        need(ramp >= 0, f"{at}.consistency_ramp_epochs", ramp, "0 or more")
+        if isinstance(st, BankStageConfig):
+            need(st.bank_lr >= 0, f"{at}.bank_lr", st.bank_lr, "must be >= 0")
+            decay = st.bank_weight_decay
+            need(decay >= 0, f"{at}.bank_weight_decay", decay, ">= 0")
+        if isinstance(st, JointConfig):
+            _check_joint(st, at, need)
         if d.split_file is None and ratio is not None:
             weak_stage = st.samples == "weak" or st.kind in ("bank_init", "joint")
             if weak_stage and ratio >= 1:
@@ -406,6 +413,20 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     if problems:
         raise ValueError("invalid experiment config: " + "; ".join(problems))
     return cfg
+
+
+def _check_joint(st: JointConfig, at: str, need: Callable[[bool, str, object, str], None]) -> None:
+    """The value rules of a joint stage's own keys."""
+    need(st.bank_steps >= 0, f"{at}.bank_steps", st.bank_steps, "0 or more")
+    need(st.bank_update_every >= 1, f"{at}.bank_update_every", st.bank_update_every, ">= 1")
+    need(st.ema_time_scale > 0, f"{at}.ema_time_scale", st.ema_time_scale, "must be > 0")
+    need(st.consistency_weight >= 0, f"{at}.consistency_weight", st.consistency_weight, ">= 0")
+    temp = st.consistency_temperature
+    need(temp > 0, f"{at}.consistency_temperature", temp, "must be > 0")
+    lo_hi = st.consistency_threshold
+    need(all(0 <= x <= 1 for x in lo_hi), f"{at}.consistency_threshold", lo_hi, "in [0, 1]")
+    ramp = st.consistency_ramp_epochs
+    need(ramp >= 0, f"{at}.consistency_ramp_epochs", ramp, "0 or more")
 
 
 def _check_finite(node: object, where: str) -> None:
@@ -438,22 +459,34 @@ def _set_stage_key(cfg: ExperimentConfig, text: str) -> None:
     if not hits:
         raise ValueError(f"{text!r}: no stage {which!r}; stages of this method: {valid}")
     for i in hits:
-        cfg.stages[i] = apply_overrides(StageConfig, cfg.stages[i], assignments=[f"{rest}={value}"])
+        cfg.stages[i] = _override_stage(cfg.stages[i], rest, value)
 
 
-def apply_split_file(
-    cfg: ExperimentConfig, *, ratio_given: bool = False, default_ratio: float | None = None
-) -> SplitFileInfo | None:
-    """Make an experiment config train on its ``data.split_file`` (in place).
+def _override_stage(stage: StageConfig, key: str, value: str) -> StageConfig:
+    """``stage`` with ``key=value`` applied; a new ``kind`` keeps only the keys that kind has."""
+    data = merge(to_dict(stage), parse_assignment(f"{key}={value}"))
+    if data.get("kind") != stage.kind and data.get("kind") in STAGE_CONFIGS:
+        keep = stage_keys(STAGE_CONFIGS[data["kind"]])
+        data = {k: v for k, v in data.items() if k in keep or k == key.split(".")[0]}
+    return from_dict(StageConfig, data, where=f"stages.{stage.name}" if stage.name else "")
+
+
+def split_and_ratio_error(split_file: str, ratio: float | None) -> ValueError:
+    """The error of a config (or command line) that gives a split file and a ratio."""
+    return ValueError(
+        f"pass either a split file ({split_file}) or an accurate ratio ({ratio}), not both: a "
+        "split file fixes which expressions are weak, so its ratio is read from the file"
+    )
+
+
+def _resolve_split_file(cfg: ExperimentConfig) -> SplitFileInfo | None:
+    """Make an experiment config train on its ``data.split_file`` (in place, while resolving).
 
     The accurate ratio is the file's: ``data.accurate_ratio`` becomes None (the loader then
-    keeps the file's accurate / weak marks) and the file's ratio is logged and returned.
-
-    Args:
-        cfg: the experiment, after :func:`build_experiment`.
-        ratio_given: the user also passed an accurate ratio (``--accurate-ratio``).
-        default_ratio: ``DataConfig``'s default ratio; any other configured ratio counts as
-            given (e.g. from a YAML file).
+    keeps the file's accurate / weak marks) and the file's counts are logged and returned. A
+    configured ratio other than ``DataConfig``'s default (e.g. from a YAML file) counts as
+    given; a command line that passes both flags checks that itself
+    (:func:`split_and_ratio_error`).
 
     Returns:
         The file's counts, or None when the config has no split file.
@@ -473,12 +506,8 @@ def apply_split_file(
             "Full (it reads the data set's own refs(unc).p), or use naive / only-accurate / lrb "
             "with the split file"
         )
-    if ratio_given or data.accurate_ratio not in (None, default_ratio):
-        raise ValueError(
-            f"pass either a split file ({data.split_file}) or an accurate ratio "
-            f"({data.accurate_ratio}), not both: a split file fixes which expressions are "
-            "weak, so its ratio is read from the file"
-        )
+    if data.accurate_ratio not in (None, DataConfig().accurate_ratio):
+        raise split_and_ratio_error(data.split_file, data.accurate_ratio)
     info = split_file_info(data.split_file, data.train_split)
     data.accurate_ratio = None
     for stage in cfg.stages:

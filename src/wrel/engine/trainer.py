@@ -65,7 +65,14 @@ from wrel.engine.state import (
 )
 from wrel.engine.validation import evaluate_model, metric_value
 from wrel.evaluation.per_sample import paired_losses
-from wrel.methods.base import Handover, NonFiniteLossError, Stage, StageConfig, StageContext
+from wrel.methods.base import (
+    Handover,
+    JointConfig,
+    NonFiniteLossError,
+    Stage,
+    StageConfig,
+    StageContext,
+)
 from wrel.models import build_model
 
 __all__ = ["train", "Trainer", "LoopState", "TRACE_FILE"]
@@ -238,7 +245,9 @@ class Trainer:
         model = build_model(self.cfg.model).to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if any(getattr(st, "student_init", "handover") != "handover" for st in self.cfg.stages):
+        if any(
+            isinstance(st, JointConfig) and st.student_init != "handover" for st in self.cfg.stages
+        ):
             self._initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         torch.manual_seed(self.cfg.train.seed + 1000 * self.dist.rank)  # per-rank dropout
         state = LoopState(**resumed["loop"]) if resumed else LoopState()

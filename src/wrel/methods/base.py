@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from wrel.core.config_io import from_dict
 from wrel.core.distributed import average_buffers
 from wrel.methods.bank import BankConfig, ReferenceBank
 from wrel.methods.optim import OptimConfig
 
 __all__ = [
     "StageConfig",
+    "SupervisedConfig",
+    "BankStageConfig",
+    "BankInitConfig",
+    "JointConfig",
+    "STAGE_CONFIGS",
+    "stage_keys",
+    "stage_config",
     "StageContext",
     "Handover",
     "PreparedBatch",
@@ -39,11 +47,18 @@ class NonFiniteLossError(FloatingPointError):
     """Raised before any optimizer step when a loss is NaN or infinite."""
 
 
+Dice = Literal["foreground-mean-smooth1", "both-classes-sum-smooth1e-6"]
+
+
 @dataclass
 class StageConfig:
-    """One stage of a method. Bank and consistency knobs are read only by the kinds that use them.
+    """The keys of every stage kind; each kind's own knobs are in its subclass.
 
-    Defaults suit tiny models on the synthetic benchmark; the paper's values are in
+    A stage is configured by the class of its kind (:data:`STAGE_CONFIGS`):
+    :class:`SupervisedConfig`, :class:`BankInitConfig` or :class:`JointConfig`. A mapping with
+    a ``kind`` (a preset, a YAML file, ``config.json``) becomes that class through
+    :meth:`config_class_for`; a key its kind does not have is an error naming the kinds that
+    have it. Defaults suit tiny models on the synthetic benchmark; the paper's values are in
     docs/training.md.
     """
 
@@ -52,37 +67,118 @@ class StageConfig:
     epochs: int = 1
     name: str = ""  # for logs; default "<index>-<kind>"
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # Dice term of the segmentation loss (wrel.methods.losses.DICE_VARIANTS)
+    dice: Dice = "foreground-mean-smooth1"
+    evaluate: bool = True  # evaluate the student on val after each epoch of this stage
+    eval_every: int = 0  # evaluate every N epochs of this stage; 0: train.eval_every
+
+    def __post_init__(self) -> None:
+        owner = STAGE_CONFIGS.get(self.kind)
+        if owner is not None and type(self) is not owner:
+            raise TypeError(
+                f"a {self.kind} stage is configured by {owner.__name__}, not "
+                f"{type(self).__name__} (wrel.methods.base.STAGE_CONFIGS)"
+            )
+
+    @classmethod
+    def config_class_for(cls, data: dict[str, Any], where: str = "") -> type[StageConfig]:
+        """The config class of the stage kind ``data["kind"]`` (``wrel.core.config_io`` hook).
+
+        Raises:
+            ValueError: unknown kind, or a key of ``data`` that this kind does not have (the
+                message names the stage, its kind, the key and the kinds that have it).
+        """
+        if cls is not StageConfig:
+            return cls
+        at = f"{where}." if where else ""
+        kind = data.get("kind", "supervised")
+        if kind not in STAGE_CONFIGS:
+            raise ValueError(f"{at}kind: {kind!r} is not one of {sorted(STAGE_CONFIGS)}")
+        chosen = STAGE_CONFIGS[kind]
+        own = stage_keys(chosen)
+        for key in data:
+            if key in own:
+                continue
+            owners = [k for k, c in STAGE_CONFIGS.items() if key in stage_keys(c)]
+            if owners:
+                stage = data.get("name") or where or kind
+                raise ValueError(
+                    f"stage {stage!r} (kind {kind}) has no key {key!r}: {key} belongs to the "
+                    f"stage kind(s) {', '.join(owners)} only; keys of a {kind} stage: "
+                    f"{sorted(own)}"
+                )
+        return chosen  # a key of no kind: from_dict lists the valid keys
+
+
+@dataclass
+class SupervisedConfig(StageConfig):
+    """A supervised stage (Only-Accurate, Naive, Full, the LRB teacher warm-up): no own keys."""
+
+    kind: Literal["supervised"] = "supervised"
+
+
+@dataclass
+class BankStageConfig(StageConfig):
+    """The keys of the stage kinds that train the reference bank (bank_init and joint)."""
+
+    kind: Literal["bank_init", "joint"] = "joint"
     bank_lr: float = 5e-3  # paper: 1e-5 (bank init), 1e-6 (joint) for BERT-base on RRSIS-D
     bank_weight_decay: float = 0.01
-    bank_steps: int = 1  # bank updates per iteration (joint)
-    bank_update_every: int = 1  # do the bank step(s) every k iterations (joint)
+
+
+@dataclass
+class BankInitConfig(BankStageConfig):
+    """Stage 2 of LRB-WREL: fit the bank through a frozen copy of the model."""
+
+    kind: Literal["bank_init"] = "bank_init"  # type: ignore[assignment]
+    # mode of the frozen copy the bank is fitted through; "train" (the released code) keeps
+    # stochastic depth and BatchNorm batch statistics on (a stochastic teacher)
+    frozen_mode: Literal["eval", "train"] = "eval"
+
+
+@dataclass
+class JointConfig(BankStageConfig):
+    """Stage 3 of LRB-WREL: bank steps through the EMA teacher, student steps, EMA update."""
+
+    kind: Literal["joint"] = "joint"  # type: ignore[assignment]
+    bank_steps: int = 1  # bank updates per iteration
+    bank_update_every: int = 1  # do the bank step(s) every k iterations
     consistency_weight: float = 0.0  # teacher->student KL; 0 as in the released recipe
     consistency_temperature: float = 0.7
     consistency_threshold: tuple[float, float] = (0.6, 0.8)  # ramped over the epochs below
     consistency_ramp_epochs: float = 5.0
-    # EMA momentum a -> a ** ema_time_scale (joint): the paper's schedule assumes ~1500
-    # iterations per epoch; k times fewer per epoch and k keeps its horizon in epochs.
+    # EMA momentum a -> a ** ema_time_scale: the paper's schedule assumes ~1500 iterations per
+    # epoch; k times fewer per epoch and k keeps its horizon in epochs.
     ema_time_scale: float = 1.0
-    # joint: each weak sample reads its bare class name, without its bank prompts, in the
-    # student step with this probability (docs/training.md "Bank variants")
+    # each weak sample reads its bare class name, without its bank prompts, in the student
+    # step with this probability (docs/training.md "Bank variants")
     prompt_dropout: float = 0.0
-    # Dice term of the segmentation loss (wrel.methods.losses.DICE_VARIANTS)
-    dice: Literal["foreground-mean-smooth1", "both-classes-sum-smooth1e-6"] = (
-        "foreground-mean-smooth1"
-    )
-    # bank_init: mode of the frozen copy the bank is fitted through; "train" (the released
-    # code) keeps stochastic depth and BatchNorm batch statistics on (a stochastic teacher)
-    frozen_mode: Literal["eval", "train"] = "eval"
-    # joint: what the EMA teacher averages; "segmenter" (the released code) shares the
-    # student's live text encoder with the teacher (wrel.methods.ema.EMA_SCOPES)
+    # what the EMA teacher averages; "segmenter" (the released code) shares the student's live
+    # text encoder with the teacher (wrel.methods.ema.EMA_SCOPES)
     ema_scope: Literal["segmenter+text", "segmenter"] = "segmenter+text"
-    # joint: where the student starts. "handover": the previous stage's model (the teacher
-    # warm-up's), as released; "pretrained": the weights as built before any stage (ImageNet
-    # backbone, pretrained text encoder, fresh fusion and decoder; the ablation that separates
-    # the teacher initialisation from the bank), except what the EMA teacher shares with it
+    # where the student starts. "handover": the previous stage's model (the teacher warm-up's),
+    # as released; "pretrained": the weights as built before any stage (ImageNet backbone,
+    # pretrained text encoder, fresh fusion and decoder; the ablation that separates the
+    # teacher initialisation from the bank), except what the EMA teacher shares with it
     student_init: Literal["handover", "pretrained"] = "handover"
-    evaluate: bool = True  # evaluate the student on val after each epoch of this stage
-    eval_every: int = 0  # evaluate every N epochs of this stage; 0: train.eval_every
+
+
+#: Stage kind -> the config class that owns its keys.
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {
+    "supervised": SupervisedConfig,
+    "bank_init": BankInitConfig,
+    "joint": JointConfig,
+}
+
+
+def stage_keys(cls: type[StageConfig]) -> set[str]:
+    """The keys a stage config class has."""
+    return {f.name for f in fields(cls)}
+
+
+def stage_config(kind: str, **values: Any) -> StageConfig:
+    """A stage config of ``kind`` from plain values (nested ``optim`` as a mapping or config)."""
+    return from_dict(StageConfig, {"kind": kind, **values})
 
 
 @dataclass

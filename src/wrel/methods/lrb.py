@@ -21,7 +21,14 @@ import torch
 from torch import Tensor
 
 from wrel.methods.bank import ReferenceBank, fill_prompts, text_inputs
-from wrel.methods.base import PreparedBatch, Stage, StageConfig, StageContext
+from wrel.methods.base import (
+    BankInitConfig,
+    BankStageConfig,
+    JointConfig,
+    PreparedBatch,
+    Stage,
+    StageContext,
+)
 from wrel.methods.ema import EmaTeacher, ema_momentum
 from wrel.methods.losses import (
     confidence_threshold,
@@ -91,6 +98,7 @@ def bank_update(
 
 class _BankStepMixin(Stage):
     bank: ReferenceBank
+    cfg: BankStageConfig
 
     def bank_step(self, net: Any, b: PreparedBatch, lr: float, progress: float) -> Tensor:
         """One bank update from the weak samples of ``b`` through the frozen ``net``
@@ -125,7 +133,9 @@ class BankInitStage(_BankStepMixin):
     are never used in train mode and the copy is discarded at the stage end).
     """
 
-    def __init__(self, cfg: StageConfig, ctx: StageContext) -> None:
+    cfg: BankInitConfig
+
+    def __init__(self, cfg: BankInitConfig, ctx: StageContext) -> None:
         super().__init__(cfg, ctx)
         if cfg.frozen_mode not in ("eval", "train"):
             raise ValueError(
@@ -153,7 +163,9 @@ class BankInitStage(_BankStepMixin):
 class JointStage(_BankStepMixin):
     """Stage 3: bank step(s) via the EMA teacher, student step, EMA update; every iteration."""
 
-    def __init__(self, cfg: StageConfig, ctx: StageContext) -> None:
+    cfg: JointConfig
+
+    def __init__(self, cfg: JointConfig, ctx: StageContext) -> None:
         super().__init__(cfg, ctx)
         if cfg.bank_steps < 0 or cfg.bank_update_every < 1 or not cfg.ema_time_scale > 0:
             raise ValueError(

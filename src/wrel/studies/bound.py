@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,16 @@ from wrel.methods.bank import ReferenceBank
 from wrel.studies.scoring import class_name_view, score_samples
 from wrel.theory import bound_terms, estimate_delta, fit_eps
 
-__all__ = ["measure_bound", "plot_bound", "bound_markdown", "load_traces", "write_bound"]
+__all__ = [
+    "BOUND_ROLES",
+    "BoundRole",
+    "role_of",
+    "measure_bound",
+    "plot_bound",
+    "bound_markdown",
+    "load_traces",
+    "write_bound",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +128,166 @@ def _trace_rows(
     return acc, weak, labels
 
 
+@dataclass(frozen=True)
+class BoundRole:
+    """What the runs of one bench method contribute to the bound (besides ``Delta``)."""
+
+    accurate_only: bool = False  # trained on accurate expressions only: a point of the eps fit
+    mixed: bool = False  # trained on accurate + weak expressions: a bound row (``h_mix``)
+    bank: bool = False  # with a reference bank: the effective Delta with its bank
+    reference: bool = False  # the proxy of ``h*`` the measured gaps are taken against
+
+
+#: Bench method -> its role; a method not listed only enters ``Delta`` (its val checkpoints).
+BOUND_ROLES: dict[str, BoundRole] = {
+    "only-accurate": BoundRole(accurate_only=True),
+    "full": BoundRole(accurate_only=True, reference=True),
+    "naive": BoundRole(mixed=True),
+    "lrb": BoundRole(mixed=True, bank=True),
+}
+
+
+def role_of(method: str) -> BoundRole:
+    """The :class:`BoundRole` of a bench method (none for a method not in the mapping)."""
+    return BOUND_ROLES.get(method, BoundRole())
+
+
+@dataclass
+class _BoundData:
+    """What every run is scored against: the data, the val views, and the options."""
+
+    root: str | Path
+    val: list[Any]
+    val_weak: list[Any]
+    val_ids: np.ndarray
+    traces: dict[str, list[dict[str, Any]]]
+    device: str
+    confidence: float
+    echo: Callable[[str], None]
+
+
+@dataclass
+class _Terms:
+    """The per-run pieces of the bound, collected over the runs of one seed."""
+
+    acc_losses: list[np.ndarray] = field(default_factory=list)
+    weak_losses: list[np.ndarray] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    run_of: list[str] = field(default_factory=list)  # the run of each Delta row
+    eps_points: list[dict[str, Any]] = field(default_factory=list)
+    bank_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _seed_runs(records: list[dict[str, Any]], seed: int | None) -> tuple[int, list[dict]]:
+    """The seed (default: the smallest with a reference run) and its runs."""
+    refs = sorted(r["seed"] for r in records if role_of(r["method"]).reference)
+    if not refs:
+        raise ValueError("the records hold no Full run; run `wrel bench` with the full method")
+    seed = refs[0] if seed is None else seed
+    runs = [r for r in records if r["seed"] == seed]
+    if not any(role_of(r["method"]).reference for r in runs):
+        raise ValueError(f"no Full run for seed {seed}; seeds with one: {refs}")
+    return seed, runs
+
+
+def _add_run(rec: dict[str, Any], data: _BoundData, terms: _Terms) -> None:
+    """Score one run and add its Delta rows, eps point and bank row to ``terms``."""
+    name, role = rec["name"], role_of(rec["method"])
+    run_dir = Path(rec["run_dir"])
+    size = int(rec["config"]["data"]["image_size"])
+    # the best checkpoint is loaded only when something must be scored (a traced Naive-WREL
+    # run needs nothing but its trace)
+    best = functools.cache(lambda: _best_model(run_dir, name, data.device))
+
+    def score(samples: list[Any], bank: Any = None) -> list[Any]:
+        return score_samples(best(), samples, image_size=size, device=data.device, bank=bank)
+
+    traced = name in data.traces
+    val_scores = score(data.val) if not traced or role.accurate_only else []
+    if traced:
+        a, w, labels = _trace_rows(name, data.traces[name], data.val_ids)
+        data.echo(f"{name}: {len(labels)} visited checkpoints from its trace")
+    else:
+        data.echo(f"scoring {name} (best checkpoint only: no trace) on val")
+        loss_accurate, loss_weak, _ = paired_losses(val_scores, score(data.val_weak))
+        a, w, labels = [loss_accurate], [loss_weak], [f"{name}@best"]
+    terms.acc_losses += a
+    terms.weak_losses += w
+    terms.names += labels
+    terms.run_of += [name] * len(labels)
+    data_cfg = rec["config"]["data"]
+    if role.accurate_only:
+        train = [s for s in _train_split(data.root, data_cfg) if s.quality == "accurate"]
+        terms.eps_points.append(_eps_point(name, len(train), score(train), val_scores))
+    bank_file = run_dir / "bank.safetensors"
+    if role.bank and bank_file.is_file():
+        data.echo(f"scoring {name}'s weak training samples with and without its bank")
+        weak = [s for s in _train_split(data.root, data_cfg) if s.quality == "weak"]
+        weak_ids = {s.sample_id for s in weak}
+        train_all = load_samples(data.root, "train", accurate_ratio=None)
+        accurate = [s for s in train_all if s.sample_id in weak_ids]
+        bank = ReferenceBank.load(bank_file, device=data.device)
+        row = _bank_row(score(accurate), score(weak, bank), score(weak), data.confidence)
+        terms.bank_rows.append(
+            {"run": name, "rho": rec["accurate_ratio"], "num_weak": len(weak), **row}
+        )
+
+
+def _eps_point(run: str, n: int, train: list[Any], val: list[Any]) -> dict[str, Any]:
+    """One point of the eps fit: a run's train and val risks and their gap."""
+    train_risk, val_risk = _risk(train), _risk(val)
+    return {
+        "run": run,
+        "n": n,
+        "train_risk": train_risk,
+        "val_risk": val_risk,
+        "gap": abs(val_risk - train_risk),
+    }
+
+
+def _bank_row(
+    accurate: list[Any], with_bank: list[Any], class_name: list[Any], confidence: float
+) -> dict[str, Any]:
+    """Risks and Deltas of one model's weak training samples, with and without its bank."""
+    loss_accurate, loss_bank, _ = paired_losses(accurate, with_bank)
+    _, loss_class_name, _ = paired_losses(accurate, class_name)
+    banked = estimate_delta(loss_accurate, loss_bank, confidence=confidence)
+    plain = estimate_delta(loss_accurate, loss_class_name, confidence=confidence)
+    return {
+        "risk_accurate": float(loss_accurate.mean()),
+        "risk_class_name": float(loss_class_name.mean()),
+        "risk_class_name_bank": float(loss_bank.mean()),
+        "delta_class_name": plain.delta_hat,
+        "delta_class_name_ci": [plain.lower, plain.upper],
+        "delta_with_bank": banked.delta_hat,
+        "delta_with_bank_ci": [banked.lower, banked.upper],
+    }
+
+
+def _bound_rows(
+    runs: list[dict[str, Any]], n_train: int, delta: Any, fit: Any, bank_rows: list[dict]
+) -> list[dict[str, Any]]:
+    """One row per run trained on mixed expressions: its terms and measured gap to Full."""
+    reference = next(r for r in runs if role_of(r["method"]).reference)
+    risk_ref = 1.0 - reference["test"]["mIoU"] / 100.0
+    rows = []
+    for rec in runs:
+        if not role_of(rec["method"]).mixed:
+            continue
+        rho = _rho(rec)
+        measured = (1.0 - rec["test"]["mIoU"] / 100.0) - risk_ref
+        terms = bound_terms(rho, n_train, delta.delta_hat, fit.at, measured)
+        row = {"method": rec["method"], "run": rec["name"], **terms.to_dict()}
+        bank_row = next((b for b in bank_rows if b["run"] == rec["name"]), None)
+        if bank_row is not None:
+            bank_terms = bound_terms(rho, n_train, bank_row["delta_with_bank"], fit.at, measured)
+            row["bound_mix_bank_delta"] = bank_terms.bound_mix
+            row["holds_bank_delta"] = bank_terms.holds
+        rows.append(row)
+    rows.sort(key=lambda r: (r["rho"], r["method"]))
+    return rows
+
+
 def measure_bound(
     records: list[dict[str, Any]],
     data_root: str | Path,
@@ -129,6 +299,8 @@ def measure_bound(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Every term of the bound at each accurate ratio of one seed's runs.
+
+    What each run contributes follows its method's :class:`BoundRole` (:data:`BOUND_ROLES`).
 
     Args:
         records: run records of ``wrel bench`` (``wrel.studies.runner.load_records``).
@@ -144,112 +316,29 @@ def measure_bound(
         A JSON-able dict: ``delta``, ``eps``, ``rows`` (one per ratio and method), ``bank``.
     """
 
-    fulls = sorted(r["seed"] for r in records if r["method"] == "full")
-    if not fulls:
-        raise ValueError("the records hold no Full run; run `wrel bench` with the full method")
-    seed = fulls[0] if seed is None else seed
-    runs = [r for r in records if r["seed"] == seed]
-    if not any(r["method"] == "full" for r in runs):
-        raise ValueError(f"no Full run for seed {seed}; seeds with one: {fulls}")
+    seed, runs = _seed_runs(records, seed)
     val = load_samples(data_root, "val")
     n_train = len(load_samples(data_root, "train", accurate_ratio=None))
-    val_weak = class_name_view(val)
-    val_ids = np.array(sorted(s.sample_id for s in val), dtype=np.int64)
-    traces = traces or {}
-    acc_losses: list[np.ndarray] = []
-    weak_losses: list[np.ndarray] = []
-    names: list[str] = []
-    run_of: list[str] = []  # the run of each Delta row
-    eps_points: list[dict[str, Any]] = []
-    bank_rows: list[dict[str, Any]] = []
+    data = _BoundData(
+        root=data_root,
+        val=val,
+        val_weak=class_name_view(val),
+        val_ids=np.array(sorted(s.sample_id for s in val), dtype=np.int64),
+        traces=traces or {},
+        device=device,
+        confidence=confidence,
+        echo=echo,
+    )
+    terms = _Terms()
     for rec in sorted(runs, key=lambda r: (r["method"], r["accurate_ratio"])):
-        run_dir = Path(rec["run_dir"])
-        # the best checkpoint is loaded only when something must be scored (a traced
-        # Naive-WREL run needs nothing but its trace)
-        best = functools.cache(
-            lambda run_dir=run_dir, name=rec["name"]: _best_model(run_dir, name, device)
-        )
-        size = int(rec["config"]["data"]["image_size"])
-
-        def score(samples: list[Any], bank: Any = None, best: Any = best, size: int = size):
-            return score_samples(best(), samples, image_size=size, device=device, bank=bank)
-
-        data_cfg = rec["config"]["data"]
-        traced = rec["name"] in traces
-        val_scores = score(val) if not traced or rec["method"] in ("only-accurate", "full") else []
-        if traced:
-            a, w, labels = _trace_rows(rec["name"], traces[rec["name"]], val_ids)
-            echo(f"{rec['name']}: {len(labels)} visited checkpoints from its trace")
-        else:
-            echo(f"scoring {rec['name']} (best checkpoint only: no trace) on val")
-            loss_accurate, loss_weak, _ = paired_losses(val_scores, score(val_weak))
-            a, w, labels = [loss_accurate], [loss_weak], [f"{rec['name']}@best"]
-        acc_losses += a
-        weak_losses += w
-        names += labels
-        run_of += [rec["name"]] * len(labels)
-        if rec["method"] in ("only-accurate", "full"):
-            train = [s for s in _train_split(data_root, data_cfg) if s.quality == "accurate"]
-            train_risk, val_risk = _risk(score(train)), _risk(val_scores)
-            eps_points.append(
-                {
-                    "run": rec["name"],
-                    "n": len(train),
-                    "train_risk": train_risk,
-                    "val_risk": val_risk,
-                    "gap": abs(val_risk - train_risk),
-                }
-            )
-        bank_file = run_dir / "bank.safetensors"
-        if rec["method"] == "lrb" and bank_file.is_file():
-            echo(f"scoring {rec['name']}'s weak training samples with and without its bank")
-            weak = [s for s in _train_split(data_root, data_cfg) if s.quality == "weak"]
-            weak_ids = {s.sample_id for s in weak}
-            accurate = [
-                s for s in load_samples(data_root, "train", accurate_ratio=None)
-                if s.sample_id in weak_ids
-            ]  # fmt: skip
-            bank = ReferenceBank.load(bank_file, device=device)
-            records_accurate = score(accurate)
-            loss_accurate, loss_bank, _ = paired_losses(records_accurate, score(weak, bank))
-            _, loss_class_name, _ = paired_losses(records_accurate, score(weak))
-            with_bank = estimate_delta(loss_accurate, loss_bank, confidence=confidence)
-            plain = estimate_delta(loss_accurate, loss_class_name, confidence=confidence)
-            bank_rows.append(
-                {
-                    "run": rec["name"],
-                    "rho": rec["accurate_ratio"],
-                    "num_weak": len(weak),
-                    "risk_accurate": float(loss_accurate.mean()),
-                    "risk_class_name": float(loss_class_name.mean()),
-                    "risk_class_name_bank": float(loss_bank.mean()),
-                    "delta_class_name": plain.delta_hat,
-                    "delta_class_name_ci": [plain.lower, plain.upper],
-                    "delta_with_bank": with_bank.delta_hat,
-                    "delta_with_bank_ci": [with_bank.lower, with_bank.upper],
-                }
-            )
-    delta = estimate_delta(np.stack(acc_losses), np.stack(weak_losses), confidence=confidence)
-    if not eps_points:
+        _add_run(rec, data, terms)
+    names = terms.names
+    delta = estimate_delta(
+        np.stack(terms.acc_losses), np.stack(terms.weak_losses), confidence=confidence
+    )
+    if not terms.eps_points:
         raise ValueError("no Only-Accurate or Full run to fit eps from")
-    fit = fit_eps([p["n"] for p in eps_points], [p["gap"] for p in eps_points])
-    full = next(r for r in runs if r["method"] == "full")
-    risk_full = 1.0 - full["test"]["mIoU"] / 100.0
-    rows = []
-    for rec in runs:
-        if rec["method"] not in ("naive", "lrb"):
-            continue
-        rho = _rho(rec)
-        measured = (1.0 - rec["test"]["mIoU"] / 100.0) - risk_full
-        terms = bound_terms(rho, n_train, delta.delta_hat, fit.at, measured)
-        row = {"method": rec["method"], "run": rec["name"], **terms.to_dict()}
-        bank_row = next((b for b in bank_rows if b["run"] == rec["name"]), None)
-        if bank_row is not None:
-            bank_terms = bound_terms(rho, n_train, bank_row["delta_with_bank"], fit.at, measured)
-            row["bound_mix_bank_delta"] = bank_terms.bound_mix
-            row["holds_bank_delta"] = bank_terms.holds
-        rows.append(row)
-    rows.sort(key=lambda r: (r["rho"], r["method"]))
+    fit = fit_eps([p["n"] for p in terms.eps_points], [p["gap"] for p in terms.eps_points])
     return {
         "seed": seed,
         "n_train": n_train,
@@ -264,19 +353,19 @@ def measure_bound(
                 for name, g in zip(names, delta.gaps, strict=True)
             },
             "checkpoints": len(names),
-            "runs": len(set(run_of)),
-            "runs_traced": sorted({r for r in run_of if r in traces}),
+            "runs": len(set(terms.run_of)),
+            "runs_traced": sorted({r for r in terms.run_of if r in data.traces}),
             "num_samples": delta.num_samples,
             "split": "val",
         },
         "eps": {
             "c": fit.c,
-            "points": eps_points,
+            "points": terms.eps_points,
             "residual_rms": fit.residual_rms,
             "eps_n": fit.at(n_train),
         },
-        "rows": rows,
-        "bank": bank_rows,
+        "rows": _bound_rows(runs, n_train, delta, fit, terms.bank_rows),
+        "bank": terms.bank_rows,
     }
 
 
@@ -331,7 +420,8 @@ def plot_bound(result: dict[str, Any], out_png: str | Path) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     ax = axes[0]
-    for method, marker in (("naive", "o"), ("lrb", "s")):
+    mixed = [m for m, role in BOUND_ROLES.items() if role.mixed]
+    for method, marker in zip(mixed, "os^vD", strict=False):
         rows = [r for r in result["rows"] if r["method"] == method]
         if not rows:
             continue

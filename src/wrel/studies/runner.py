@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from wrel.core.config_io import from_dict, to_dict
+from wrel.data.splits import split_file_info
 from wrel.data.synth import generate_benchmark
 from wrel.data.synth.config import SynthConfig
-from wrel.engine.experiment import apply_split_file, build_experiment
+from wrel.engine.experiment import build_experiment
 from wrel.engine.state import find_resume_dir
 from wrel.engine.trainer import TRACE_FILE, train
 from wrel.studies.plateau import plateau_check, plateau_table
@@ -130,10 +131,16 @@ def build_run_config(
     The seed sets both the training seed and the weak-split seed, so the seed spread covers
     which expressions are accurate as well as initialisation and data order. With
     ``split_file`` (a weak-split file) the split is taken as-is and the accurate ratio is the
-    file's (:func:`wrel.engine.experiment.apply_split_file`); Full, the all-accurate reference, reads
-    the data set's own refs file.
+    file's (read and checked by :func:`wrel.engine.experiment.build_experiment`); Full, the
+    all-accurate reference, reads the data set's own refs file.
     """
 
+    # the file's split and ratio (build_experiment reads and checks the file); not for Full
+    file_sets = (
+        [f"data.split_file={json.dumps(str(split_file))}", "data.accurate_ratio=null"]
+        if split_file and spec.method != "full"
+        else []
+    )
     sets = [
         *profile.experiment_sets(spec.method),
         f"data.root={data_root}",
@@ -143,14 +150,13 @@ def build_run_config(
         f"train.output_dir={runs_dir}",
         f"name={spec.name}",
         *extra_sets,
+        *file_sets,
     ]
     cfg = build_experiment(preset_of(spec.method), assignments=sets)
-    ratio = cfg.data.accurate_ratio or 1.0
-    if split_file and spec.method != "full":
-        cfg.data.split_file = str(split_file)
-        cfg.data.accurate_ratio = None  # the file's ratio (apply_split_file checks and logs it)
-        info = apply_split_file(cfg)
-        ratio = info.accurate_ratio if info is not None else ratio
+    if cfg.data.split_file:
+        ratio = split_file_info(cfg.data.split_file, cfg.data.train_split).accurate_ratio
+    else:
+        ratio = cfg.data.accurate_ratio or 1.0
     for stage in cfg.stages:
         if stage.name not in profile.epochs:
             continue

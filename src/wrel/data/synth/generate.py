@@ -13,9 +13,9 @@ from pycocotools import mask as mask_utils
 from wrel.data.synth.config import SynthConfig
 from wrel.data.synth.expressions import choose_attributes, phrase_expression
 from wrel.data.synth.geometry import Instance
-from wrel.data.synth.render import render_scene
+from wrel.data.synth.render import SceneParams, render_scene
 
-__all__ = ["ImageRecord", "build_image", "encode_png", "image_rng"]
+__all__ = ["ImageRecord", "build_image", "encode_png", "image_rng", "scene_params"]
 
 _PNG_COMPRESS_LEVEL = 6  # fixed so that the same pixels always give the same bytes
 
@@ -61,17 +61,27 @@ def _choose_refs(
     return sorted(refs, key=lambda r: r["target"])
 
 
+def scene_params(config: SynthConfig) -> SceneParams:
+    """The scene keys of a generator config."""
+    return SceneParams(
+        min_instances=config.min_instances,
+        max_instances=config.max_instances,
+        max_per_class=config.max_per_class,
+        single_prob=config.single_prob,
+        blur_sigma=config.blur_sigma,
+        noise_std=config.noise_std,
+        object_scale=config.object_scale,
+        min_object_pixels=config.object_floor(),
+        clutter=config.clutter,
+        illumination=config.illumination,
+    )
+
+
 def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecord:
     """Render image ``index`` of split ``split_index`` (0 train, 1 val, 2 test)."""
     rng = image_rng(config.seed, split_index, index)
     size = config.image_size
-    scene = render_scene(
-        size, config.categories, rng, min_instances=config.min_instances,
-        max_instances=config.max_instances, max_per_class=config.max_per_class,
-        single_prob=config.single_prob, blur_sigma=config.blur_sigma, noise_std=config.noise_std,
-        object_scale=config.object_scale, min_object_pixels=config.object_floor(),
-        clutter=config.clutter, illumination=config.illumination,
-    )  # fmt: skip
+    scene = render_scene(size, config.categories, rng, scene_params(config))
     records, geometry = [], []
     for obj in scene.objects:
         full = obj.full_mask(size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from wrel.data.synth.background import render_background
@@ -15,7 +17,7 @@ from wrel.data.synth.scene import (
     plan_categories,
 )
 
-__all__ = ["compose_scene", "gaussian_blur", "render_scene"]
+__all__ = ["SceneParams", "compose_scene", "gaussian_blur", "render_scene"]
 
 Array = np.ndarray
 _SHADOW_FACTOR = 0.55  # brightness left in a shadow
@@ -103,47 +105,54 @@ def compose_scene(
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class SceneParams:
+    """How one scene is planned and rendered (``wrel.data.synth.generate`` fills it from
+    ``SynthConfig``; ``min_object_pixels`` is ``SynthConfig.object_floor()`` there)."""
+
+    min_instances: int
+    max_instances: int
+    max_per_class: int
+    single_prob: float
+    blur_sigma: float
+    noise_std: float
+    object_scale: float = 1.0
+    min_object_pixels: int = 0
+    clutter: int = 0
+    illumination: float = 0.0
+
+
 def render_scene(
-    size: int,
-    categories: list[str],
-    rng: np.random.Generator,
-    *,
-    min_instances: int,
-    max_instances: int,
-    max_per_class: int,
-    single_prob: float,
-    blur_sigma: float,
-    noise_std: float,
-    object_scale: float = 1.0,
-    min_object_pixels: int = 0,
-    clutter: int = 0,
-    illumination: float = 0.0,
+    size: int, categories: list[str], rng: np.random.Generator, params: SceneParams
 ) -> Scene:
     """Plan, place and render one scene (every random draw comes from ``rng``).
 
-    Objects are drawn ``object_scale`` times their class's size at this image size and grown
-    to at least ``min_object_pixels`` pixels; then up to ``clutter`` unannotated distractors
-    (sheds, round roofs, trees) fill free land, and ``illumination`` varies the lighting.
+    Objects are drawn ``params.object_scale`` times their class's size at this image size and
+    grown to at least ``params.min_object_pixels`` pixels; then up to ``params.clutter``
+    unannotated distractors (sheds, round roofs, trees) fill free land, and
+    ``params.illumination`` varies the lighting.
     """
+    p = params
     plan = plan_categories(
-        categories, min_instances, max_instances, max_per_class, single_prob, rng, object_scale
-    )
+        categories, p.min_instances, p.max_instances, p.max_per_class, p.single_prob, rng,
+        p.object_scale,
+    )  # fmt: skip
     water = any(CATEGORY_SPECS[n].on_water for n in plan) or rng.random() < 0.2
     background, water_mask = render_background(size, rng, water=water)
     occupied = np.zeros((size, size), dtype=bool)
     objects: list[PlacedObject] = []
-    scale = size / 128.0 * object_scale
+    scale = size / 128.0 * p.object_scale
     for name in plan:
         spec = CATEGORY_SPECS[name]
-        obj = _place(spec, scale, objects, occupied, water_mask, rng, min_object_pixels)
+        obj = _place(spec, scale, objects, occupied, water_mask, rng, p.min_object_pixels)
         if obj is not None:
             objects.append(obj)
     extra = place_clutter(
-        int(rng.integers(0, clutter + 1)) if clutter else 0,
+        int(rng.integers(0, p.clutter + 1)) if p.clutter else 0,
         scale, objects, occupied, water_mask, rng,
     )  # fmt: skip
     image = compose_scene(
-        background, objects + extra, rng, blur_sigma=blur_sigma, noise_std=noise_std,
-        illumination=illumination,
+        background, objects + extra, rng, blur_sigma=p.blur_sigma, noise_std=p.noise_std,
+        illumination=p.illumination,
     )  # fmt: skip
     return Scene(image=image, objects=objects)
