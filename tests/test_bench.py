@@ -373,3 +373,16 @@ def test_train_accepts_every_method_preset() -> None:
 
     assert sorted(METHODS) == sorted(METHOD_PRESETS)
     assert "lrb-paper" in METHODS
+
+
+def test_every_wrel_bench_method_has_a_bound_role() -> None:
+    from wrel.studies.bound import role_of
+    from wrel.studies.profiles import METHOD_ORDER
+
+    for method in METHOD_ORDER:
+        role = role_of(method)
+        if method in ("only-accurate", "full"):
+            assert role.accurate_only
+        else:  # trained on accurate + weak samples: a bound row, with its bank where it has one
+            assert role.mixed, method
+            assert role.bank == method.startswith("lrb"), method

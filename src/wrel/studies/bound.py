@@ -144,6 +144,11 @@ BOUND_ROLES: dict[str, BoundRole] = {
     "full": BoundRole(accurate_only=True, reference=True),
     "naive": BoundRole(mixed=True),
     "lrb": BoundRole(mixed=True, bank=True),
+    "lrb-paper": BoundRole(mixed=True, bank=True),
+    "lrb-words": BoundRole(mixed=True, bank=True),
+    "lrb-imagenet": BoundRole(mixed=True, bank=True),
+    "naive-teacher": BoundRole(mixed=True),
+    "naive-long": BoundRole(mixed=True),
 }
 
 
@@ -421,7 +426,9 @@ def plot_bound(result: dict[str, Any], out_png: str | Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     ax = axes[0]
     mixed = [m for m, role in BOUND_ROLES.items() if role.mixed]
-    for method, marker in zip(mixed, "os^vD", strict=False):
+    markers = "os^vD<>ph"
+    for index, method in enumerate(mixed):
+        marker = markers[index % len(markers)]
         rows = [r for r in result["rows"] if r["method"] == method]
         if not rows:
             continue
