@@ -122,6 +122,9 @@ def test_wall_time_table_reports_lrb_over_naive() -> None:
     ]
     table = wall_time_table(records)
     assert "2.50x" in table and "1.0 min" in table and "30%" not in table
+    records.append({"method": "lrb-paper", "accurate_ratio": 0.1, "wall_time_s": 120.0})
+    row = next(x for x in wall_time_table(records).splitlines() if x.startswith("| 10%"))
+    assert row.endswith("| 2.50x, paper 2.00x |")
 
 
 def test_existing_data_with_other_generator_settings_is_refused(tiny_bench: Path) -> None:
