@@ -365,6 +365,12 @@ def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) ->
         ("supervised", "all", paper.stages[2].epochs),
     ]
     assert teacher.stages[1].optim == paper.stages[2].optim
+    # LRB with its bank fixed after initialisation: no bank step in the joint stage
+    fixed = build("lrb-fixed")
+    assert fixed.stages[2].bank_steps == 0 and paper.stages[2].bank_steps == 1
+    assert [
+        (s.name, s.epochs, s.bank_lr if hasattr(s, "bank_lr") else None) for s in fixed.stages
+    ] == [(s.name, s.epochs, s.bank_lr if hasattr(s, "bank_lr") else None) for s in paper.stages]
     # Naive with LRB's optimizer steps: teacher (in epoch-equivalents) + joint epochs
     e = profile.epochs
     assert long.stages[0].epochs == e["teacher-warmup"] + e["joint"]

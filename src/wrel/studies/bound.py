@@ -147,6 +147,7 @@ BOUND_ROLES: dict[str, BoundRole] = {
     "lrb-paper": BoundRole(mixed=True, bank=True),
     "lrb-words": BoundRole(mixed=True, bank=True),
     "lrb-imagenet": BoundRole(mixed=True, bank=True),
+    "lrb-fixed": BoundRole(mixed=True, bank=True),
     "naive-teacher": BoundRole(mixed=True),
     "naive-long": BoundRole(mixed=True),
 }

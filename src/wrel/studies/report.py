@@ -26,6 +26,7 @@ METHOD_LABELS = {
     "naive-teacher": "Naive from the teacher",
     "naive-long": "Naive, LRB's steps",
     "lrb-imagenet": "LRB, ImageNet student",
+    "lrb-fixed": "LRB, bank fixed in stage 3",
     "full": "Full",
 }
 
@@ -39,6 +40,7 @@ WREL_METHODS = (
     "naive-teacher",
     "naive-long",
     "lrb-imagenet",
+    "lrb-fixed",
 )
 
 
