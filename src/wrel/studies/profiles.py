@@ -5,12 +5,15 @@ benchmark is rendered, the network input size, the epochs of every stage, and wh
 accurate ratios and seeds run. ``wrel demo`` trains LRB-WREL at 10 % with the ``demo`` profile:
 the ``full`` profile's data and model with half its steps, to fit 15 minutes on a 2-core CPU.
 
-Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, the four methods, a
-smaller render) <= 15 minutes and ``demo`` <= 15 minutes are targets; ``full`` (the complete
-one-seed table) is estimated from the measured step rates (docs/model.md) at about 160 minutes,
-over its 120-minute target, because converging Full takes 4 epochs of 12,000 samples;
-``seeds`` adds about 125 minutes; ``gpu`` < 8 minutes on one H100 (no GPU has been lent to
-this project's sessions yet). docs/results reports the measured wall times.
+Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four methods, a smaller
+render) <= 15 minutes and ``demo`` <= 15 minutes are targets. ``full`` (the complete one-seed
+table: Only-Accurate, Naive-WREL, two LRB-WREL variants at 10 / 30 / 50 % and Full) is about 6
+hours by the measured run times: a supervised run about 16 minutes alone on the machine
+(converging Full takes 4 epochs of 12,000 samples), an LRB-WREL run about 2.4 times that;
+``seeds`` adds seeds 1-2 at 10 % (about 5 hours), ``ablations`` about 2.5 hours. A run stopped
+with the session resumes from its last checkpoint. ``gpu`` < 8 minutes on one H100 (not run:
+no GPU has been lent to this project's sessions yet). docs/results reports the measured wall
+times.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def paper_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
     The released recipe's values stay where they belong to the method and do not depend on the
     network or the stage length: the frozen copy in train mode, the EMA over the segmenter, the
     row-sparse bank optimiser matched to their dense one, the teacher's length on its own data
-    (15 epochs there, 20 here). What every method of the table shares is the table's: no
+    (15 epochs there; 2 epoch-equivalents here, 20 epochs at 10 %). What every method of the table shares is the table's: no
     cut-outs and this project's Dice, as the baselines train. Two kinds of values are rescaled
     (docs/training.md, "Paper recipe on the CPU profile"):
 
@@ -207,7 +210,9 @@ def _method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
 
 _CPU_FULL = Profile(
     name="full",
-    description="10 / 30 / 50 % accurate plus Full, one seed; about 160 min on a 2-core CPU",
+    description=(
+        "10 / 30 / 50 % accurate plus Full, one seed; about 6 hours on a 2-core CPU (resumable)"
+    ),
     synth={},  # the generator's defaults: the calibrated benchmark (docs/data.md)
     data_dir="data",
     sets=_CPU_SETS,
