@@ -183,7 +183,15 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
             continue
         seen.add(key)
         label = f"{METHOD_LABELS.get(rec['method'], rec['method'])} @ {rec['accurate_ratio']:.0%}"
-        loss = [(p["step"], p["loss"]) for p in rec["curve"] if p.get("loss") is not None]
+        loss: list[tuple[float, float]] = []
+        stage = None
+        for p in rec["curve"]:
+            if p.get("loss") is None:
+                continue
+            if loss and p.get("stage") != stage:  # break the line between stages (no model
+                loss.append((p["step"], math.nan))  # loss in bank initialisation)
+            stage = p.get("stage")
+            loss.append((p["step"], p["loss"]))
         val = [(p["step"], p["val_mIoU"]) for p in rec["curve"] if p.get("val_mIoU") is not None]
         if loss:
             axes[0].plot(*zip(*loss, strict=True), label=label, alpha=0.8)
