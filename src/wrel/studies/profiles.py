@@ -140,23 +140,37 @@ def paper_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
       the stage as it does in the released run (a row is visited once per epoch).
     """
 
+    return (*_SHARED_SETS, *_paper_optim_sets(), *_bank_lr_sets(_paper_bank_lrs(epochs)))
+
+
+#: What every method of the table shares, so that LRB and the baselines differ only in the
+#: method: no cut-outs, this project's Dice (the released ones are in the preset).
+_SHARED_SETS = (
+    "data.cutout_prob=0",
+    *(f"stages.{stage}.dice=foreground-mean-smooth1" for stage in PAPER_STAGE_EPOCHS),
+)
+
+
+def _paper_optim_sets() -> tuple[str, ...]:
+    """The network's rates of the recipe's stages: ours, the joint stage at 2/3 of them."""
     base = OptimConfig()
-    sets = [
-        # shared by every method of the table, so that LRB and the baselines differ only in
-        # the method: no cut-outs, this project's Dice (the released ones are in the preset)
-        "data.cutout_prob=0",
-        *(f"stages.{stage}.dice=foreground-mean-smooth1" for stage in PAPER_STAGE_EPOCHS),
-        f"stages.teacher-warmup.optim.lr_backbone={base.lr_backbone:g}",
-        f"stages.teacher-warmup.optim.lr_text={base.lr_text:g}",
-        f"stages.teacher-warmup.optim.lr_head={base.lr_head:g}",
-        f"stages.joint.optim.lr_backbone={base.lr_backbone * 2 / 3:.3g}",
-        f"stages.joint.optim.lr_text={base.lr_text * 2 / 3:.3g}",
-        f"stages.joint.optim.lr_head={base.lr_head * 2 / 3:.3g}",
-    ]
-    for stage in ("bank-init", "joint"):
-        scale = PAPER_STAGE_EPOCHS[stage] / epochs[stage]
-        sets.append(f"stages.{stage}.bank_lr={PAPER_BANK_LR[stage] * scale:.3g}")
-    return tuple(sets)
+    rates = {"lr_backbone": base.lr_backbone, "lr_text": base.lr_text, "lr_head": base.lr_head}
+    return (
+        *(f"stages.teacher-warmup.optim.{key}={value:g}" for key, value in rates.items()),
+        *(f"stages.joint.optim.{key}={value * 2 / 3:.3g}" for key, value in rates.items()),
+    )
+
+
+def _paper_bank_lrs(epochs: dict[str, int]) -> dict[str, float]:
+    """Bank rate per bank stage: the released per-visit movement times released / our epochs."""
+    return {
+        stage: PAPER_BANK_LR[stage] * PAPER_STAGE_EPOCHS[stage] / epochs[stage]
+        for stage in ("bank-init", "joint")
+    }
+
+
+def _bank_lr_sets(lrs: dict[str, float]) -> tuple[str, ...]:
+    return tuple(f"stages.{stage}.bank_lr={lr:.3g}" for stage, lr in lrs.items())
 
 
 #: Bank learning rate of ``lrb-words``' initialisation visit: its rows are mixture logits over
@@ -179,16 +193,15 @@ def words_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
     - the joint stage's bank rate keeps the paper recipe's ratio of joint to initialisation
       movement per stage.
     """
-    paper = dict(x.split("=", 1) for x in paper_cpu_sets(epochs) if "bank_lr" in x)
-    ratio = float(paper["stages.joint.bank_lr"]) / float(paper["stages.bank-init.bank_lr"])
+    paper = _paper_bank_lrs(epochs)
+    words = {stage: WORDS_BANK_LR * lr / paper["bank-init"] for stage, lr in paper.items()}
     return (
         *paper_cpu_sets(epochs),
         "bank.parametrization=vocab",
         "bank.temperature_start=1.0",
         "bank.temperature_end=0.5",
         "bank.temperature_steps=1",
-        f"stages.bank-init.bank_lr={WORDS_BANK_LR:g}",
-        f"stages.joint.bank_lr={WORDS_BANK_LR * ratio:.3g}",
+        *_bank_lr_sets(words),
         "stages.joint.prompt_dropout=0.3",
     )
 
@@ -200,11 +213,7 @@ def _method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
         "lrb-imagenet": (*paper_cpu_sets(epochs), "stages.joint.student_init=pretrained"),
         "lrb-fixed": (*paper_cpu_sets(epochs), "stages.joint.bank_steps=0"),
         # the same network learning rates as lrb-paper's stages
-        "naive-teacher": tuple(
-            x
-            for x in paper_cpu_sets(epochs)
-            if x.startswith(("stages.teacher-warmup.optim", "stages.joint.optim"))
-        ),
+        "naive-teacher": _paper_optim_sets(),
     }
 
 
