@@ -17,6 +17,7 @@ from wrel.studies.runner import (
     load_records,
     plan_runs,
     run_benchmark,
+    stale_records,
 )
 
 TINY = Profile(
@@ -112,6 +113,36 @@ def test_run_benchmark_records_report_and_skips_finished(tmp_path: Path) -> None
     calls.clear()
     run_benchmark(TINY, specs, echo=lines.append, train_fn=_fake_train(calls, score), **kwargs)
     assert calls == []
+    # A run folder elsewhere does not make a record stale; changed epochs do.
+    moved = {**kwargs, "runs_dir": tmp_path / "elsewhere"}
+    run_benchmark(TINY, specs, echo=lines.append, train_fn=_fake_train(calls, score), **moved)
+    assert calls == []
+    longer = Profile(**{**TINY.__dict__, "epochs": {**TINY.epochs, "full": 3}})
+    with pytest.raises(
+        ValueError, match=r"(?s)full-s0: stages\[0\]\.epochs: 1 -> 3.*--rerun-stale"
+    ):
+        run_benchmark(
+            longer, specs, echo=lines.append, train_fn=_fake_train(calls, score), **kwargs
+        )
+    assert calls == [] and (tmp_path / "out" / "runs" / "full-s0.json").is_file()
+    stale = stale_records(longer, tmp_path / "out", tmp_path)  # what --report-only warns of
+    assert stale == {"full-s0": ["stages[0].epochs: 1 -> 3"]}
+    run_benchmark(
+        longer,
+        specs,
+        echo=lines.append,
+        train_fn=_fake_train(calls, score),
+        rerun_stale=True,
+        **kwargs,
+    )
+    assert calls == ["full-s0"]  # only the run whose settings changed trains again
+    aside = list((tmp_path / "out" / "runs" / "stale").glob("full-s0.*.json"))
+    assert (
+        len(aside) == 1 and json.loads(aside[0].read_text())["config"]["stages"][0]["epochs"] == 1
+    )
+    assert list((tmp_path / "runs").glob("full-s0.stale-*"))  # the old run folder, renamed
+    now = {r["name"]: r for r in load_records(tmp_path / "out")}
+    assert now["full-s0"]["config"]["stages"][0]["epochs"] == 3 and len(now) == len(specs)
 
 
 def test_wall_time_table_reports_lrb_over_naive() -> None:

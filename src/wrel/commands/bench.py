@@ -14,6 +14,7 @@ from wrel.studies.runner import (
     ensure_benchmark_data,
     plan_runs,
     run_benchmark,
+    stale_records,
     write_report,
 )
 
@@ -98,6 +99,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument("--report-only", action="store_true", help="rewrite the report and exit")
     p.add_argument("--no-progress", action="store_true", help="hide per-run progress bars")
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="a finished record made with other settings than the profile now gives (changed "
+        "epochs, say) is an error by default; with this flag it is moved aside (into "
+        "<out>/runs/stale/, with its run folder renamed) and the run trains again",
+    )
     p.set_defaults(func=run)
 
 
@@ -109,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         profile = replace(profile, epochs={**profile.epochs, **args.epochs})
     out = args.out or f"docs/results/{profile.name}"
     if args.report_only:
+        for name, diffs in stale_records(profile, out, args.data or profile.data_dir).items():
+            print(
+                f"warning: {name} was made with other settings than profile {profile.name} now "
+                f"gives it ({'; '.join(diffs[:3])}); its numbers are in the report"
+            )
         paths = write_report(out, title=f"wrel bench, profile {profile.name}")
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
         return 0
@@ -137,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         extra_sets=args.assignments,
         split_file=args.split_file,
         progress=not args.no_progress,
+        rerun_stale=args.rerun_stale,
     )
     print(f"report: {out}/results.md")
     return 0

@@ -9,7 +9,7 @@ Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four method
 render) <= 15 minutes and ``demo`` <= 15 minutes are targets. ``full`` (the complete one-seed
 table: Only-Accurate, Naive-WREL, two LRB-WREL variants at 10 / 30 / 50 % and Full) is about 6
 hours by the measured run times: a supervised run about 16 minutes alone on the machine
-(converging Full takes 4 epochs of 12,000 samples), an LRB-WREL run about 2.4 times that;
+(converging Full takes 8 epochs of 12,000 samples), an LRB-WREL run about 2.4 times that;
 ``seeds`` adds seeds 1-2 at 10 % (about 5 hours), ``ablations`` about 2.5 hours. A run stopped
 with the session resumes from its last checkpoint. ``gpu`` < 8 minutes on one H100 (not run:
 no GPU has been lent to this project's sessions yet). docs/results reports the measured wall
@@ -107,13 +107,14 @@ _CPU_SETS = (
 #: Stage epochs of the CPU profiles (stage names of wrel.engine.experiment.METHOD_PRESETS). An epoch
 #: is 12,000 samples (374 steps of 32); stages on the accurate subset get as many steps
 #: (``equal_steps``). Calibration (docs/results/calibration.md): at 3 epochs Full was still
-#: gaining 4.1 val mIoU points over its last 20 % of steps, hence 4; Only-Accurate at 10 %
-#: peaked at 1.6 epoch-equivalents and then overfit, so the LRB teacher, handed over as its
-#: last model, warms up for 2.
+#: gaining 4.1 val mIoU points over its last 20 % of steps and at 4 epochs 1.06 and 2.60 (seeds
+#: 0 and 1), hence 8; Naive-WREL and the joint stage reached their plateau at 4. Only-Accurate
+#: at 10 % peaked at 1.6 epoch-equivalents and then overfit, so the LRB teacher, handed over as
+#: its last model, warms up for 2.
 _CPU_EPOCHS = {
     "only-accurate": 4,
     "naive": 4,
-    "full": 4,
+    "full": 8,
     "teacher-warmup": 2,
     "bank-init": 1,
     "joint": 4,

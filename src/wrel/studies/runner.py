@@ -235,6 +235,96 @@ def run_record(
     }
 
 
+#: Config keys that do not change a run's numbers (where files go, display, storage); a record
+#: made with other values of these is not stale.
+_NOT_RESULT_KEYS = frozenset(
+    {
+        "name",
+        "data.root",
+        "data.num_workers",
+        "train.output_dir",
+        "train.progress",
+        "train.keep_previous_checkpoint",
+        "train.checkpoint_every",
+        "train.log_every",
+    }
+)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "s": [{"e": 2}]}`` -> ``{"a.b": 1, "s[0].e": 2}`` (scalar lists kept)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {f"{prefix}.length": len(value)}
+        for index, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}[{index}]"))
+        return out
+    return {prefix: value}
+
+
+def record_differences(record: dict[str, Any], cfg: Any) -> list[str]:
+    """The settings that differ between a finished run's record and the config ``cfg`` that
+    the profile now gives the same run, as ``"key: recorded -> now"`` lines; empty when the
+    record still stands.
+
+    Keys that only one side has (a setting added or dropped between wrel versions, or per-kind
+    stage settings) are not compared, nor those in ``_NOT_RESULT_KEYS``.
+    """
+
+    old = _flatten(record.get("config") or {})
+    new = _flatten(json.loads(json.dumps(to_dict(cfg))))
+    return [
+        f"{key}: {old[key]!r} -> {new[key]!r}"
+        for key in sorted(old.keys() & new.keys())
+        if key not in _NOT_RESULT_KEYS and old[key] != new[key]
+    ]
+
+
+def stale_records(
+    profile: Profile, out_dir: str | Path, data_root: str | Path, runs_dir: str | Path = "runs"
+) -> dict[str, list[str]]:
+    """Records under ``out_dir`` whose settings differ from what ``profile`` gives the same run
+    (name -> :func:`record_differences`); records of methods the profile does not know are
+    skipped."""
+
+    out: dict[str, list[str]] = {}
+    for record in load_records(out_dir):
+        try:
+            spec = RunSpec(record["method"], record["accurate_ratio"], record["seed"])
+            cfg = build_run_config(profile, spec, data_root, runs_dir)
+        except (KeyError, ValueError):
+            continue
+        if diffs := record_differences(record, cfg):
+            out[record["name"]] = diffs
+    return out
+
+
+def _set_aside_stale(
+    names: Sequence[str], out: Path, runs_dir: Path, echo: Callable[[str], None]
+) -> None:
+    """Move stale records, their traces and run folders aside (nothing is deleted)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = out / "runs" / "stale"
+    aside.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.replace(out / "runs" / f"{name}.json", aside / f"{name}.{stamp}.json")
+        trace = out / "traces" / f"{name}.jsonl"
+        if trace.is_file():
+            (out / "traces" / "stale").mkdir(exist_ok=True)
+            os.replace(trace, out / "traces" / "stale" / f"{name}.{stamp}.jsonl")
+        run_dir = runs_dir / name
+        moved = ""
+        if run_dir.exists():
+            target = runs_dir / f"{name}.stale-{stamp}"
+            os.replace(run_dir, target)
+            moved = f", run folder -> {target}"
+        echo(f"    set aside the stale record of {name} -> {aside / f'{name}.{stamp}.json'}{moved}")
+
+
 def load_records(out_dir: str | Path) -> list[dict[str, Any]]:
     """Every run record under ``<out_dir>/runs``, sorted by name."""
     folder = Path(out_dir) / "runs"
@@ -333,8 +423,15 @@ def run_benchmark(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     train_fn: Callable[..., dict[str, Any]] | None = None,
+    rerun_stale: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every spec not finished yet, writing its record and the report after each.
+
+    A finished record whose settings differ from what the profile now gives the same run
+    (:func:`record_differences`: the profile's epochs were changed, say) is stale: it is an
+    error that lists the differences, unless ``rerun_stale``, which moves the record, its trace
+    and its run folder aside (``<out>/runs/stale/``, ``<runs_dir>/<name>.stale-<time>``) and
+    trains the run again.
 
     Args:
         profile: generator / training settings (see :mod:`wrel.studies.profiles`).
@@ -347,6 +444,7 @@ def run_benchmark(
         progress: progress bars inside each run.
         echo: where the per-run status lines go.
         train_fn: the training function (``wrel.engine.trainer.train``; injectable for tests).
+        rerun_stale: set stale records aside and train those runs again (else: an error).
 
     Returns:
         The records of ``specs`` (finished earlier or now).
@@ -358,6 +456,34 @@ def run_benchmark(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     records_dir = out / "runs"
     done_records = {r["name"]: r for r in load_records(out)}
+    stale = {
+        spec.name: diffs
+        for spec in specs
+        if spec.name in done_records
+        and (
+            diffs := record_differences(
+                done_records[spec.name],
+                build_run_config(profile, spec, data_root, runs_dir, extra_sets, split_file),
+            )
+        )
+    }
+    if stale and not rerun_stale:
+        lines = [
+            f"  {name}: "
+            + "; ".join(diffs[:4])
+            + (f"; +{len(diffs) - 4} more" if len(diffs) > 4 else "")
+            for name, diffs in stale.items()
+        ]
+        raise ValueError(
+            f"{len(stale)} finished record(s) in {records_dir} were made with other settings than "
+            "the profile now gives them (recorded -> now):\n" + "\n".join(lines) + "\nPass "
+            "--rerun-stale to set them aside (nothing is deleted) and train them again, or write "
+            "to another --out"
+        )
+    if stale:
+        _set_aside_stale(list(stale), out, Path(runs_dir), echo)
+        for name in stale:
+            del done_records[name]
     todo = [s for s in specs if s.name not in done_records]
     echo(
         f"wrel bench: profile {profile.name}, {len(specs)} runs, {len(specs) - len(todo)} "
