@@ -69,6 +69,17 @@ def test_to_rgb8_handles_dtypes_and_band_counts() -> None:
         to_rgb8(np.zeros((0, 5, 3), np.uint8))
 
 
+def test_constant_bands_stretch_without_dividing_by_zero() -> None:
+    # lo + 1e-6 rounds back to lo in float32 above 16: the stretch must still widen
+    for value in (7.0, 10000.0, 3.0e6):
+        flat = np.full((6, 6, 3), value, np.float32)
+        lo, hi = compute_stretch(flat, "percentile")
+        assert np.all(hi > lo)
+        with np.errstate(all="raise"):  # no divide-by-zero or invalid value anywhere
+            rgb = to_rgb8(flat)
+        assert rgb.dtype == np.uint8 and np.all(rgb == 0)
+
+
 def test_percentile_stretch_ignores_outliers() -> None:
     sample = np.full((10, 10, 3), 100, np.uint16)
     sample[:5] = 200

@@ -132,7 +132,9 @@ def compute_stretch(
         finite &= valid.reshape(-1)
     flat = flat[finite] if finite.any() else np.zeros((1, flat.shape[1]), np.float32)
     lo, hi = np.percentile(flat, percentiles, axis=0).astype(np.float32)
-    hi = np.maximum(hi, lo + 1e-6)
+    # a constant band: widen by at least one float32 step (``lo + 1e-6`` rounds back to ``lo``
+    # above 16, and the stretch would divide by zero)
+    hi = np.maximum(hi, lo + np.maximum(np.spacing(lo), np.float32(1e-6))).astype(np.float32)
     return lo, hi
 
 
