@@ -375,6 +375,31 @@ def test_paired_table_pairs_seeds_and_compares_with_the_seed_spread() -> None:
     assert "no method paired" in paired_table([rec("naive", 0, 50.0)])
 
 
+def test_bank_variant_is_chosen_on_val_not_test() -> None:
+    from wrel.studies.report import variant_choice
+
+    def rec(method: str, seed: int, val: float, test: float, ratio: float = 0.1) -> dict:
+        return {
+            "method": method, "accurate_ratio": ratio, "seed": seed,
+            "val": {"mIoU": val}, "test": {"mIoU": test},
+        }  # fmt: skip
+
+    records = [
+        rec("lrb-paper", 0, 70.0, 70.0),  # the paper recipe is shown, never chosen
+        rec("lrb", 0, 60.0, 90.0),  # best on test, worse on val
+        rec("lrb-words", 0, 62.0, 50.0),
+        rec("lrb-words", 1, 64.0, 50.0),
+        rec("lrb-fixed", 0, 99.0, 99.0),  # an ablation: not a candidate
+        rec("lrb", 0, 65.0, 40.0, ratio=0.3),
+    ]
+    lines = variant_choice(records)
+    assert len(lines) == 2 and lines[0].startswith("- 10% accurate")
+    assert lines[0].endswith("chosen: LRB-WREL (word bank)")
+    assert "LRB-WREL (paper recipe) 70.00 (n=1)" in lines[0] and "63.00 ± 1.41 (n=2)" in lines[0]
+    assert lines[1].startswith("- 30% accurate") and lines[1].endswith("chosen: LRB-WREL")
+    assert variant_choice([rec("lrb-paper", 0, 70.0, 70.0)]) == []
+
+
 def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) -> None:
     profile = PROFILES["ablations"]
     assert profile.ratios == (0.1,)

@@ -336,6 +336,39 @@ def gap_lines(records: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+#: LRB-WREL methods with another reference bank than the paper recipe's: the "best bank
+#: variant" of the table is chosen among these on val (the ablations are not candidates).
+BANK_VARIANTS = ("lrb", "lrb-words")
+
+
+def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> list[str]:
+    """One line per accurate ratio: each bank variant's val ``metric`` (mean over its seeds)
+    beside the paper recipe's, and the variant chosen, the one highest on val. Test plays no
+    part in the choice."""
+    vals: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for rec in records:
+        if rec["method"] in (*BANK_VARIANTS, "lrb-paper") and (rec.get("val") or {}).get(metric):
+            vals[(rec["method"], round(float(rec["accurate_ratio"]), 4))].append(
+                float(rec["val"][metric])
+            )
+    out = []
+    for ratio in sorted({r for (_, r) in vals}):
+        means = {
+            m: summarize(vals[(m, ratio)])
+            for m in ("lrb-paper", *BANK_VARIANTS)
+            if (m, ratio) in vals
+        }
+        variants = [m for m in BANK_VARIANTS if m in means]
+        if not variants:
+            continue
+        best = max(variants, key=lambda m: means[m].mean)
+        listed = ", ".join(
+            f"{METHOD_LABELS[m]} {means[m].format()} (n={means[m].num_seeds})" for m in means
+        )
+        out.append(f"- {ratio:.0%} accurate: val {metric} {listed}; chosen: {METHOD_LABELS[best]}")
+    return out
+
+
 def paired_table(
     records: Sequence[dict[str, Any]], baseline: str = "naive", metric: str = "mIoU"
 ) -> str:
