@@ -427,6 +427,14 @@ def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) ->
     assert [
         (s.name, s.epochs, s.bank_lr if hasattr(s, "bank_lr") else None) for s in fixed.stages
     ] == [(s.name, s.epochs, s.bank_lr if hasattr(s, "bank_lr") else None) for s in paper.stages]
+    # LRB with prompt dropout: the paper recipe's free bank plus the word bank's dropout only
+    dropout, words = build("lrb-dropout"), build("lrb-words")
+    assert dropout.stages[2].prompt_dropout == words.stages[2].prompt_dropout == 0.3
+    assert paper.stages[2].prompt_dropout == 0.0
+    assert dropout.bank == paper.bank and words.bank.parametrization == "vocab"
+    assert [(type(s), s.epochs, getattr(s, "bank_lr", None)) for s in dropout.stages] == [
+        (type(s), s.epochs, getattr(s, "bank_lr", None)) for s in paper.stages
+    ]
     # Naive with LRB's optimizer steps: teacher (in epoch-equivalents) + joint epochs
     e = profile.epochs
     assert long.stages[0].epochs == e["teacher-warmup"] + e["joint"]

@@ -148,6 +148,7 @@ BOUND_ROLES: dict[str, BoundRole] = {
     "lrb-words": BoundRole(mixed=True, bank=True),
     "lrb-imagenet": BoundRole(mixed=True, bank=True),
     "lrb-fixed": BoundRole(mixed=True, bank=True),
+    "lrb-dropout": BoundRole(mixed=True, bank=True),
     "naive-teacher": BoundRole(mixed=True),
     "naive-long": BoundRole(mixed=True),
 }

@@ -47,11 +47,17 @@ METHOD_ORDER = [
     # paper recipe moves it ~0.02 word-embedding norms over the joint stage), and the joint
     # stage costs a supervised step per iteration
     "lrb-fixed",
+    "lrb-dropout",  # lrb-paper with lrb-words' prompt dropout: the word bank minus the words
     "full",
 ]
 
 #: Bench method -> preset, where the two names differ.
-BENCH_PRESETS = {"lrb-words": "lrb-paper", "lrb-imagenet": "lrb-paper", "lrb-fixed": "lrb-paper"}
+BENCH_PRESETS = {
+    "lrb-words": "lrb-paper",
+    "lrb-imagenet": "lrb-paper",
+    "lrb-fixed": "lrb-paper",
+    "lrb-dropout": "lrb-paper",
+}
 
 
 def preset_of(method: str) -> str:
@@ -213,6 +219,9 @@ def _method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
         "lrb-words": words_cpu_sets(epochs),
         "lrb-imagenet": (*paper_cpu_sets(epochs), "stages.joint.student_init=pretrained"),
         "lrb-fixed": (*paper_cpu_sets(epochs), "stages.joint.bank_steps=0"),
+        # lrb-words' prompt dropout on the paper recipe's free bank: the word bank's gain
+        # without the words
+        "lrb-dropout": (*paper_cpu_sets(epochs), "stages.joint.prompt_dropout=0.3"),
         # the same network learning rates as lrb-paper's stages
         "naive-teacher": _paper_optim_sets(),
     }
@@ -281,11 +290,12 @@ PROFILES: dict[str, Profile] = {
         name="ablations",
         description=(
             "10 % accurate, the diagnostic ablations of LRB-WREL (teacher initialisation "
-            "without a bank, Naive with LRB's steps, LRB with an ImageNet student), to read "
+            "without a bank, Naive with LRB's steps, LRB with an ImageNet student, LRB with "
+            "its bank fixed in the joint stage, LRB with prompt dropout), to read "
             "beside the full profile's records of the same seeds"
         ),
         ratios=(0.1,),
-        methods=("naive-teacher", "naive-long", "lrb-imagenet", "lrb-fixed"),
+        methods=("naive-teacher", "naive-long", "lrb-imagenet", "lrb-fixed", "lrb-dropout"),
     ),
     "gpu": Profile(
         name="gpu",

@@ -27,6 +27,7 @@ METHOD_LABELS = {
     "naive-long": "Naive, LRB's steps",
     "lrb-imagenet": "LRB, ImageNet student",
     "lrb-fixed": "LRB, bank fixed in stage 3",
+    "lrb-dropout": "LRB, prompt dropout",
     "full": "Full",
 }
 
@@ -41,6 +42,7 @@ WREL_METHODS = (
     "naive-long",
     "lrb-imagenet",
     "lrb-fixed",
+    "lrb-dropout",
 )
 
 
