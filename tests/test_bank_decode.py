@@ -97,12 +97,15 @@ def test_decode_report_structure_and_chance_baseline(
 ) -> None:
     from wrel.cli import main
 
-    out = tmp_path / "decode.json"
+    out, small = tmp_path / "decode.json", tmp_path / "sub" / "summary.json"
     args = ["bank", "decode", str(lrb_run), "--k", "3", "--data", str(tiny_bench)]
-    assert main([*args, "--show", "1", "--out", str(out)]) == 0
+    assert main([*args, "--show", "1", "--out", str(out), "--summary", str(small)]) == 0
     printed = capsys.readouterr().out
     assert "slot  0:" in printed and "| attribute |" in printed
     report = json.loads(out.read_text())
+    summary = json.loads(small.read_text())  # the report minus its per-sample entries
+    assert "samples" not in summary and summary["samples_shown"] == report["samples"][:1]
+    assert summary["scores"] == report["scores"] and summary["k"] == 3
     attributes = json.loads((tiny_bench / "synthetic" / "attributes.json").read_text())
     assert report["parametrization"] == "free" and report["vocabulary"] == "table"
     assert report["num_prompts"] == NUM_PROMPTS and report["k"] == 3

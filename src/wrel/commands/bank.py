@@ -54,6 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="samples whose words are printed (default 10; -1: all; the JSON has every one)",
     )
     d.add_argument("--out", help="JSON report path (default: RUN/bank_decode.json)")
+    d.add_argument(
+        "--summary",
+        help="also write a small JSON here: the report without its per-sample entries, plus "
+        "the --show samples under samples_shown (the full report of a 10,000-row bank is tens "
+        "of MB)",
+    )
     d.set_defaults(func=run_decode)
     p.set_defaults(func=lambda args: _no_subcommand(p))
 
@@ -69,8 +75,9 @@ def run_decode(args: argparse.Namespace) -> int:
     if args.show < -1:
         raise ValueError(f"--show must be -1 (all) or >= 0, got {args.show}")
     out = Path(args.out) if args.out else Path(args.run) / "bank_decode.json"
-    if out.exists() and out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file path")
+    for flag, path in (("--out", out), ("--summary", args.summary)):
+        if path is not None and Path(path).is_dir():
+            raise ValueError(f"{flag} {path} is a folder; give a file path")
     report = decode_bank(
         args.run,
         k=args.k,
@@ -95,9 +102,19 @@ def run_decode(args: argparse.Namespace) -> int:
         f"vocabulary ({report['parametrization']} bank)"
     )
     print(summary_table(report))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(out)
+    _write_json(out, report)
     print(f"written: {out}")
+    if args.summary:
+        summary = {k: v for k, v in report.items() if k != "samples"}
+        summary["samples_shown"] = shown
+        _write_json(Path(args.summary), summary)
+        print(f"written: {args.summary}")
     return 0
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
