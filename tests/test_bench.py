@@ -106,6 +106,7 @@ def test_run_benchmark_records_report_and_skips_finished(tmp_path: Path) -> None
     assert gap_closed(records, 0.1, "lrb") == pytest.approx(0.9)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "LRB-WREL 90%" in md and "Naive-WREL 50%" in md
+    assert "did not reach their plateau" not in md  # one val point each: the curve cannot tell
     assert (tmp_path / "out" / "miou_vs_ratio.png").stat().st_size > 1000
     assert (tmp_path / "out" / "training_curves.png").stat().st_size > 1000
     assert any("time left" in x for x in lines)
@@ -143,6 +144,29 @@ def test_run_benchmark_records_report_and_skips_finished(tmp_path: Path) -> None
     assert list((tmp_path / "runs").glob("full-s0.stale-*"))  # the old run folder, renamed
     now = {r["name"]: r for r in load_records(tmp_path / "out")}
     assert now["full-s0"]["config"]["stages"][0]["epochs"] == 3 and len(now) == len(specs)
+
+
+def test_report_warns_above_the_table_when_runs_stopped_before_their_plateau(
+    tmp_path: Path,
+) -> None:
+    from wrel.studies.runner import write_report
+
+    def rec(name: str, method: str, reached: bool | None) -> dict:
+        return {
+            "name": name, "method": method, "accurate_ratio": 0.1, "seed": 0,
+            "wall_time_s": 60.0, "val": {"mIoU": 50.0}, "test": {"mIoU": 50.0, "oIoU": 50.0},
+            "curve": [], "plateau": {"reached": reached, "gain": 3.0, "num_points": 5},
+        }  # fmt: skip
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for r in (rec("naive-r10-s0", "naive", True), rec("full-s0", "full", False)):
+        (runs / f"{r['name']}.json").write_text(json.dumps(r))
+    md = write_report(tmp_path)["md"].read_text()
+    head, table = md.split("| accurate |", 1)
+    assert "**1 of 2 runs did not reach their plateau** (full-s0;" in head
+    (runs / "full-s0.json").unlink()
+    assert "did not reach" not in write_report(tmp_path)["md"].read_text()
 
 
 def test_wall_time_table_reports_lrb_over_naive() -> None:

@@ -215,7 +215,8 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
     for ax in axes:
         ax.set_xlabel("optimizer step (all stages)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    if axes[1].get_legend_handles_labels()[0]:  # records without val curves draw no lines
+        axes[1].legend(fontsize=7)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)

@@ -356,6 +356,7 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         "Test split, scored once per run with the checkpoint chosen on val. Cells: oIoU / mIoU "
         f"(%), mean ± std over the seeds present (n); seeds in these records: {seeds}.",
         "",
+        *_plateau_warning(records),
         markdown_table(records, "test"),
         "",
         "Share of the Only-Accurate -> Full mIoU gap closed:",
@@ -394,6 +395,19 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
     if any(p.get("leakage") for r in records for p in r.get("curve") or []):
         paths["leakage_plot"] = plot_leakage(records, out / "leakage.png")
     return paths
+
+
+def _plateau_warning(records: Sequence[dict[str, Any]]) -> list[str]:
+    """A warning above the table when runs stopped before their plateau (else nothing)."""
+    short = [r["name"] for r in records if (r.get("plateau") or {}).get("reached") is False]
+    if not short:
+        return []
+    return [
+        f"**{len(short)} of {len(records)} runs did not reach their plateau** ({', '.join(short)}; "
+        'see "Plateau check"): their numbers measure training length as much as the method, '
+        "and a comparison that involves them is not a method comparison.",
+        "",
+    ]
 
 
 def _eta(remaining: Sequence[RunSpec], records: Sequence[dict[str, Any]]) -> float | None:
