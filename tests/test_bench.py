@@ -144,6 +144,19 @@ def test_run_benchmark_records_report_and_skips_finished(tmp_path: Path) -> None
     assert list((tmp_path / "runs").glob("full-s0.stale-*"))  # the old run folder, renamed
     now = {r["name"]: r for r in load_records(tmp_path / "out")}
     assert now["full-s0"]["config"]["stages"][0]["epochs"] == 3 and len(now) == len(specs)
+    # --dry-run says what would happen to each run
+    import argparse
+
+    from wrel.commands.bench import _status
+
+    args = argparse.Namespace(data=str(tmp_path), assignments=[], split_file=None)
+    full = next(s for s in specs if s.method == "full")
+    status = _status(full, now, longer, args, tmp_path / "runs")
+    assert status == "done"
+    assert _status(full, now, TINY, args, tmp_path / "runs").startswith(
+        "stale (stages[0].epochs: 3 -> 1"
+    )
+    assert _status(full, {}, TINY, args, tmp_path / "runs") == "to train"
 
 
 def test_report_warns_above_the_table_when_runs_stopped_before_their_plateau(

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from wrel.commands import add_set_argument
 from wrel.data.splits import split_file_info
 from wrel.engine.experiment import METHOD_PRESETS
+from wrel.engine.state import find_resume_dir
 from wrel.studies.profiles import PROFILES, get_profile
 from wrel.studies.runner import (
+    build_run_config,
     ensure_benchmark_data,
+    load_records,
     plan_runs,
+    record_differences,
     run_benchmark,
     stale_records,
     write_report,
@@ -47,6 +52,20 @@ def _stage_epochs(text: str) -> dict[str, int]:
             )
         out[name] = int(value)
     return out
+
+
+def _status(spec, done, profile, args, runs_dir: Path) -> str:  # type: ignore[no-untyped-def]
+    """What ``wrel bench`` would do with one run: keep, refuse as stale, resume or train."""
+    if spec.name in done:
+        cfg = build_run_config(
+            profile, spec, args.data or profile.data_dir, runs_dir, args.assignments,
+            args.split_file,
+        )  # fmt: skip
+        diffs = record_differences(done[spec.name], cfg)
+        return f"stale ({'; '.join(diffs[:3])})" if diffs else "done"
+    if find_resume_dir(runs_dir / spec.name / "checkpoints" / "last") is not None:
+        return f"to resume ({runs_dir / spec.name})"
+    return "to train"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -96,7 +115,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="records, tables and plots (default: docs/results/<profile>)")
     p.add_argument("--runs-dir", help="run folders (default: runs/bench-<profile>)")
     add_set_argument(p, "experiment override for every run, e.g. train.device=cuda")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs with what would happen to each (done, stale, to resume, to train) "
+        "and exit",
+    )
     p.add_argument("--report-only", action="store_true", help="rewrite the report and exit")
     p.add_argument("--no-progress", action="store_true", help="hide per-run progress bars")
     p.add_argument(
@@ -137,8 +161,10 @@ def run(args: argparse.Namespace) -> int:
         ratios = [round(info.accurate_ratio, 4)]  # names and records carry the file's ratio
     specs = plan_runs(args.methods or list(profile.methods), ratios, args.seeds or profile.seeds)
     if args.dry_run:
+        runs_dir = Path(args.runs_dir or f"runs/bench-{profile.name}")
+        done = {r["name"]: r for r in load_records(out)}
         for spec in specs:
-            print(spec.name)
+            print(f"{spec.name:<28} {_status(spec, done, profile, args, runs_dir)}")
         return 0
     data_root = args.data or ensure_benchmark_data(profile, profile.data_dir)
     run_benchmark(
