@@ -496,3 +496,34 @@ def test_every_wrel_bench_method_has_a_bound_role() -> None:
         else:  # trained on accurate + weak samples: a bound row, with its bank where it has one
             assert role.mixed, method
             assert role.bank == method.startswith("lrb"), method
+
+
+def test_variants_of_a_seed_share_their_first_stages(
+    tmp_path: Path, tiny_bench: Path, tiny_model_sets
+) -> None:
+    # lrb-fixed without its bank_steps=0 (TINY has no method sets) is lrb-paper's config: it
+    # starts after lrb-paper's teacher and bank initialisation and must end exactly as it did
+    sharing = Profile(
+        **{
+            **TINY.__dict__,
+            "sets": (*TINY.sets, "train.keep_stage_checkpoints=true"),
+            "epochs": {**TINY.epochs, "bank-init": 1},
+        }
+    )
+    lines: list[str] = []
+    run_benchmark(
+        sharing,
+        plan_runs(["lrb-paper", "lrb-fixed"], [0.5], [0]),
+        data_root=tiny_bench,
+        out_dir=tmp_path / "out",
+        runs_dir=tmp_path / "runs",
+        extra_sets=[*tiny_model_sets, "train.progress=false"],
+        progress=False,
+        echo=lines.append,
+    )
+    records = {r["name"]: r for r in load_records(tmp_path / "out")}
+    donor, taker = records["lrb-paper-r50-s0"], records["lrb-fixed-r50-s0"]
+    assert "shared_prefix" not in donor and math.isnan(taker["wall_time_s"])
+    assert taker["shared_prefix"] == {"run": "lrb-paper-r50-s0", "stages": 2}
+    assert taker["test"] == donor["test"] and taker["val"] == donor["val"]
+    assert any("first 2 stage(s) are those of lrb-paper-r50-s0" in x for x in lines)

@@ -89,6 +89,10 @@ class TrainConfig:
     # keep checkpoints/last.prev, the previous resume checkpoint and the fallback of a damaged
     # last/; false keeps only last/ (half the disk, no fallback: docs/training.md)
     keep_previous_checkpoint: bool = True
+    # keep a copy of the resume checkpoint at the end of every stage but the last
+    # (checkpoints/stage-<i>/): another run that shares this run's first stages starts from it
+    # (`wrel bench` does; storage only, the numbers do not change)
+    keep_stage_checkpoints: bool = False
     eval_every: int = 1  # evaluate on val every N epochs of a stage (and at its last epoch)
     # also evaluate on val every N optimizer steps inside epochs (0: off): the val curve of a
     # run with few long epochs, for the plateau check; no class-name trace at these points

@@ -44,6 +44,8 @@ __all__ = [
     "load_resume_state",
     "read_resume_state",
     "find_resume_dir",
+    "keep_stage_checkpoint",
+    "stage_checkpoint_dir",
     "resume_candidates",
     "capture_rng",
     "restore_rng",
@@ -188,6 +190,37 @@ def _write_synced(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def stage_checkpoint_dir(ckpt_dir: str | Path, stage_index: int) -> Path:
+    """Where :func:`keep_stage_checkpoint` keeps the resume checkpoint of a stage's end."""
+    return Path(ckpt_dir) / f"stage-{stage_index}"
+
+
+def keep_stage_checkpoint(ckpt_dir: str | Path, stage_index: int) -> Path:
+    """Keep the current ``last/`` (saved at the end of stage ``stage_index``) as
+    ``stage-<i>/``: hard links where the file system allows (a save never rewrites a file in
+    place, it writes a new folder), copies otherwise; atomic by a rename of a temporary."""
+
+    source = Path(ckpt_dir) / "last"
+    if not _has_files(source):
+        raise FileNotFoundError(f"no resume checkpoint in {source} to keep as a stage end")
+    target = stage_checkpoint_dir(ckpt_dir, stage_index)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, tmp, copy_function=link_or_copy)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    return target
 
 
 def _has_files(path: Path) -> bool:

@@ -59,6 +59,7 @@ from wrel.engine.stages import build_stage
 from wrel.engine.state import (
     capture_rng,
     find_resume_dir,
+    keep_stage_checkpoint,
     read_resume_state,
     restore_rng,
     save_resume_state,
@@ -346,6 +347,13 @@ class Trainer:
             k = max(1, stage_cfg.eval_every or 1)
             if state.epoch % k == 0 or state.epoch == stage_cfg.epochs:
                 self._save_state(stage, state)
+        if (
+            self.cfg.train.keep_stage_checkpoints
+            and state.stage_index < len(self.cfg.stages) - 1
+            and self.dist.is_main
+        ):
+            keep_stage_checkpoint(self.ckpt_dir, state.stage_index)
+        barrier(self.dist)
 
     def _maybe_evaluate(
         self,
@@ -629,6 +637,7 @@ def _comparable(data: dict[str, Any]) -> dict[str, Any]:
     """A resolved config dict minus the knobs that may change on resume."""
     data["train"].pop("progress", None)
     data["train"].pop("keep_previous_checkpoint", None)  # storage only; older runs lack it
+    data["train"].pop("keep_stage_checkpoints", None)  # storage only
     data["data"].pop("num_workers", None)
     return data
 

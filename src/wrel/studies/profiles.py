@@ -108,6 +108,9 @@ _CPU_SETS = (
     "train.log_every=20",
     "train.val_every_steps=100",  # a val point every 3,200 samples: the plateau check's curve
     "train.trace_class_names=true",  # per-checkpoint class-name risk for `wrel bound`
+    # LRB-WREL variants of a seed share their teacher (and most their bank initialisation):
+    # keep each stage's end so that the next variant starts there (wrel.engine.shared_prefix)
+    "train.keep_stage_checkpoints=true",
 )
 
 #: Stage epochs of the CPU profiles (stage names of wrel.engine.experiment.METHOD_PRESETS). An epoch
@@ -315,6 +318,7 @@ PROFILES: dict[str, Profile] = {
             "train.log_every=20",
             "train.val_every_steps=150",
             "train.trace_class_names=true",
+            "train.keep_stage_checkpoints=true",
         ),
         epochs=_GPU_EPOCHS,
         methods=("only-accurate", "naive", "lrb-paper", "lrb-words", "full"),

@@ -27,6 +27,7 @@ from wrel.data.splits import split_file_info
 from wrel.data.synth import generate_benchmark
 from wrel.data.synth.config import SynthConfig
 from wrel.engine.experiment import build_experiment
+from wrel.engine.shared_prefix import start_from_shared_prefix
 from wrel.engine.state import find_resume_dir
 from wrel.engine.trainer import TRACE_FILE, train
 from wrel.studies.plateau import plateau_check, plateau_table
@@ -248,6 +249,7 @@ _NOT_RESULT_KEYS = frozenset(
         "train.keep_previous_checkpoint",
         "train.checkpoint_every",
         "train.log_every",
+        "train.keep_stage_checkpoints",
     }
 )
 
@@ -520,8 +522,16 @@ def run_benchmark(
         cfg = build_run_config(profile, spec, data_root, runs_dir, extra_sets, split_file)
         cfg.train.progress = progress
         run_dir = Path(runs_dir) / spec.name
+        shared = None
+        if cfg.train.keep_stage_checkpoints:
+            shared = start_from_shared_prefix(cfg, runs_dir)
         resume = find_resume_dir(run_dir / "checkpoints" / "last") is not None
-        if resume:
+        if shared is not None:
+            echo(
+                f"    its first {shared[1]} stage(s) are those of {shared[0].name} (same "
+                "settings and seed): starting from that run's checkpoint at their end"
+            )
+        elif resume:
             echo(f"    resuming the unfinished run in {run_dir}")
         elif run_dir.exists():  # stopped before its first checkpoint: the trainer starts over
             echo(f"    starting {run_dir} over: it holds no checkpoint yet")
@@ -531,6 +541,8 @@ def run_benchmark(
         if resume:  # the killed part's time is unknown; say so rather than under-report
             elapsed = float("nan")
         record = run_record(spec, cfg, result, elapsed)
+        if shared is not None:
+            record["shared_prefix"] = {"run": shared[0].name, "stages": shared[1]}
         trace = run_dir / TRACE_FILE
         if trace.is_file():  # before the record: a record means the run is complete
             (out / "traces").mkdir(exist_ok=True)
