@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from wrel.engine.checkpoint import atomic_write_text
 from wrel.studies.bank_decode import decode_bank, summary_table
 
 
@@ -102,19 +103,11 @@ def run_decode(args: argparse.Namespace) -> int:
         f"vocabulary ({report['parametrization']} bank)"
     )
     print(summary_table(report))
-    _write_json(out, report)
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     print(f"written: {out}")
     if args.summary:
         summary = {k: v for k, v in report.items() if k != "samples"}
         summary["samples_shown"] = shown
-        _write_json(Path(args.summary), summary)
+        atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
         print(f"written: {args.summary}")
     return 0
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)

@@ -20,7 +20,15 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "to_dict", "merge", "parse_assignment", "apply_overrides", "load_yaml"]
+__all__ = [
+    "from_dict",
+    "to_dict",
+    "merge",
+    "parse_assignment",
+    "apply_overrides",
+    "load_yaml",
+    "flatten",
+]
 
 
 def to_dict(cfg: Any) -> Any:
@@ -212,3 +220,19 @@ def apply_overrides(
 def dumps(cfg: Any) -> str:
     """JSON text of a config, for run folders and checkpoints."""
     return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A config dict as dotted keys: ``{"a": {"b": 1}, "s": [{"e": 2}]}`` -> ``{"a.b": 1,
+    "s.length": 1, "s[0].e": 2}`` (lists of dicts by index, other lists kept as values)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {f"{prefix}.length": len(value)}
+        for index, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}[{index}]"))
+        return out
+    return {prefix: value}

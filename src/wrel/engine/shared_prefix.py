@@ -21,19 +21,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from wrel.core.config_io import dumps
+from wrel.core.config_io import dumps, flatten
 from wrel.engine.checkpoint import atomic_write_text
-from wrel.engine.state import find_resume_dir, stage_checkpoint_dir
+from wrel.engine.state import find_resume_dir, link_tree, stage_checkpoint_dir
 
-__all__ = ["find_shared_prefix", "start_from_shared_prefix"]
+__all__ = ["STORAGE_KEYS", "find_shared_prefix", "start_from_shared_prefix"]
 
 log = logging.getLogger(__name__)
 
-#: Keys that do not change what a stage computes (names, where files go, display, storage).
-_STORAGE_KEYS = frozenset(
+#: Config keys (dotted) that do not change what a run computes: its name, where its files go,
+#: display and storage. ``wrel bench``'s stale-record check ignores them too.
+STORAGE_KEYS = frozenset(
     {
         "name",
-        "method",  # the preset's name; the stages say what runs
         "train.output_dir",
         "train.progress",
         "train.log_every",
@@ -48,22 +48,14 @@ _BANK_KINDS = frozenset({"bank_init", "joint"})
 _TRACE_FILES = ("metrics.jsonl", "risk_trace.jsonl")
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
-
-
 def _settings(config: dict[str, Any], *, with_bank: bool) -> dict[str, Any]:
-    """Everything but the stages, storage keys and (unless ``with_bank``) the bank."""
-    flat = _flat({k: v for k, v in config.items() if k != "stages"})
+    """Everything but the stages, the preset's name (the stages say what runs), storage keys
+    and (unless ``with_bank``) the bank."""
+    flat = flatten({k: v for k, v in config.items() if k not in ("stages", "method")})
     return {
         k: v
         for k, v in flat.items()
-        if k not in _STORAGE_KEYS and (with_bank or not k.startswith("bank."))
+        if k not in STORAGE_KEYS and (with_bank or not k.startswith("bank."))
     }
 
 
@@ -124,18 +116,7 @@ def start_from_shared_prefix(cfg: Any, runs_dir: str | Path) -> tuple[Path, int]
     tmp = run_dir.with_name(f".{run_dir.name}.prefix-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "checkpoints").mkdir(parents=True)
-
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            Path(dst).hardlink_to(src)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(
-        stage_checkpoint_dir(donor / "checkpoints", count - 1),
-        tmp / "checkpoints" / "last",
-        copy_function=link_or_copy,
-    )
+    link_tree(stage_checkpoint_dir(donor / "checkpoints", count - 1), tmp / "checkpoints" / "last")
     for name in _TRACE_FILES:
         if (donor / name).is_file():
             shutil.copy2(donor / name, tmp / name)

@@ -45,6 +45,7 @@ __all__ = [
     "read_resume_state",
     "find_resume_dir",
     "keep_stage_checkpoint",
+    "link_tree",
     "stage_checkpoint_dir",
     "resume_candidates",
     "capture_rng",
@@ -208,6 +209,18 @@ def keep_stage_checkpoint(ckpt_dir: str | Path, stage_index: int) -> Path:
     target = stage_checkpoint_dir(ckpt_dir, stage_index)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    link_tree(source, tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    return target
+
+
+def link_tree(source: str | Path, target: str | Path) -> None:
+    """Copy the folder ``source`` to the new folder ``target`` by hard links where the file
+    system allows (resume checkpoints are never rewritten in place: a save writes a new
+    folder), by copies otherwise."""
 
     def link_or_copy(src: str, dst: str) -> None:
         try:
@@ -215,12 +228,7 @@ def keep_stage_checkpoint(ckpt_dir: str | Path, stage_index: int) -> Path:
         except OSError:
             shutil.copy2(src, dst)
 
-    shutil.copytree(source, tmp, copy_function=link_or_copy)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-    return target
+    shutil.copytree(source, target, copy_function=link_or_copy)
 
 
 def _has_files(path: Path) -> bool:

@@ -347,13 +347,10 @@ class Trainer:
             k = max(1, stage_cfg.eval_every or 1)
             if state.epoch % k == 0 or state.epoch == stage_cfg.epochs:
                 self._save_state(stage, state)
-        if (
-            self.cfg.train.keep_stage_checkpoints
-            and state.stage_index < len(self.cfg.stages) - 1
-            and self.dist.is_main
-        ):
-            keep_stage_checkpoint(self.ckpt_dir, state.stage_index)
-        barrier(self.dist)
+        if self.cfg.train.keep_stage_checkpoints and state.stage_index < len(self.cfg.stages) - 1:
+            if self.dist.is_main:  # the stage's end, for runs that share this prefix
+                keep_stage_checkpoint(self.ckpt_dir, state.stage_index)
+            barrier(self.dist)
 
     def _maybe_evaluate(
         self,

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wrel.core.config_io import from_dict, to_dict
+from wrel.core.config_io import flatten, from_dict, to_dict
 from wrel.data.splits import split_file_info
 from wrel.data.synth import generate_benchmark
 from wrel.data.synth.config import SynthConfig
 from wrel.engine.experiment import build_experiment
-from wrel.engine.shared_prefix import start_from_shared_prefix
+from wrel.engine.shared_prefix import STORAGE_KEYS, start_from_shared_prefix
 from wrel.engine.state import find_resume_dir
 from wrel.engine.trainer import TRACE_FILE, train
 from wrel.studies.plateau import plateau_check, plateau_table
@@ -237,36 +237,9 @@ def run_record(
     }
 
 
-#: Config keys that do not change a run's numbers (where files go, display, storage); a record
-#: made with other values of these is not stale.
-_NOT_RESULT_KEYS = frozenset(
-    {
-        "name",
-        "data.root",
-        "data.num_workers",
-        "train.output_dir",
-        "train.progress",
-        "train.keep_previous_checkpoint",
-        "train.checkpoint_every",
-        "train.log_every",
-        "train.keep_stage_checkpoints",
-    }
-)
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}, "s": [{"e": 2}]}`` -> ``{"a.b": 1, "s[0].e": 2}`` (scalar lists kept)."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        out = {f"{prefix}.length": len(value)}
-        for index, item in enumerate(value):
-            out.update(_flatten(item, f"{prefix}[{index}]"))
-        return out
-    return {prefix: value}
+#: Config keys that do not change a run's numbers: a record made with other values of these
+#: is not stale (the data root may move; the data's own settings are compared).
+_NOT_RESULT_KEYS = STORAGE_KEYS | {"data.root"}
 
 
 def record_differences(record: dict[str, Any], cfg: Any) -> list[str]:
@@ -278,8 +251,8 @@ def record_differences(record: dict[str, Any], cfg: Any) -> list[str]:
     stage settings) are not compared, nor those in ``_NOT_RESULT_KEYS``.
     """
 
-    old = _flatten(record.get("config") or {})
-    new = _flatten(json.loads(json.dumps(to_dict(cfg))))
+    old = flatten(record.get("config") or {})
+    new = flatten(json.loads(json.dumps(to_dict(cfg))))
     return [
         f"{key}: {old[key]!r} -> {new[key]!r}"
         for key in sorted(old.keys() & new.keys())
