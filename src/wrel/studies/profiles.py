@@ -252,12 +252,11 @@ PROFILES: dict[str, Profile] = {
         _CPU_FULL,
         name="quick",
         description=(
-            "10 % accurate, one seed, the four methods on a 2,500-image train render, two "
-            "epochs per stage (one for bank initialisation); target <= 15 min on a 2-core CPU "
-            "(a check of the pipeline, not the table)"
+            "10 % accurate, one seed, the four methods on a 4,000-image render, two epochs "
+            "per stage (one for bank initialisation); target <= 15 min on a 2-core CPU (a "
+            "check of the pipeline, not the table)"
         ),
-        # 2,500 train images: 4,000 took 19.0 min on the idle machine (docs/results/README.md)
-        synth={"num_train": 2500, "num_val": 500, "num_test": 1000},
+        synth={"num_train": 4000, "num_val": 500, "num_test": 1000},
         data_dir="data-quick",
         # a pipeline check: val at stage ends only and no class-name trace (31 val passes
         # took 110 s of the 17.1 minutes measured with the full profile's val settings)
