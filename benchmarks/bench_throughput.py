@@ -78,6 +78,7 @@ class _Runner:
             channels_last=cfg.train.channels_last,
         )
         self.stage = build_stage(scfg, ctx)
+        self.stage_name, self.stage_kind = scfg.name, scfg.kind
         self.data = data_
         self.batches = batches
         self.epoch = 0
@@ -126,7 +127,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         synth = {**profile.synth, "num_train": 256, "num_val": 0, "num_test": 0}
         generate_benchmark(data, SynthConfig(**synth), progress=False)
     runners = {
-        name: _Runner([*profile.experiment_sets(), *sets], args.method, str(data), args.batches)
+        name: _Runner(
+            [*profile.experiment_sets(), *sets], args.method, str(data), args.batches, args.stage
+        )
         for name, sets in args.variant
     }
     times: dict[str, dict[str, list[float]]] = {n: {"step": [], "towers": []} for n in runners}
@@ -148,6 +151,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "variant": name,
                 "sets": dict(args.variant)[name],
+                "stage": runner.stage_name,
+                "stage_kind": runner.stage_kind,
                 "batch": runner.batch_size,
                 "image_size": runner.cfg.data.image_size,
                 "step_samples_per_s": round(runner.batch_size / step, 2),
@@ -171,25 +176,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| variant | batch | input | step (samples/s) | towers fwd+bwd (samples/s) | "
+        "| variant | stage | batch | input | step (samples/s) | towers fwd+bwd (samples/s) | "
         "step time / towers time |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['variant']} | {r['batch']} | {r['image_size']} | {r['step_samples_per_s']} | "
+            f"| {r['variant']} | {r.get('stage', '')} | {r['batch']} | {r['image_size']} | "
+            f"{r['step_samples_per_s']} | "
             f"{r['towers_samples_per_s']} | {r['step_over_towers_time']} |"
         )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", help="rendered benchmark root (default: a small temp render)")
     parser.add_argument("--profile", default="full", help="benchmark profile (default: full)")
-    parser.add_argument("--method", default="full", help="method whose first stage is timed")
+    parser.add_argument("--method", default="full", help="method whose stage is timed (its first unless --stage)")
     parser.add_argument(
         "--variant",
         type=_variant,
@@ -204,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=10, help="timed batches per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--output", type=Path, help="write the JSON report here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     report = run(args)
     if args.output:
