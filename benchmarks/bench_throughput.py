@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", help="rendered benchmark root (default: a small temp render)")
     parser.add_argument("--profile", default="full", help="benchmark profile (default: full)")
-    parser.add_argument("--method", default="full", help="method whose stage is timed (its first unless --stage)")
+    parser.add_argument(
+        "--method", default="full", help="method whose stage is timed (its first unless --stage)"
+    )
     parser.add_argument(
         "--variant",
         type=_variant,
