@@ -537,3 +537,42 @@ def test_resume_state_of_another_layout_is_named(make_cfg) -> None:
 
 def _step_of(last: Path) -> int:
     return int(load_resume_state(last)["loop"]["global_step"])
+
+
+# -- a file where a folder is expected -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["eval", "{file}", "--data", "{tmp}"], "checkpoint folder"),
+        (["bank", "decode", "{file}"], "run folder"),
+    ],
+    ids=["eval", "bank-decode"],
+)
+def test_a_file_given_for_a_folder_is_named_as_such(
+    tmp_path: Path, argv: list[str], what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 (a usage error) and "is a file, not a folder", not "does not exist"."""
+    from wrel.cli import main
+
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"not a folder")
+    assert main([a.format(file=file, tmp=tmp_path) for a in argv]) == 2
+    assert f"{what} {file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_require_folder_tells_missing_from_not_a_folder(tmp_path: Path) -> None:
+    from wrel.core.paths import require_folder
+
+    assert require_folder(tmp_path, "run folder") == tmp_path
+    file = tmp_path / "f"
+    file.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"run folder .*f is a file, not a folder; hint"):
+        require_folder(file, "run folder", "hint")
+    with pytest.raises(FileNotFoundError, match=r"run folder .*nope does not exist$"):
+        require_folder(tmp_path / "nope", "run folder")
+    from wrel.inference import Predictor
+
+    with pytest.raises(NotADirectoryError, match="checkpoint folder .* is a file"):
+        Predictor.from_checkpoint(file)

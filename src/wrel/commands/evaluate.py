@@ -6,6 +6,7 @@ import argparse
 import json
 
 from wrel.core.distributed import resolve_device
+from wrel.core.paths import require_folder
 from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
 from wrel.data.preprocessing import Preprocessing
 from wrel.engine.checkpoint import load_model
@@ -36,12 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load with ``load_model`` (strict), evaluate, print."""
-    from pathlib import Path
 
     from torch.utils.data import DataLoader
 
-    if not Path(args.checkpoint).is_dir():
-        raise FileNotFoundError(f"checkpoint folder {args.checkpoint} does not exist")
+    require_folder(args.checkpoint, "checkpoint folder", "e.g. runs/<name>/checkpoints/best")
     device = resolve_device(args.device)
     model, metadata = load_model(args.checkpoint, device=device)
     pre = Preprocessing.from_metadata(metadata)  # the training input (scaling None: older)

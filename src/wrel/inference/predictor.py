@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wrel.core.paths import require_folder
 from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
 from wrel.data.preprocessing import (
     DEFAULT_IMAGE_SIZE,
@@ -140,12 +141,11 @@ class Predictor:
     ) -> Predictor:
         """Load a model folder written by ``save_model`` (strict, no pickle)."""
 
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"checkpoint folder {path} does not exist; pass a folder written by training, "
-                "e.g. runs/<name>/checkpoints/best"
-            )
+        path = require_folder(
+            path,
+            "checkpoint folder",
+            "pass a folder written by training, e.g. runs/<name>/checkpoints/best",
+        )
         model, metadata = load_model(path, device=device)
         pre = Preprocessing.from_metadata(metadata)
         return cls(

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wrel.core.paths import require_folder
 from wrel.data.synth.categories import spoken_name
 from wrel.engine.checkpoint import load_model
 from wrel.methods.bank import ReferenceBank, word_embedding_table
@@ -220,9 +221,7 @@ def decode_bank(
         The JSON-able report (see ``wrel bank decode --help``).
     """
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    run_dir = require_folder(run_dir, "run folder")
     bank_file = run_dir / "bank.safetensors"
     if not bank_file.is_file():
         raise FileNotFoundError(
