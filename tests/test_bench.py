@@ -182,6 +182,24 @@ def test_report_warns_above_the_table_when_runs_stopped_before_their_plateau(
     assert "did not reach" not in write_report(tmp_path)["md"].read_text()
 
 
+def test_time_left_ignores_records_without_a_wall_time() -> None:
+    """A run started from another run's stages (or resumed across sessions) records NaN wall
+    time; the next bench's time-left estimate once crashed on it ("cannot convert float NaN
+    to integer") before training anything."""
+    from wrel.studies.runner import _eta, _fmt_s
+
+    records = [
+        {"method": "lrb-words", "accurate_ratio": 0.1, "wall_time_s": math.nan},
+        {"method": "naive", "accurate_ratio": 0.1, "wall_time_s": 600.0},
+    ]
+    left = _eta([RunSpec("lrb-fixed", 0.1, 1), RunSpec("naive", 0.1, 1)], records)
+    assert left == 1200.0  # no lrb-fixed record yet: the mean of the timed runs
+    assert _fmt_s(left) == "20 min 00 s"
+    only_nan = [records[0]]
+    assert _eta([RunSpec("lrb-words", 0.1, 1)], only_nan) is None
+    assert _fmt_s(None).startswith("unknown")
+
+
 def test_wall_time_table_reports_lrb_over_naive() -> None:
     records = [
         {"method": "naive", "accurate_ratio": 0.1, "wall_time_s": 60.0},

@@ -387,7 +387,9 @@ def _plateau_warning(records: Sequence[dict[str, Any]]) -> list[str]:
 
 def _eta(remaining: Sequence[RunSpec], records: Sequence[dict[str, Any]]) -> float | None:
     """Seconds left: each remaining run costs the mean wall time of finished runs of the same
-    method and ratio (else of the method, else of all runs)."""
+    method and ratio (else of the method, else of all runs). Records without a wall time (NaN:
+    a run resumed across sessions or started from another run's stages) do not count."""
+    records = [r for r in records if math.isfinite(float(r.get("wall_time_s", math.nan)))]
     if not records:
         return None
     total = 0.0
