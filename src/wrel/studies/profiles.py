@@ -9,8 +9,9 @@ Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four method
 render) <= 15 minutes and ``demo`` <= 15 minutes are targets; ``demo`` meets it (12.2 min),
 ``quick`` does not (19.0 min measured; a smaller render leaves its baselines at 0 mIoU).
 ``full`` (the complete one-seed table: Only-Accurate, Naive-WREL, two LRB-WREL variants at 10 /
-30 / 50 % and Full) is about 6 hours by the measured run times: a supervised run about 16 minutes alone on the machine
-(converging Full takes 8 epochs of 12,000 samples), an LRB-WREL run about 2.4 times that;
+30 / 50 % and Full) is about 6 hours by the measured run times: a supervised run about 16
+minutes alone on the machine (converging Full takes 8 epochs of 12,000 samples), an LRB-WREL
+run about 2.4 times that;
 ``seeds`` adds seeds 1-2 at 10 % (about 5 hours), ``ablations`` about 2.5 hours. A run stopped
 with the session resumes from its last checkpoint. ``gpu`` < 8 minutes on one H100 (not run:
 no GPU has been lent to this project's sessions yet). docs/results reports the measured wall
