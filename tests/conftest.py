@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -58,6 +61,20 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = SynthConfig(image_size=32, num_train=8, num_val=2, num_test=2, refs_per_image=2)
     generate_benchmark(root, cfg, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Import a script of ``benchmarks/`` (not a package) by name, e.g. ``"bank_movement"``."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None, name
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,9 @@ It once ignored ``--stage`` and timed the method's first stage whatever was aske
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "bench_throughput", REPO / "benchmarks" / "bench_throughput.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _argv(tiny_bench: Path, tiny_model_sets: list[str], *extra: str) -> list[str]:
@@ -51,9 +39,13 @@ def _argv(tiny_bench: Path, tiny_model_sets: list[str], *extra: str) -> list[str
     [(None, ("teacher-warmup", "supervised")), ("joint", ("joint", "joint"))],
 )
 def test_the_timed_stage_is_the_one_asked_for(
-    tiny_bench: Path, tiny_model_sets: list[str], stage: str | None, expected: tuple[str, str]
+    tiny_bench: Path,
+    tiny_model_sets: list[str],
+    benchmark_script,
+    stage: str | None,
+    expected: tuple[str, str],
 ) -> None:
-    script = _script()
+    script = benchmark_script("bench_throughput")
     extra = ("--stage", stage) if stage else ()
     args = script.build_parser().parse_args(_argv(tiny_bench, tiny_model_sets, *extra))
     report = script.run(args)
@@ -65,9 +57,9 @@ def test_the_timed_stage_is_the_one_asked_for(
 
 
 def test_an_unknown_stage_names_the_methods_stages(
-    tiny_bench: Path, tiny_model_sets: list[str]
+    tiny_bench: Path, tiny_model_sets: list[str], benchmark_script
 ) -> None:
-    script = _script()
+    script = benchmark_script("bench_throughput")
     with pytest.raises(SystemExit, match="teacher-warmup.*bank-init.*joint"):
         args = script.build_parser().parse_args(
             _argv(tiny_bench, tiny_model_sets, "--stage", "nope")

@@ -4,7 +4,6 @@ scope and the bank-init train mode."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -27,16 +26,6 @@ from wrel.methods.base import BankInitConfig, JointConfig, StageContext
 from wrel.methods.ema import EmaTeacher
 from wrel.methods.losses import both_classes_dice_loss, dice_loss, per_sample_seg_loss, seg_loss
 from wrel.methods.lrb import BankInitStage, JointStage
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # -- the preset -----------------------------------------------------------------------------
 
@@ -71,10 +60,10 @@ def test_paper_preset_values() -> None:
     assert cfg.data.cutout_prob == 0.2 and cfg.train.batch_size == 8
 
 
-def test_paper_bank_lrs_match_the_released_per_visit_movement() -> None:
+def test_paper_bank_lrs_match_the_released_per_visit_movement(benchmark_script) -> None:
     """Our sparse rates are the released dense ones times the dense/sparse per-visit movement
     at RRSIS-D's visit period (12,181 samples / batch 8)."""
-    movement = _load_benchmark("bank_movement")
+    movement = benchmark_script("bank_movement")
     factor = movement.dense_over_sparse(12181 / 8)
     assert 25 < factor < 31
     for name, released in (("bank-init", 1e-5), ("joint", 1e-6)):
@@ -149,11 +138,13 @@ def test_rows_outside_the_batch_move_under_dense_not_under_sparse() -> None:
     assert moved["dense"] > 0.0  # momentum of row 0's visit keeps moving it
 
 
-def test_documented_per_visit_movement_on_a_toy(request: pytest.FixtureRequest) -> None:
+def test_documented_per_visit_movement_on_a_toy(
+    request: pytest.FixtureRequest, benchmark_script
+) -> None:
     """Sparse AdamW moves a row by lr per coordinate per visit (a constant gradient); dense
     AdamW by the closed-form factor of docs/training.md in steady state (beta2 = 0.99 here so
     that the bias corrections reach 1 within a few hundred steps)."""
-    movement = _load_benchmark("bank_movement")
+    movement = benchmark_script("bank_movement")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # hundreds of tiny steps: threads only add overhead
     request.addfinalizer(lambda: torch.set_num_threads(threads))

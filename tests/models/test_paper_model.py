@@ -3,7 +3,6 @@ paper YAML, and (slow) Swin-B + BERT-base at 480 px; plus the GPU timing script'
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,15 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 PAPER_YAML = REPO / "configs" / "paper_rrsisd.yaml"
 # a small Swin-T (window 7): one block per stage, narrow; the builder logic is the same
 SMALL_SWIN = {"embed_dim": 16, "depths": (1, 1, 2, 1), "num_heads": (1, 1, 1, 1)}
-
-
-def _paper_iteration():
-    spec = importlib.util.spec_from_file_location(
-        "paper_iteration", REPO / "benchmarks" / "paper_iteration.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _swin_model(input_size: int | None, **backbone) -> torch.nn.Module:
@@ -129,10 +119,10 @@ def test_paper_yaml_placeholders_are_exactly_the_paths(tmp_path: Path) -> None:
         assert f"--set {key}=" in str(err.value)
 
 
-def test_paper_iteration_dry_run_on_cpu(tmp_path: Path) -> None:
+def test_paper_iteration_dry_run_on_cpu(tmp_path: Path, benchmark_script) -> None:
     out = tmp_path / "paper_iteration.json"
     assert (
-        _paper_iteration().main(
+        benchmark_script("paper_iteration").main(
             ["--dry-run", "--steps", "1", "--warmup", "0", "--output", str(out)]
         )
         == 0
@@ -144,9 +134,9 @@ def test_paper_iteration_dry_run_on_cpu(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_paper_model_forward_backward_at_480_on_cpu(tmp_path: Path) -> None:
+def test_paper_model_forward_backward_at_480_on_cpu(tmp_path: Path, benchmark_script) -> None:
     """Swin-B (random init) + BERT-base (random, from a folder written here) at 480 px."""
-    module = _paper_iteration()
+    module = benchmark_script("paper_iteration")
     folder = module.write_random_bert_base(tmp_path / "bert-base")
     cfg = module.paper_experiment(folder)
     assert cfg.model.backbone.name == "swin_base_patch4_window12_384"

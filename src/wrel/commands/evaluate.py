@@ -6,7 +6,6 @@ import argparse
 import json
 
 from wrel.core.distributed import resolve_device
-from wrel.core.paths import require_folder
 from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
 from wrel.data.preprocessing import Preprocessing
 from wrel.engine.checkpoint import load_model
@@ -40,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
     from torch.utils.data import DataLoader
 
-    require_folder(args.checkpoint, "checkpoint folder", "e.g. runs/<name>/checkpoints/best")
     device = resolve_device(args.device)
     model, metadata = load_model(args.checkpoint, device=device)
     pre = Preprocessing.from_metadata(metadata)  # the training input (scaling None: older)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from wrel.core.paths import require_folder
 from wrel.data.image_reading import ImageScaling, read_image
 from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.data.refer_samples import refer_samples
@@ -92,8 +93,7 @@ def load_samples(
         ValueError: unknown split, duplicate ids, dangling refs, empty masks, bad options.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} does not exist; check --data")
+    require_folder(root, "data root", "check --data")
     weak = WeakSplit.resolve(accurate_ratio, split_file, seed).for_split(split)
     if (root / f"output_phrase_{split}.txt").is_file() and name is None:
         if weak.kind == "file":

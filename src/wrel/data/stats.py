@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from wrel.core.paths import require_folder
 from wrel.data.dataset import _dataset_name
 from wrel.data.image_reading import GEO_SUFFIXES, ImageScaling, read_raw
 from wrel.data.images import check_image_size, segmentation_area
@@ -310,12 +311,11 @@ def dataset_stats(
         ValueError: invalid files (the loaders' validation errors).
     """
 
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"data root {root} does not exist; check --data (or render the embedded benchmark "
-            f"into it: wrel data synth --out {root})"
-        )
+    root = require_folder(
+        root,
+        "data root",
+        f"check --data (or render the embedded benchmark into it: wrel data synth --out {root})",
+    )
     if input_size is not None and input_size < 1:
         raise ValueError(f"--input-size must be a positive number of pixels, got {input_size}")
     if name is None and any(root.glob("output_phrase_*.txt")):

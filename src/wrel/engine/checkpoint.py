@@ -45,6 +45,7 @@ from torch import Tensor
 
 from wrel.core.config_io import from_dict, to_dict
 from wrel.core.outfiles import fsync_file
+from wrel.core.paths import require_folder
 from wrel.data.image_reading import ImageScaling
 from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.models import ModelConfig, build_model
@@ -631,17 +632,17 @@ def load_model(
 
     Raises:
         FileNotFoundError: Missing folder, config or text encoder folder.
+        NotADirectoryError: ``directory`` is a file.
         CheckpointError: (a ``ValueError``) corrupt files, a SHA-256 mismatch, weights that do
             not match the config exactly, or non-finite weights.
     """
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(
-            f"model folder {directory} does not exist (or is not a folder), so neither does "
-            f"{directory / CONFIG_FILE}; a model folder is written by training "
-            "(runs/<name>/checkpoints/best) or by save_model"
-        )
+    directory = require_folder(
+        directory,
+        "checkpoint folder",
+        f"it holds {CONFIG_FILE} and the weights, as training writes them "
+        "(runs/<name>/checkpoints/best) or save_model",
+    )
     config_path = directory / CONFIG_FILE
     data = _read_config(config_path)
     text_dir = directory / TEXT_DIR

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wrel.core.paths import require_folder
 from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
 from wrel.data.preprocessing import (
     DEFAULT_IMAGE_SIZE,
@@ -141,11 +140,6 @@ class Predictor:
     ) -> Predictor:
         """Load a model folder written by ``save_model`` (strict, no pickle)."""
 
-        path = require_folder(
-            path,
-            "checkpoint folder",
-            "pass a folder written by training, e.g. runs/<name>/checkpoints/best",
-        )
         model, metadata = load_model(path, device=device)
         pre = Preprocessing.from_metadata(metadata)
         return cls(

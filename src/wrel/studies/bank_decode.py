@@ -228,8 +228,7 @@ def decode_bank(
             f"{bank_file} does not exist: only finished LRB-WREL runs save a bank"
         )
     model_dir = Path(model_dir) if model_dir is not None else run_dir / "checkpoints" / "best"
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist; pass --model")
+    require_folder(model_dir, "model folder", "pass --model")
     if not 1 <= k <= 100:
         raise ValueError(f"k must be in [1, 100], got {k}")
     config: dict[str, Any] = {}

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from wrel.core.paths import require_folder
 from wrel.data.dataset import load_samples
 from wrel.data.rasters import GeoRaster
 from wrel.inference.outputs import overlay_mask
@@ -940,11 +941,7 @@ def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 8000) -> Demo
 def load_examples(data_root: str | Path, limit: int = 8) -> list[Example]:
     """Up to ``limit`` accurate-expression samples of a generated benchmark (test split first)."""
 
-    root = Path(data_root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"--data {root} does not exist; generate the benchmark first (wrel data --help)"
-        )
+    root = require_folder(data_root, "--data", "generate the benchmark first (wrel data --help)")
     for split in ("test", "val", "train"):
         try:
             samples = load_samples(root, split)
