@@ -451,8 +451,31 @@ def test_bank_variant_is_chosen_on_val_not_test() -> None:
     assert len(lines) == 2 and lines[0].startswith("- 10% accurate")
     assert lines[0].endswith("chosen: LRB-WREL (word bank)")
     assert "LRB-WREL (paper recipe) 70.00 (n=1)" in lines[0] and "63.00 ± 1.41 (n=2)" in lines[0]
+    # seed 0 is the seed every method ran: the means over it are listed too
+    assert "on the seeds all of them ran ([0]):" in lines[0]
     assert lines[1].startswith("- 30% accurate") and lines[1].endswith("chosen: LRB-WREL")
+    assert "all of them ran" not in lines[1]  # one method, nothing uneven
     assert variant_choice([rec("lrb-paper", 0, 70.0, 70.0)]) == []
+
+
+def test_bank_variant_choice_compares_the_seeds_both_ran() -> None:
+    """A variant that ran only an easy seed must not win on its mean against one that also ran
+    a hard seed: the choice is made on the seeds both ran."""
+    from wrel.studies.report import variant_choice
+
+    def rec(method: str, seed: int, val: float) -> dict:
+        return {"method": method, "accurate_ratio": 0.1, "seed": seed, "val": {"mIoU": val}}
+
+    records = [
+        rec("lrb", 0, 70.0),  # seed 0 is easy
+        rec("lrb-words", 0, 72.0),
+        rec("lrb-words", 1, 50.0),  # seed 1 is hard; lrb has not run it yet
+    ]
+    (line,) = variant_choice(records)
+    # over every seed lrb (70.0) would beat lrb-words (61.0); on seed 0 lrb-words wins
+    assert "LRB-WREL 70.00 (n=1)" in line and "61.00 ± 15.56 (n=2)" in line
+    assert "on the seeds all of them ran ([0]): LRB-WREL 70.00, LRB-WREL (word bank) 72.00" in line
+    assert line.endswith("chosen: LRB-WREL (word bank)")
 
 
 def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) -> None:

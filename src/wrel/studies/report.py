@@ -347,27 +347,38 @@ BANK_VARIANTS = ("lrb", "lrb-words")
 def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> list[str]:
     """One line per accurate ratio: each bank variant's val ``metric`` (mean over its seeds)
     beside the paper recipe's, and the variant chosen, the one highest on val. Test plays no
-    part in the choice."""
-    vals: dict[tuple[str, float], list[float]] = defaultdict(list)
+    part in the choice.
+
+    Seeds differ in difficulty (the weak split and the initialisation change with the seed), so
+    where the listed methods ran different seeds the line also gives their means over the
+    seeds all of them ran, and the choice is made on those (on every seed when none is
+    common)."""
+    vals: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     for rec in records:
         if rec["method"] in (*BANK_VARIANTS, "lrb-paper") and (rec.get("val") or {}).get(metric):
-            vals[(rec["method"], round(float(rec["accurate_ratio"]), 4))].append(
-                float(rec["val"][metric])
-            )
+            key = (rec["method"], round(float(rec["accurate_ratio"]), 4))
+            vals[key][int(rec.get("seed", 0))] = float(rec["val"][metric])
     out = []
     for ratio in sorted({r for (_, r) in vals}):
-        means = {
-            m: summarize(vals[(m, ratio)])
-            for m in ("lrb-paper", *BANK_VARIANTS)
-            if (m, ratio) in vals
-        }
+        listed_methods = [m for m in ("lrb-paper", *BANK_VARIANTS) if (m, ratio) in vals]
+        means = {m: summarize(list(vals[(m, ratio)].values())) for m in listed_methods}
         variants = [m for m in BANK_VARIANTS if m in means]
         if not variants:
             continue
-        best = max(variants, key=lambda m: means[m].mean)
+        common = set.intersection(*(set(vals[(m, ratio)]) for m in listed_methods))
+        uneven = any(set(vals[(m, ratio)]) != common for m in listed_methods)
+        on_common = {
+            m: summarize([vals[(m, ratio)][seed] for seed in sorted(common)])
+            for m in listed_methods
+        }
+        key = on_common if common else means
+        best = max(variants, key=lambda m: key[m].mean)
         listed = ", ".join(
             f"{METHOD_LABELS[m]} {means[m].format()} (n={means[m].num_seeds})" for m in means
         )
+        if common and uneven:
+            same = ", ".join(f"{METHOD_LABELS[m]} {on_common[m].format()}" for m in on_common)
+            listed += f"; on the seeds all of them ran ({sorted(common)}): {same}"
         out.append(f"- {ratio:.0%} accurate: val {metric} {listed}; chosen: {METHOD_LABELS[best]}")
     return out
 

@@ -341,7 +341,8 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         "## Bank variant chosen on val",
         "",
         "The table's best bank variant is the LRB-WREL bank variant (not the paper recipe, "
-        "not an ablation) with the highest mean val mIoU at each ratio; test plays no part.",
+        "not an ablation) with the highest mean val mIoU at each ratio, over the seeds every "
+        "listed method ran; test plays no part.",
         "",
         *(variant_choice(records) or ["- (no bank variant run yet)"]),
         "",
