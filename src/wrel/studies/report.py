@@ -371,8 +371,8 @@ def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> l
             m: summarize([vals[(m, ratio)][seed] for seed in sorted(common)])
             for m in listed_methods
         }
-        key = on_common if common else means
-        best = max(variants, key=lambda m: key[m].mean)
+        scores = on_common if common else means
+        best = max(variants, key=lambda m: scores[m].mean)
         listed = ", ".join(
             f"{METHOD_LABELS[m]} {means[m].format()} (n={means[m].num_seeds})" for m in means
         )
