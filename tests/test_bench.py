@@ -476,6 +476,9 @@ def test_bank_variant_choice_compares_the_seeds_both_ran() -> None:
     assert "LRB-WREL 70.00 (n=1)" in line and "61.00 ± 15.56 (n=2)" in line
     assert "on the seeds all of them ran ([0]): LRB-WREL 70.00, LRB-WREL (word bank) 72.00" in line
     assert line.endswith("chosen: LRB-WREL (word bank)")
+    # the paper recipe is listed, not a candidate: its seeds do not narrow the comparison
+    (line,) = variant_choice([*records, rec("lrb-paper", 1, 60.0)])
+    assert line.endswith("chosen: LRB-WREL (word bank)")
 
 
 def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) -> None:

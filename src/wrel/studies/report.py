@@ -351,8 +351,8 @@ def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> l
 
     Seeds differ in difficulty (the weak split and the initialisation change with the seed), so
     where the listed methods ran different seeds the line also gives their means over the
-    seeds all of them ran, and the choice is made on those (on every seed when none is
-    common)."""
+    seeds all of them ran, and the variants are compared on the seeds every variant ran (on
+    every seed when none is common)."""
     vals: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     for rec in records:
         if rec["method"] in (*BANK_VARIANTS, "lrb-paper") and (rec.get("val") or {}).get(metric):
@@ -369,9 +369,17 @@ def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> l
         uneven = any(set(vals[(m, ratio)]) != common for m in listed_methods)
         on_common = {
             m: summarize([vals[(m, ratio)][seed] for seed in sorted(common)])
-            for m in listed_methods
+            for m in (listed_methods if common else ())
         }
-        scores = on_common if common else means
+        # the candidates are compared on the seeds they all ran (the paper recipe is listed
+        # beside them, not a candidate, so its seeds do not narrow the choice)
+        shared = set.intersection(*(set(vals[(m, ratio)]) for m in variants))
+        scores = {
+            m: summarize([vals[(m, ratio)][seed] for seed in sorted(shared)])
+            if shared
+            else means[m]
+            for m in variants
+        }
         best = max(variants, key=lambda m: scores[m].mean)
         listed = ", ".join(
             f"{METHOD_LABELS[m]} {means[m].format()} (n={means[m].num_seeds})" for m in means
