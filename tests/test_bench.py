@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wrel.studies.profiles import PROFILES, Profile, get_profile
-from wrel.studies.report import gap_closed, wall_time_table
+from wrel.studies.report import BANK_VARIANTS, gap_closed, wall_time_table
 from wrel.studies.runner import (
     RunSpec,
     build_run_config,
@@ -571,3 +571,27 @@ def test_variants_of_a_seed_share_their_first_stages(
     assert taker["shared_prefix"] == {"run": "lrb-paper-r50-s0", "stages": 2}
     assert taker["test"] == donor["test"] and taker["val"] == donor["val"]
     assert any("first 2 stage(s) are those of lrb-paper-r50-s0" in x for x in lines)
+
+
+def test_lrb_oa_teacher_is_the_paper_recipe_from_an_only_accurate_length_best_teacher(
+    tmp_path: Path,
+) -> None:
+    profile = PROFILES["ablations"]
+
+    def build(method: str, p=profile):
+        return build_run_config(p, RunSpec(method, 0.1, 0), tmp_path, tmp_path / "r")
+
+    paper, oa, only = build("lrb-paper"), build("lrb-oa-teacher"), build("only-accurate")
+    # the teacher trains as many steps as Only-Accurate and is handed over at its best val point
+    assert (oa.stages[0].epochs, oa.stages[0].samples) == (only.stages[0].epochs, "accurate")
+    assert oa.stages[0].epochs == 2 * paper.stages[0].epochs == 40
+    assert oa.stages[0].handover == "best" and paper.stages[0].handover == "last"
+    assert oa.stages[0].optim == paper.stages[0].optim
+    # everything after the teacher is the paper recipe's
+    assert oa.stages[1:] == paper.stages[1:] and oa.bank == paper.bank
+    assert "lrb-oa-teacher" in BANK_VARIANTS and "lrb-oa-teacher" in PROFILES["ablations"].methods
+    # `wrel bench --epochs teacher-warmup=3` sets every method's teacher, this one's too
+    three = profile.with_epochs({"teacher-warmup": 3})
+    assert build("lrb-oa-teacher", three).stages[0].epochs == 30
+    assert build("lrb-paper", three).stages[0].epochs == 30
+    assert build("only-accurate", three).stages[0].epochs == only.stages[0].epochs

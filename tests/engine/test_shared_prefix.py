@@ -84,3 +84,56 @@ def test_a_run_started_after_a_shared_prefix_equals_the_run_trained_whole(
     assert find_shared_prefix(other_bank, shared) == (shared / "donor", 1)
     # an existing run folder is never overwritten
     assert start_from_shared_prefix(cfg, shared) is None
+
+
+def test_a_teacher_handed_over_at_its_best_val_point_resumes_and_shares_exactly(
+    tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str]
+) -> None:
+    from wrel.engine.trainer import train
+
+    shared, whole = tmp_path / "shared", tmp_path / "whole"
+    best = ("stages.teacher-warmup.handover=best",)
+    train(_cfg(shared, tiny_bench, tiny_model_sets, "donor", *best))
+    lines = [
+        json.loads(line) for line in (shared / "donor" / "metrics.jsonl").read_text().splitlines()
+    ]
+    vals = [r for r in lines if r.get("event") == "val" and r["stage"] == "teacher-warmup"]
+    (handed,) = [r for r in lines if r.get("event") == "handover"]
+    top = max(r["mIoU"] for r in vals)
+    assert handed["handover"] == "best" and handed["val"] == top
+    # ties go to the later point, as for the run's exported best
+    assert handed["best_step"] == max(r["step"] for r in vals if r["mIoU"] == top)
+    kept = load_resume_state(shared / "donor" / "checkpoints" / "stage-0")
+    assert kept["stage"]["best"]["value"] == top
+
+    # a variant started from the kept teacher (best copy included) ends as the run trained
+    # whole, with one handover line
+    variant = (*best, "stages.joint.bank_steps=0")
+    cfg = _cfg(shared, tiny_bench, tiny_model_sets, "variant", *variant)
+    assert start_from_shared_prefix(cfg, shared) == (shared / "donor", 2)
+    started = train(cfg, resume=True)
+    reference = train(_cfg(whole, tiny_bench, tiny_model_sets, "variant", *variant))
+    assert started["test"] == reference["test"]
+    for name in ("metrics.jsonl", "risk_trace.jsonl"):
+        assert _untimed(shared / "variant" / name) == _untimed(whole / "variant" / name), name
+
+    # a teacher handed over at its end is another teacher: nothing is shared with it
+    last = _cfg(shared, tiny_bench, tiny_model_sets, "last")
+    assert find_shared_prefix(last, shared) is None
+    # a donor saved before stages had a handover key ran handover=last, and shares with it
+    for run in ("donor", "variant"):
+        path = shared / run / "config.json"
+        config = json.loads(path.read_text())
+        for stage in config["stages"]:
+            stage.pop("handover", None)
+            if stage["kind"] == "supervised":
+                stage["handover"] = "last"
+        path.write_text(json.dumps(config))
+    assert find_shared_prefix(last, shared) == (shared / "donor", 2)
+    for run in ("donor", "variant"):
+        path = shared / run / "config.json"
+        config = json.loads(path.read_text())
+        for stage in config["stages"]:
+            stage.pop("handover", None)  # as written by wrel before the key existed
+        path.write_text(json.dumps(config))
+    assert find_shared_prefix(last, shared) == (shared / "donor", 2)

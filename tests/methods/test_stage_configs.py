@@ -68,7 +68,7 @@ def test_every_preset_and_profile_resolves_as_the_snapshot() -> None:
 
 def test_stage_classes_own_their_keys() -> None:
     base = stage_keys(StageConfig)
-    assert stage_keys(SupervisedConfig) == base
+    assert stage_keys(SupervisedConfig) == base | {"handover"}
     bank = {"bank_lr", "bank_weight_decay"}
     assert stage_keys(BankInitConfig) == base | bank | {"frozen_mode"}
     assert "bank_steps" in stage_keys(JointConfig) and "frozen_mode" not in stage_keys(JointConfig)
@@ -136,3 +136,24 @@ def test_the_base_class_is_not_a_stage() -> None:
     assert stage_config("bank_init", bank_lr=0.5) == BankInitConfig(bank_lr=0.5)
     with pytest.raises(ValueError, match="kind: 'nope' is not one of"):
         stage_config("nope")
+
+
+def test_handover_best_needs_a_later_stage_and_val() -> None:
+    from wrel.engine.experiment import build_experiment
+
+    cfg = build_experiment("lrb-paper", assignments=["stages.teacher-warmup.handover=best"])
+    assert cfg.stages[0].handover == "best"
+    with pytest.raises(ValueError, match="handover"):
+        build_experiment("naive", assignments=["stages.naive.handover=best"])
+    with pytest.raises(ValueError, match="evaluate"):
+        build_experiment(
+            "lrb-paper",
+            assignments=[
+                "stages.teacher-warmup.handover=best",
+                "stages.teacher-warmup.evaluate=false",
+            ],
+        )
+    with pytest.raises(ValueError, match="handover"):
+        build_experiment("lrb-paper", assignments=["stages.teacher-warmup.handover=first"])
+    with pytest.raises(ValueError, match="handover"):  # a key of supervised stages only
+        build_experiment("lrb-paper", assignments=["stages.joint.handover=best"])

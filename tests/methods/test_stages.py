@@ -126,3 +126,56 @@ def test_joint_student_from_pretrained_weights_keeps_the_teacher(tiny_model, sco
         JointStage(cfg, _ctx(copy.deepcopy(tiny_model)))
     with pytest.raises(ValueError, match="student_init"):
         JointStage(JointConfig(student_init="teacher"), _ctx(tiny_model))  # type: ignore[arg-type]
+
+
+def test_supervised_stage_hands_over_its_best_val_model(tiny_model, caplog) -> None:
+    cfg = SupervisedConfig(handover="best")
+    stage = SupervisedStage(cfg, _ctx(tiny_model))
+    stage.training_step(make_batch(), 0.0)
+    stage.observe_val(40.0, {"stage": "t", "epoch": 0, "step": 1})
+    first = copy.deepcopy(tiny_model.state_dict())
+    stage.training_step(make_batch(), 0.5)
+    stage.observe_val(40.0, {"stage": "t", "epoch": 0, "step": 2})  # a tie: the later point
+    tied = copy.deepcopy(tiny_model.state_dict())
+    assert _changed(first, tied)
+    stage.training_step(make_batch(), 1.0)
+    stage.observe_val(39.0, {"stage": "t", "epoch": 1, "step": 3})  # worse: not kept
+    last = copy.deepcopy(tiny_model.state_dict())
+    assert _changed(tied, last)
+
+    # the resume state carries the best copy; a stage restored from it hands the same over
+    state = stage.state_dict()
+    assert state["best"]["value"] == 40.0 and state["best"]["where"]["step"] == 2
+    fresh = SupervisedStage(cfg, _ctx(copy.deepcopy(tiny_model)))
+    fresh.load_state_dict(state)
+    for handed in (stage.handover().model, fresh.handover().model):
+        got = handed.state_dict()
+        for key, value in tied.items():
+            assert torch.equal(got[key], value), key
+    assert stage.handover_info() == {
+        "handover": "best",
+        "val": 40.0,
+        "best_stage": "t",
+        "best_epoch": 0,
+        "best_step": 2,
+    }
+    # a stage that hands over its last model refuses a resume state holding a best copy
+    with pytest.raises(ValueError, match="handover=best"):
+        SupervisedStage(SupervisedConfig(), _ctx(copy.deepcopy(tiny_model))).load_state_dict(state)
+
+
+def test_supervised_stage_hands_over_last_without_val_or_by_default(tiny_model, caplog) -> None:
+    plain = SupervisedStage(SupervisedConfig(), _ctx(tiny_model))
+    plain.training_step(make_batch(), 0.0)
+    plain.observe_val(50.0, {"step": 1})  # ignored: handover="last"
+    assert plain.best is None and "best" not in plain.state_dict()
+    last = copy.deepcopy(tiny_model.state_dict())
+    assert plain.handover().model is tiny_model and plain.handover_info() is None
+
+    blind = SupervisedStage(SupervisedConfig(handover="best"), _ctx(tiny_model))
+    with caplog.at_level("WARNING"):
+        handed = blind.handover().model
+    assert "no val score" in caplog.text
+    assert blind.handover_info() == {"handover": "last", "reason": "no val score"}
+    for key, value in last.items():
+        assert torch.equal(handed.state_dict()[key], value), key

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from wrel.commands import add_set_argument
@@ -138,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     profile = get_profile(args.profile)
     if args.epochs:
-        profile = replace(profile, epochs={**profile.epochs, **args.epochs})
+        profile = profile.with_epochs(args.epochs)
     out = args.out or f"docs/results/{profile.name}"
     if args.report_only:
         for name, diffs in stale_records(profile, out, args.data or profile.data_dir).items():

@@ -397,6 +397,15 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             need(decay >= 0, f"{at}.bank_weight_decay", decay, ">= 0")
         if isinstance(st, JointConfig):
             _check_joint(st, at, need)
+        if isinstance(st, SupervisedConfig) and st.handover == "best":
+            need(
+                index < len(cfg.stages) - 1,
+                f"{at}.handover",
+                st.handover,
+                "only a stage followed by another hands over; the last stage's best model is "
+                "the run's result already",
+            )
+            need(st.evaluate, f"{at}.evaluate", st.evaluate, "handover=best needs val scores")
         if d.split_file is None and ratio is not None:
             weak_stage = st.samples == "weak" or st.kind in ("bank_init", "joint")
             if weak_stage and ratio >= 1:

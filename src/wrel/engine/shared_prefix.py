@@ -21,9 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from wrel.core.config_io import dumps, flatten
+from wrel.core.config_io import dumps, flatten, from_dict, to_dict
 from wrel.engine.checkpoint import atomic_write_text
 from wrel.engine.state import find_resume_dir, link_tree, stage_checkpoint_dir
+from wrel.methods.base import StageConfig
 
 __all__ = ["STORAGE_KEYS", "find_shared_prefix", "start_from_shared_prefix"]
 
@@ -59,11 +60,22 @@ def _settings(config: dict[str, Any], *, with_bank: bool) -> dict[str, Any]:
     }
 
 
+def _stage(value: Any) -> Any:
+    """A saved stage config with this version's defaults filled in: a stage key added since the
+    donor was trained reads as its default, which is what the donor ran (as is)."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return json.loads(json.dumps(to_dict(from_dict(StageConfig, value))))
+    except (TypeError, ValueError):  # a key this version does not know: compared as saved
+        return value
+
+
 def _shared_stages(mine: dict[str, Any], other: dict[str, Any]) -> int:
     """How many first stages ``mine`` shares with ``other`` (at most all but ``mine``'s last)."""
     count = 0
     for a, b in zip(mine["stages"][:-1], other.get("stages") or [], strict=False):
-        if a != b:
+        if _stage(a) != _stage(b):
             break
         count += 1
     while count:

@@ -264,6 +264,9 @@ class Trainer:
                 restore_rng(resumed["rng"])
             self._run_stage(stage, stage_cfg, data, state)
             handover = stage.handover()
+            if (info := stage.handover_info()) is not None:
+                name = stage_cfg.name or f"{index}-{stage_cfg.kind}"
+                self._log({"event": "handover", "stage": name, "step": state.global_step, **info})
             del stage
         return handover
 
@@ -396,9 +399,12 @@ class Trainer:
         extra = self._trace_class_names(model, where, metrics.pop("samples")) if trace else {}
         self._log({"event": "val", **where, **_jsonable(metrics), **extra})
         self._log_leakage(stage, model, where)
-        if state.stage_index != len(self.cfg.stages) - 1:
-            return  # the best checkpoint is chosen among the final stage's students only
         value = metric_value(metrics, self.cfg.train.select_metric)
+        if state.stage_index != len(self.cfg.stages) - 1:
+            # the best checkpoint is chosen among the final stage's students only; an earlier
+            # stage may keep its own best to hand over (SupervisedConfig.handover)
+            stage.observe_val(value, where)
+            return
         # ties go to the later checkpoint: a run stuck at 0 does not report its first epoch
         if state.best_value is None or value >= state.best_value:
             state.best_value = value
@@ -565,8 +571,11 @@ class Trainer:
                 except ValueError:  # a line cut short by a kill
                     log.warning("dropping an unreadable line of %s: %.60s", path, line)
                     continue
-                if isinstance(record, dict) and record.get("step", 0) <= global_step:
-                    kept.append(line)
+                if not isinstance(record, dict) or record.get("step", 0) > global_step:
+                    continue
+                if record.get("event") == "handover" and record.get("step") == global_step:
+                    continue  # logged after the stage-end checkpoint; the resumed run logs it
+                kept.append(line)
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(ln + "\n" for ln in kept))
             os.replace(tmp, path)

@@ -112,9 +112,14 @@ class StageConfig:
 
 @dataclass
 class SupervisedConfig(StageConfig):
-    """A supervised stage (Only-Accurate, Naive, Full, the LRB teacher warm-up): no own keys."""
+    """A supervised stage (Only-Accurate, Naive, Full, the LRB teacher warm-up)."""
 
     kind: Literal["supervised"] = "supervised"
+    # what a stage that is not the last hands to the next: "last", its model at the stage's end
+    # (the released recipe's teacher); "best", its model at its best val point
+    # (``train.select_metric``), kept in memory and in the resume state. The last stage's best
+    # model is always the run's exported result.
+    handover: Literal["last", "best"] = "last"
 
 
 @dataclass
@@ -258,6 +263,15 @@ class Stage(nn.Module):
     def handover(self) -> Handover:
         """The student and bank for the next stage."""
         return Handover(self.model, self.ctx.bank)
+
+    def observe_val(self, value: float, where: dict[str, Any]) -> None:
+        """A val score of :meth:`eval_model` at ``where`` (stage, epoch, step), given by the
+        trainer after each evaluation of a stage that is not the run's last; a stage that hands
+        over its best model keeps it here."""
+
+    def handover_info(self) -> dict[str, Any] | None:
+        """What :meth:`handover` handed over, for the run's log; None: the stage's last state."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         """Everything needed to resume: weights, optimizer, scheduler, teacher, bank."""

@@ -149,6 +149,7 @@ BOUND_ROLES: dict[str, BoundRole] = {
     "lrb-imagenet": BoundRole(mixed=True, bank=True),
     "lrb-fixed": BoundRole(mixed=True, bank=True),
     "lrb-dropout": BoundRole(mixed=True, bank=True),
+    "lrb-oa-teacher": BoundRole(mixed=True, bank=True),
     "naive-teacher": BoundRole(mixed=True),
     "naive-long": BoundRole(mixed=True),
 }

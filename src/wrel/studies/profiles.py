@@ -50,6 +50,9 @@ METHOD_ORDER = [
     # stage costs a supervised step per iteration
     "lrb-fixed",
     "lrb-dropout",  # lrb-paper with lrb-words' prompt dropout: the word bank minus the words
+    # lrb-paper whose teacher trains as long as Only-Accurate and is handed over at its best
+    # val point: the paper recipe from the best model the accurate expressions give
+    "lrb-oa-teacher",
     "full",
 ]
 
@@ -59,6 +62,7 @@ BENCH_PRESETS = {
     "lrb-imagenet": "lrb-paper",
     "lrb-fixed": "lrb-paper",
     "lrb-dropout": "lrb-paper",
+    "lrb-oa-teacher": "lrb-paper",
 }
 
 
@@ -87,10 +91,25 @@ class Profile:
     notes: dict[str, str] = field(default_factory=dict)
     # bench method -> extra ``--set`` overrides of that method's runs, after ``sets``
     method_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # bench method -> stage name -> epochs of that method's runs, over ``epochs``
+    method_epochs: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def experiment_sets(self, method: str | None = None) -> list[str]:
         """The ``--set`` overrides of every run (of ``method``'s runs with its own after)."""
         return [*self.sets, *(self.method_sets.get(method, ()) if method else ())]
+
+    def with_epochs(self, epochs: dict[str, int]) -> Profile:
+        """This profile with the given stages' epochs for every method (``wrel bench --epochs``;
+        a method's own epochs of those stages give way too)."""
+        method_epochs = {
+            method: {k: v for k, v in own.items() if k not in epochs}
+            for method, own in self.method_epochs.items()
+        }
+        return replace(self, epochs={**self.epochs, **epochs}, method_epochs=method_epochs)
+
+    def stage_epochs(self, method: str | None = None) -> dict[str, int]:
+        """Stage name -> epochs of every run (of ``method``'s runs with its own over them)."""
+        return {**self.epochs, **(self.method_epochs.get(method, {}) if method else {})}
 
 
 _CPU_SETS = (
@@ -229,7 +248,13 @@ def _method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
         "lrb-dropout": (*paper_cpu_sets(epochs), "stages.joint.prompt_dropout=0.3"),
         # the same network learning rates as lrb-paper's stages
         "naive-teacher": _paper_optim_sets(),
+        "lrb-oa-teacher": (*paper_cpu_sets(epochs), "stages.teacher-warmup.handover=best"),
     }
+
+
+def _method_epochs(epochs: dict[str, int]) -> dict[str, dict[str, int]]:
+    # lrb-oa-teacher's teacher warm-up runs as many steps as Only-Accurate
+    return {"lrb-oa-teacher": {"teacher-warmup": epochs["only-accurate"]}}
 
 
 _CPU_FULL = Profile(
@@ -243,6 +268,7 @@ _CPU_FULL = Profile(
     epochs=_CPU_EPOCHS,
     methods=("only-accurate", "naive", "lrb-paper", "lrb-words", "full"),
     method_sets=_method_sets(_CPU_EPOCHS),
+    method_epochs=_method_epochs(_CPU_EPOCHS),
 )
 
 _QUICK_EPOCHS = {k: 1 if k == "bank-init" else 2 for k in _CPU_EPOCHS}
@@ -267,6 +293,7 @@ PROFILES: dict[str, Profile] = {
         ratios=(0.1,),
         methods=("only-accurate", "naive", "lrb-paper", "full"),
         method_sets=_method_sets(_QUICK_EPOCHS),
+        method_epochs=_method_epochs(_QUICK_EPOCHS),
     ),
     "full": _CPU_FULL,
     "demo": replace(
@@ -296,11 +323,19 @@ PROFILES: dict[str, Profile] = {
         description=(
             "10 % accurate, the diagnostic ablations of LRB-WREL (teacher initialisation "
             "without a bank, Naive with LRB's steps, LRB with an ImageNet student, LRB with "
-            "its bank fixed in the joint stage, LRB with prompt dropout), to read "
+            "its bank fixed in the joint stage, LRB with prompt dropout, LRB from a teacher as "
+            "long as Only-Accurate handed over at its best val point), to read "
             "beside the full profile's records of the same seeds"
         ),
         ratios=(0.1,),
-        methods=("naive-teacher", "naive-long", "lrb-imagenet", "lrb-fixed", "lrb-dropout"),
+        methods=(
+            "naive-teacher",
+            "naive-long",
+            "lrb-imagenet",
+            "lrb-fixed",
+            "lrb-dropout",
+            "lrb-oa-teacher",
+        ),
     ),
     "gpu": Profile(
         name="gpu",
@@ -325,6 +360,7 @@ PROFILES: dict[str, Profile] = {
         epochs=_GPU_EPOCHS,
         methods=("only-accurate", "naive", "lrb-paper", "lrb-words", "full"),
         method_sets=_method_sets(_GPU_EPOCHS),
+        method_epochs=_method_epochs(_GPU_EPOCHS),
     ),
 }
 

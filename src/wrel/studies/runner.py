@@ -159,10 +159,11 @@ def build_run_config(
         ratio = split_file_info(cfg.data.split_file, cfg.data.train_split).accurate_ratio
     else:
         ratio = cfg.data.accurate_ratio or 1.0
+    stage_epochs = profile.stage_epochs(spec.method)
     for stage in cfg.stages:
-        if stage.name not in profile.epochs:
+        if stage.name not in stage_epochs:
             continue
-        epochs = profile.epochs[stage.name]
+        epochs = stage_epochs[stage.name]
         if profile.equal_steps and stage.kind != "bank_init" and stage.samples != "all":
             # Same number of optimizer steps as a stage on all samples: a stage on the accurate
             # (weak) share r (1 - r) runs epochs / r (epochs / (1 - r)) epochs, evaluated about
