@@ -595,3 +595,33 @@ def test_lrb_oa_teacher_is_the_paper_recipe_from_an_only_accurate_length_best_te
     assert build("lrb-oa-teacher", three).stages[0].epochs == 30
     assert build("lrb-paper", three).stages[0].epochs == 30
     assert build("only-accurate", three).stages[0].epochs == only.stages[0].epochs
+
+
+def test_dry_run_names_the_run_whose_kept_stages_a_new_run_starts_from(tmp_path: Path) -> None:
+    import argparse
+
+    import torch
+
+    from wrel.commands.bench import _status
+    from wrel.core.config_io import dumps
+    from wrel.engine.state import save_resume_state, stage_checkpoint_dir
+
+    profile, runs = PROFILES["ablations"], tmp_path / "runs"
+    donor_cfg = build_run_config(profile, RunSpec("lrb-paper", 0.1, 2), tmp_path, runs)
+    donor = runs / donor_cfg.name
+    donor.mkdir(parents=True)
+    (donor / "config.json").write_text(dumps(donor_cfg))
+    for index in (0, 1):  # the kept ends of the teacher warm-up and the bank initialisation
+        state = {"loop": {"stage_index": index}, "stage": {"w": torch.zeros(1)}, "rng": {}}
+        save_resume_state(stage_checkpoint_dir(donor / "checkpoints", index), state)
+    args = argparse.Namespace(data=str(tmp_path), assignments=[], split_file=None)
+
+    def status(method: str, seed: int = 2) -> str:
+        return _status(RunSpec(method, 0.1, seed), {}, profile, args, runs)
+
+    after = "to train after the first {} stage(s) of lrb-paper-r10-s2 (shared prefix)"
+    assert status("lrb-dropout") == after.format(2)
+    assert status("naive-teacher") == after.format(1)  # the teacher only
+    assert status("lrb-oa-teacher") == "to train"  # another teacher
+    assert status("naive-long") == "to train"
+    assert status("lrb-dropout", seed=1) == "to train"

@@ -9,6 +9,7 @@ from pathlib import Path
 from wrel.commands import add_set_argument
 from wrel.data.splits import split_file_info
 from wrel.engine.experiment import METHOD_PRESETS
+from wrel.engine.shared_prefix import find_shared_prefix
 from wrel.engine.state import find_resume_dir
 from wrel.studies.profiles import PROFILES, get_profile
 from wrel.studies.runner import (
@@ -54,16 +55,20 @@ def _stage_epochs(text: str) -> dict[str, int]:
 
 
 def _status(spec, done, profile, args, runs_dir: Path) -> str:  # type: ignore[no-untyped-def]
-    """What ``wrel bench`` would do with one run: keep, refuse as stale, resume or train."""
+    """What ``wrel bench`` would do with one run: keep, refuse as stale, resume or train (from
+    the kept stages of a run already under ``runs_dir``, when one shares them)."""
+    cfg = build_run_config(
+        profile, spec, args.data or profile.data_dir, runs_dir, args.assignments,
+        args.split_file,
+    )  # fmt: skip
     if spec.name in done:
-        cfg = build_run_config(
-            profile, spec, args.data or profile.data_dir, runs_dir, args.assignments,
-            args.split_file,
-        )  # fmt: skip
         diffs = record_differences(done[spec.name], cfg)
         return f"stale ({'; '.join(diffs[:3])})" if diffs else "done"
     if find_resume_dir(runs_dir / spec.name / "checkpoints" / "last") is not None:
         return f"to resume ({runs_dir / spec.name})"
+    if (shared := find_shared_prefix(cfg, runs_dir)) is not None:
+        donor, count = shared
+        return f"to train after the first {count} stage(s) of {donor.name} (shared prefix)"
     return "to train"
 
 
