@@ -59,7 +59,8 @@ def test_run_config_applies_profile_seed_and_epochs(tmp_path: Path) -> None:
     assert cfg.data.accurate_ratio == 0.3 and cfg.data.split_seed == 2 and cfg.train.seed == 2
     assert cfg.data.image_size == 96 and cfg.name == "lrb-r30-s2"
     assert cfg.model.backbone.frozen_stages == 1 and cfg.train.val_every_steps == 100
-    epochs = PROFILES["full"].epochs
+    epochs = PROFILES["full"].stage_epochs("lrb", 0.3)
+    assert epochs["joint"] == PROFILES["full"].epochs["full"]  # from 30 % on, as long as Full
     # The warm-up on the 30 % accurate share gets the steps of a stage on all samples.
     assert [(s.name, s.epochs) for s in cfg.stages] == [
         ("teacher-warmup", round(epochs["teacher-warmup"] / 0.3)),
@@ -68,7 +69,7 @@ def test_run_config_applies_profile_seed_and_epochs(tmp_path: Path) -> None:
     ]
     assert cfg.stages[0].eval_every == 3 and cfg.stages[2].eval_every == 0
     only = build_run_config(PROFILES["full"], RunSpec("only-accurate", 0.1, 0), tmp_path, tmp_path)
-    assert only.stages[0].epochs == 10 * epochs["only-accurate"]
+    assert only.stages[0].epochs == 10 * PROFILES["full"].epochs["only-accurate"]
     full = build_run_config(PROFILES["full"], RunSpec("full", 1.0, 0), tmp_path, tmp_path)
     assert full.data.accurate_ratio == 1.0
 
@@ -625,3 +626,41 @@ def test_dry_run_names_the_run_whose_kept_stages_a_new_run_starts_from(tmp_path:
     assert status("lrb-oa-teacher") == "to train"  # another teacher
     assert status("naive-long") == "to train"
     assert status("lrb-dropout", seed=1) == "to train"
+
+
+def test_runs_from_30_percent_accurate_train_as_long_as_full(tmp_path: Path) -> None:
+    from wrel.engine.experiment import PAPER_BANK_LR, PAPER_STAGE_EPOCHS
+
+    profile = PROFILES["full"]
+
+    def stages(method: str, ratio: float, p: Profile = profile) -> dict:
+        cfg = build_run_config(p, RunSpec(method, ratio, 0), tmp_path, tmp_path / "r")
+        return {s.name: s for s in cfg.stages}
+
+    full = profile.epochs["full"]
+    assert full == 8
+    for ratio in (0.3, 0.5):
+        assert stages("naive", ratio)["naive"].epochs == full
+        assert stages("only-accurate", ratio)["only-accurate"].epochs == round(full / ratio)
+        lrb = stages("lrb-paper", ratio)
+        # the short teacher and the one bank-initialisation visit stay; the joint stage is longer
+        assert lrb["teacher-warmup"].epochs == round(profile.epochs["teacher-warmup"] / ratio)
+        assert (lrb["bank-init"].epochs, lrb["joint"].epochs) == (1, full)
+        # its bank still moves as far over the stage as the released one: half the rate
+        want = PAPER_BANK_LR["joint"] * PAPER_STAGE_EPOCHS["joint"] / full
+        assert lrb["joint"].bank_lr == pytest.approx(want, rel=1e-3)
+        oa = stages("lrb-oa-teacher", ratio, PROFILES["ablations"])
+        assert oa["teacher-warmup"].epochs == round(full / ratio)
+    # 10 % keeps the calibrated schedule
+    assert stages("naive", 0.1)["naive"].epochs == 4
+    assert stages("lrb-paper", 0.1)["joint"].epochs == 4
+    # `wrel bench --epochs` sets a stage at every ratio, and the paper recipe's bank rate follows
+    five = profile.with_epochs({"joint": 5})
+    assert stages("lrb-paper", 0.3, five)["joint"].epochs == 5
+    assert stages("lrb-paper", 0.3, five)["joint"].bank_lr == pytest.approx(
+        PAPER_BANK_LR["joint"] * PAPER_STAGE_EPOCHS["joint"] / 5, rel=1e-3
+    )
+    assert stages("naive", 0.3, five)["naive"].epochs == full
+    bad = Profile(**{**TINY.__dict__, "method_epochs": {"naive": {"naive": "nothing"}}})
+    with pytest.raises(ValueError, match="runs as long as nothing"):
+        bad.stage_epochs("naive", 0.1)

@@ -9,9 +9,10 @@ Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four method
 render) <= 15 minutes and ``demo`` <= 15 minutes are targets; ``demo`` meets it (12.2 min),
 ``quick`` does not (19.0 min measured; a smaller render leaves its baselines at 0 mIoU).
 ``full`` (the complete one-seed table: Only-Accurate, Naive-WREL, two LRB-WREL variants at 10 /
-30 / 50 % and Full) is about 6 hours by the measured run times: a supervised run about 16
-minutes alone on the machine (converging Full takes 8 epochs of 12,000 samples), an LRB-WREL
-run about 2.4 times that;
+30 / 50 % and Full) is about 19 hours of one-thread run time by the measured run times (10
+with two runs at a time): a 4-epoch supervised run 29-49 minutes, an 8-epoch one 55-75 (converging
+Full, and every method from 30 % accurate on, takes 8 epochs of 12,000 samples), an LRB-WREL
+run 79-95 minutes at 10 % and about 2.4 times a supervised run of its length;
 ``seeds`` adds seeds 1-2 at 10 % (about 5 hours), ``ablations`` about 2.5 hours. A run stopped
 with the session resumes from its last checkpoint. ``gpu`` < 8 minutes on one H100 (not run:
 no GPU has been lent to this project's sessions yet). docs/results reports the measured wall
@@ -20,6 +21,7 @@ times.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -71,6 +73,10 @@ def preset_of(method: str) -> str:
     return BENCH_PRESETS.get(method, method)
 
 
+def _no_method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Profile:
     """One benchmark setting; see the module docstring."""
@@ -89,27 +95,59 @@ class Profile:
     ratios: tuple[float, ...] = (0.1, 0.3, 0.5)
     seeds: tuple[int, ...] = (0,)
     notes: dict[str, str] = field(default_factory=dict)
-    # bench method -> extra ``--set`` overrides of that method's runs, after ``sets``
-    method_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # bench method -> stage name -> epochs of that method's runs, over ``epochs``
-    method_epochs: dict[str, dict[str, int]] = field(default_factory=dict)
+    # bench method -> extra ``--set`` overrides of that method's runs (after ``sets``), made
+    # from the run's stage epochs (stage name -> epochs, as :meth:`stage_epochs` gives them):
+    # the paper recipe's bank learning rates depend on its stage lengths
+    method_sets: Callable[[dict[str, int]], dict[str, tuple[str, ...]]] = _no_method_sets
+    # from an accurate ratio on (ascending), stage name -> epochs over ``epochs``: runs with
+    # more accurate expressions learn longer before their plateau (Full needs 8 epochs)
+    ratio_epochs: tuple[tuple[float, dict[str, int]], ...] = ()
+    # bench method -> stage name -> epochs of that method's runs, over the above; a stage name
+    # as the value: as many epochs as that stage has in the same run's table
+    method_epochs: dict[str, dict[str, int | str]] = field(default_factory=dict)
 
-    def experiment_sets(self, method: str | None = None) -> list[str]:
-        """The ``--set`` overrides of every run (of ``method``'s runs with its own after)."""
-        return [*self.sets, *(self.method_sets.get(method, ()) if method else ())]
+    def stage_epochs(self, method: str | None = None, ratio: float | None = None) -> dict[str, int]:
+        """Stage name -> epochs of a run of ``method`` at accurate ``ratio`` (the profile's
+        own epochs where either is None)."""
+        table = dict(self.epochs)
+        for start, epochs in self.ratio_epochs:
+            if ratio is not None and ratio >= start - 1e-9:
+                table.update(epochs)
+        base = dict(table)
+        for stage, value in (self.method_epochs.get(method, {}) if method else {}).items():
+            if isinstance(value, str) and value not in base:
+                raise ValueError(
+                    f"profile {self.name}: {method}'s {stage} runs as long as {value}, which "
+                    f"has no epochs in the profile (stages with epochs: {sorted(base)})"
+                )
+            table[stage] = base[value] if isinstance(value, str) else value
+        return table
+
+    def experiment_sets(self, method: str | None = None, ratio: float | None = None) -> list[str]:
+        """The ``--set`` overrides of every run (of ``method``'s runs at accurate ``ratio`` with
+        its own after)."""
+        if method is None:
+            return list(self.sets)
+        own = self.method_sets(self.stage_epochs(method, ratio)).get(method, ())
+        return [*self.sets, *own]
 
     def with_epochs(self, epochs: dict[str, int]) -> Profile:
-        """This profile with the given stages' epochs for every method (``wrel bench --epochs``;
-        a method's own epochs of those stages give way too)."""
+        """This profile with the given stages' epochs for every method and ratio (``wrel bench
+        --epochs``; a ratio's or a method's own epochs of those stages give way too)."""
+        ratio_epochs = tuple(
+            (start, {k: v for k, v in own.items() if k not in epochs})
+            for start, own in self.ratio_epochs
+        )
         method_epochs = {
             method: {k: v for k, v in own.items() if k not in epochs}
             for method, own in self.method_epochs.items()
         }
-        return replace(self, epochs={**self.epochs, **epochs}, method_epochs=method_epochs)
-
-    def stage_epochs(self, method: str | None = None) -> dict[str, int]:
-        """Stage name -> epochs of every run (of ``method``'s runs with its own over them)."""
-        return {**self.epochs, **(self.method_epochs.get(method, {}) if method else {})}
+        return replace(
+            self,
+            epochs={**self.epochs, **epochs},
+            ratio_epochs=ratio_epochs,
+            method_epochs=method_epochs,
+        )
 
 
 _CPU_SETS = (
@@ -153,6 +191,16 @@ _CPU_EPOCHS = {
 }
 # Naive-WREL with as many optimizer steps as LRB-WREL's model takes (teacher + joint stages)
 _CPU_EPOCHS["naive-long"] = _CPU_EPOCHS["teacher-warmup"] + _CPU_EPOCHS["joint"]
+
+
+def _ratio_epochs(epochs: dict[str, int]) -> tuple[tuple[float, dict[str, int]], ...]:
+    """From 30 % accurate on, Only-Accurate, Naive-WREL and the LRB-WREL joint stage train as
+    long as Full: with 3,600 or more accurate expressions they learn as Full does, not as at 10
+    % (Naive-WREL at 30 %, seed 0, gained 5.2 val mIoU points over the last 20 % of 4 epochs).
+    The LRB teacher keeps its short warm-up and the bank initialisation its one visit."""
+    long = epochs["full"]
+    longer = {"only-accurate": long, "naive": long, "joint": long}
+    return ((0.3, {**longer, "naive-long": epochs["teacher-warmup"] + long}),)
 
 
 def paper_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
@@ -254,23 +302,26 @@ def _method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _method_epochs(epochs: dict[str, int]) -> dict[str, dict[str, int]]:
-    # lrb-oa-teacher's teacher warm-up runs as many steps as Only-Accurate
-    return {"lrb-oa-teacher": {"teacher-warmup": epochs["only-accurate"]}}
+#: lrb-oa-teacher's teacher warm-up runs as many steps as Only-Accurate of the same table
+_METHOD_EPOCHS: dict[str, dict[str, int | str]] = {
+    "lrb-oa-teacher": {"teacher-warmup": "only-accurate"}
+}
 
 
 _CPU_FULL = Profile(
     name="full",
     description=(
-        "10 / 30 / 50 % accurate plus Full, one seed; about 6 hours on a 2-core CPU (resumable)"
+        "10 / 30 / 50 % accurate plus Full, one seed; about 10 hours on a 2-core CPU, two runs "
+        "at a time (resumable)"
     ),
     synth={},  # the generator's defaults: the calibrated benchmark (docs/data.md)
     data_dir="data",
     sets=_CPU_SETS,
     epochs=_CPU_EPOCHS,
     methods=("only-accurate", "naive", "lrb-paper", "lrb-words", "full"),
-    method_sets=_method_sets(_CPU_EPOCHS),
-    method_epochs=_method_epochs(_CPU_EPOCHS),
+    method_sets=_method_sets,
+    ratio_epochs=_ratio_epochs(_CPU_EPOCHS),
+    method_epochs=_METHOD_EPOCHS,
 )
 
 _QUICK_EPOCHS = {k: 1 if k == "bank-init" else 2 for k in _CPU_EPOCHS}
@@ -294,8 +345,7 @@ PROFILES: dict[str, Profile] = {
         epochs=_QUICK_EPOCHS,
         ratios=(0.1,),
         methods=("only-accurate", "naive", "lrb-paper", "full"),
-        method_sets=_method_sets(_QUICK_EPOCHS),
-        method_epochs=_method_epochs(_QUICK_EPOCHS),
+        ratio_epochs=(),  # one ratio; the quick schedule throughout
     ),
     "full": _CPU_FULL,
     "demo": replace(
@@ -361,8 +411,9 @@ PROFILES: dict[str, Profile] = {
         ),
         epochs=_GPU_EPOCHS,
         methods=("only-accurate", "naive", "lrb-paper", "lrb-words", "full"),
-        method_sets=_method_sets(_GPU_EPOCHS),
-        method_epochs=_method_epochs(_GPU_EPOCHS),
+        method_sets=_method_sets,
+        ratio_epochs=_ratio_epochs(_GPU_EPOCHS),
+        method_epochs=_METHOD_EPOCHS,
     ),
 }
 

@@ -144,7 +144,7 @@ def build_run_config(
         else []
     )
     sets = [
-        *profile.experiment_sets(spec.method),
+        *profile.experiment_sets(spec.method, spec.accurate_ratio),
         f"data.root={data_root}",
         f"data.accurate_ratio={spec.accurate_ratio}",
         f"data.split_seed={spec.seed}",
@@ -159,7 +159,7 @@ def build_run_config(
         ratio = split_file_info(cfg.data.split_file, cfg.data.train_split).accurate_ratio
     else:
         ratio = cfg.data.accurate_ratio or 1.0
-    stage_epochs = profile.stage_epochs(spec.method)
+    stage_epochs = profile.stage_epochs(spec.method, ratio)
     for stage in cfg.stages:
         if stage.name not in stage_epochs:
             continue
