@@ -380,13 +380,9 @@ PROFILES: dict[str, Profile] = {
             "beside the full profile's records of the same seeds"
         ),
         ratios=(0.1,),
-        methods=(
-            "naive-teacher",
-            "naive-long",
-            "lrb-imagenet",
-            "lrb-fixed",
-            "lrb-dropout",
-            "lrb-oa-teacher",
+        # METHOD_ORDER's diagnostic ablations and the teacher variant, in table order
+        methods=tuple(
+            METHOD_ORDER[METHOD_ORDER.index("naive-teacher") : METHOD_ORDER.index("full")]
         ),
     ),
     "gpu": Profile(
