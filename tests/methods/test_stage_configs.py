@@ -68,7 +68,7 @@ def test_every_preset_and_profile_resolves_as_the_snapshot() -> None:
 
 def test_stage_classes_own_their_keys() -> None:
     base = stage_keys(StageConfig)
-    assert stage_keys(SupervisedConfig) == base | {"handover"}
+    assert stage_keys(SupervisedConfig) == base | {"handover", "weak_text"}
     bank = {"bank_lr", "bank_weight_decay"}
     assert stage_keys(BankInitConfig) == base | bank | {"frozen_mode"}
     assert "bank_steps" in stage_keys(JointConfig) and "frozen_mode" not in stage_keys(JointConfig)

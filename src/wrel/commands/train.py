@@ -9,7 +9,7 @@ import logging
 from wrel.commands import add_set_argument
 from wrel.engine.experiment import build_experiment, method_names, split_and_ratio_error
 from wrel.engine.trainer import train
-from wrel.methods.base import NonFiniteLossError
+from wrel.methods.base import ONE_PASS_KINDS, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.name = args.name  # the preset names the run after the method otherwise
     if args.epochs is not None:
         for stage in cfg.stages:
-            if stage.kind != "bank_init":
+            if stage.kind not in ONE_PASS_KINDS:
                 stage.epochs = args.epochs
     try:
         result = train(cfg, resume=args.resume)

@@ -28,6 +28,7 @@ from wrel.methods.base import (
     STAGE_CONFIGS,
     BankStageConfig,
     JointConfig,
+    RetrieveConfig,
     StageConfig,
     SupervisedConfig,
     stage_keys,
@@ -225,6 +226,24 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
             ),
         ]
     },
+    # -- beyond the paper: a bank of real expressions (wrel.methods.retrieval) --
+    # the teacher warm-up; per weak sample, the accurate expression of its category (one of 16
+    # drawn) under which the frozen teacher segments its mask best; then naive-teacher's joint
+    # schedule, the weak samples reading their chosen expression instead of the class name
+    "retrieve": {
+        "stages": [
+            _stage("supervised", "accurate", 12, name="teacher-warmup"),
+            _stage("retrieve", "weak", 1, name="retrieve"),
+            _stage(
+                "supervised",
+                "all",
+                12,
+                name="joint",
+                weak_text="retrieved",
+                optim=dict(JOINT_OPTIM),
+            ),
+        ]
+    },
     # Naive-WREL given as many optimizer steps as LRB-WREL's model (teacher + joint stages).
     "naive-long": {"stages": [_stage("supervised", "all", 24, name="naive-long")]},
     "naive-paper": {
@@ -397,6 +416,20 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             need(decay >= 0, f"{at}.bank_weight_decay", decay, ">= 0")
         if isinstance(st, JointConfig):
             _check_joint(st, at, need)
+        if isinstance(st, RetrieveConfig):
+            need(st.samples == "weak", f"{at}.samples", st.samples, "a retrieve stage reads weak")
+            need(st.epochs == 1, f"{at}.epochs", st.epochs, "a retrieve stage makes one pass")
+            need(st.candidates >= 1, f"{at}.candidates", st.candidates, "must be >= 1")
+            need(st.chunk >= 1, f"{at}.chunk", st.chunk, "must be >= 1")
+            need(index > 0, f"{at}.kind", st.kind, "needs a model trained by a stage before it")
+            need(st.autocast in ("inherit", "bf16"), f"{at}.autocast", st.autocast, "inherit/bf16")
+        if isinstance(st, SupervisedConfig) and st.weak_text == "retrieved":
+            need(
+                any(isinstance(p, RetrieveConfig) for p in cfg.stages[:index]),
+                f"{at}.weak_text",
+                st.weak_text,
+                "reads the expressions a retrieve stage before it chose",
+            )
         if isinstance(st, SupervisedConfig) and st.handover == "best":
             need(
                 index < len(cfg.stages) - 1,
@@ -407,7 +440,7 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             )
             need(st.evaluate, f"{at}.evaluate", st.evaluate, "handover=best needs val scores")
         if d.split_file is None and ratio is not None:
-            weak_stage = st.samples == "weak" or st.kind in ("bank_init", "joint")
+            weak_stage = st.samples == "weak" or st.kind in ("bank_init", "joint", "retrieve")
             if weak_stage and ratio >= 1:
                 problems.append(
                     f"{at} ({st.kind} on {st.samples!r} samples) needs weak samples but "
@@ -524,7 +557,7 @@ def _resolve_split_file(cfg: ExperimentConfig) -> SplitFileInfo | None:
     info = split_file_info(data.split_file, data.train_split)
     data.accurate_ratio = None
     for stage in cfg.stages:
-        weak_stage = stage.samples == "weak" or stage.kind in ("bank_init", "joint")
+        weak_stage = stage.samples == "weak" or stage.kind in ("bank_init", "joint", "retrieve")
         if weak_stage and info.num_weak == 0:
             raise ValueError(
                 f"stage {stage.name or stage.kind!r} needs weak samples but {info.describe()}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wrel.methods.base import Stage, StageConfig, StageContext
 from wrel.methods.lrb import BankInitStage, JointStage
+from wrel.methods.retrieval import RetrieveStage
 from wrel.methods.supervised import SupervisedStage
 
 __all__ = ["STAGE_KINDS", "build_stage"]
@@ -12,6 +13,7 @@ STAGE_KINDS: dict[str, type[Stage]] = {
     "supervised": SupervisedStage,
     "bank_init": BankInitStage,
     "joint": JointStage,
+    "retrieve": RetrieveStage,
 }
 
 

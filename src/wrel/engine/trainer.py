@@ -12,6 +12,7 @@ Anatomy of a run (``runs/<name>/``)::
     checkpoints/best/    exported student (save_model: weights only, MODEL_CARD.md), best on
                          val over the final stage; its card gets the test metrics at the end
     bank.safetensors     the reference bank with its id mapping (methods that use one)
+    expressions.json     per weak sample, the expression a retrieve stage chose (if any)
     final_metrics.json   test metrics of the best model, evaluated once at the end
 
 The loop never looks at the method's name: it builds each stage from its config, feeds it
@@ -279,6 +280,8 @@ class Trainer:
             weak_ids=weak_ids,
             bank_cfg=self.cfg.bank,
             bank=handover.bank,
+            expressions=handover.expressions,
+            train_samples=self.samples["train"],
             amp=self.cfg.train.amp,
             channels_last=self.cfg.train.channels_last,
             wrap=ddp_wrapper(self.dist, self.device, self.cfg.train.find_unused_parameters),
@@ -589,6 +592,9 @@ class Trainer:
         if self.dist.is_main:
             if handover.bank is not None:
                 handover.bank.save(self.run_dir / "bank.safetensors")
+            if handover.expressions is not None:
+                names = {s.sample_id: s.text for s in self.samples["train"] if s.is_weak}
+                handover.expressions.save(self.run_dir / "expressions.json", names)
             model, metadata = load_model(best, device=self.device)
             result.update(protocol=self.cfg.train.protocol, best=_best_info(metadata))
             if self.samples.get("test"):

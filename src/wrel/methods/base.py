@@ -9,7 +9,7 @@ reference bank), and never needs to know which method it runs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -28,7 +28,9 @@ __all__ = [
     "BankStageConfig",
     "BankInitConfig",
     "JointConfig",
+    "RetrieveConfig",
     "STAGE_CONFIGS",
+    "ONE_PASS_KINDS",
     "stage_keys",
     "stage_config",
     "StageContext",
@@ -39,7 +41,7 @@ __all__ = [
     "NonFiniteLossError",
 ]
 
-StageKind = Literal["supervised", "bank_init", "joint"]
+StageKind = Literal["supervised", "bank_init", "joint", "retrieve"]
 SampleSet = Literal["accurate", "weak", "all"]
 
 
@@ -120,6 +122,9 @@ class SupervisedConfig(StageConfig):
     # (``train.select_metric``), kept in memory and in the resume state. The last stage's best
     # model is always the run's exported result.
     handover: Literal["last", "best"] = "last"
+    # the text of the weak samples: "class_name" (Naive-WREL), or "retrieved": the real
+    # expression a preceding retrieve stage chose for each (wrel.methods.retrieval)
+    weak_text: Literal["class_name", "retrieved"] = "class_name"
 
 
 @dataclass
@@ -168,12 +173,34 @@ class JointConfig(BankStageConfig):
     student_init: Literal["handover", "pretrained"] = "handover"
 
 
+@dataclass
+class RetrieveConfig(StageConfig):
+    """Choose, per weak training sample, a real expression written for another sample of its
+    category: the one under which a frozen copy of the model segments the sample's mask best
+    (wrel.methods.retrieval). One pass over the weak samples; no weight moves."""
+
+    kind: Literal["retrieve"] = "retrieve"
+    samples: SampleSet = "weak"
+    evaluate: bool = False
+    candidates: int = 16  # accurate expressions of the same category drawn per weak sample
+    seed: int = 0  # draws the candidates (the same on every rank)
+    chunk: int = 64  # candidate forwards per pass of the frozen model
+    # precision of those forwards: "inherit" (train.amp) or "bf16" (a ranking needs no fp32:
+    # on the project's CPU, bf16 with channels_last scores 2x the candidates per second)
+    autocast: Literal["inherit", "bf16"] = "inherit"
+
+
 #: Stage kind -> the config class that owns its keys.
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {
     "supervised": SupervisedConfig,
     "bank_init": BankInitConfig,
     "joint": JointConfig,
+    "retrieve": RetrieveConfig,
 }
+
+#: Stage kinds whose epochs neither ``wrel train --epochs`` nor a bench profile's equal-steps
+#: scaling touch: bank initialisation (its visits per row) and retrieval (one pass).
+ONE_PASS_KINDS = frozenset({"bank_init", "retrieve"})
 
 
 def stage_keys(cls: type[StageConfig]) -> set[str]:
@@ -192,6 +219,7 @@ class Handover:
 
     model: nn.Module
     bank: ReferenceBank | None = None
+    expressions: Any = None  # wrel.methods.retrieval.ExpressionBank of a retrieve stage
 
 
 @dataclass
@@ -209,6 +237,9 @@ class StageContext:
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m  # DDP wrapper (identity: one process)
     # the model's weights as built, before any stage (only kept when a stage asks for them)
     initial_state: dict[str, Any] | None = None
+    expressions: Any = None  # wrel.methods.retrieval.ExpressionBank handed over, if any
+    # the training samples (wrel.data.Sample): a retrieve stage draws its candidates from them
+    train_samples: Sequence[Any] = ()
 
 
 @dataclass
@@ -262,7 +293,7 @@ class Stage(nn.Module):
 
     def handover(self) -> Handover:
         """The student and bank for the next stage."""
-        return Handover(self.model, self.ctx.bank)
+        return Handover(self.model, self.ctx.bank, self.ctx.expressions)
 
     def observe_val(self, value: float, where: dict[str, Any]) -> None:
         """A val score of :meth:`eval_model` at ``where`` (stage, epoch, step), given by the

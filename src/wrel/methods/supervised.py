@@ -11,9 +11,12 @@ import copy
 import logging
 from typing import Any
 
+import torch
+
 from wrel.methods.base import Handover, Stage, StageConfig, StageContext
 from wrel.methods.losses import seg_loss
 from wrel.methods.optim import build_optimizer, build_poly_scheduler
+from wrel.methods.retrieval import ExpressionBank
 
 __all__ = ["SupervisedStage"]
 
@@ -36,10 +39,15 @@ class SupervisedStage(Stage):
         # weights then (on the CPU)
         self.best: dict[str, Any] | None = None
         self._handed_over: dict[str, Any] | None = None
+        # weak_text="retrieved": the expression bank of a preceding retrieve stage (handed over,
+        # or restored by load_state_dict when the run resumes inside this stage)
+        self.retrieved = getattr(cfg, "weak_text", "class_name") == "retrieved"
 
     def training_step(self, batch: dict[str, Any], progress: float) -> dict[str, float]:
         """Forward with real text / class names, weighted CE + Dice, one AdamW step."""
         self.model.train()
+        if self.retrieved:
+            batch = {**batch, "text": self._retrieved_texts(batch)}
         b = self.prepare(batch)
         with self.autocast():
             out = self.forward_model(
@@ -51,6 +59,18 @@ class SupervisedStage(Stage):
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         return {"loss": float(loss.detach()), "lr": float(lr)}
+
+    def _retrieved_texts(self, batch: dict[str, Any]) -> list[str]:
+        """The batch's texts, each weak sample's class name replaced by its retrieved
+        expression."""
+        if self.ctx.expressions is None:
+            raise ValueError(
+                f"stage {self.cfg.name or self.cfg.kind!r}: weak_text=retrieved needs the "
+                "expression bank of a retrieve stage before it (wrel.methods.retrieval)"
+            )
+        return self.ctx.expressions.texts(
+            torch.as_tensor(batch["sample_id"]), torch.as_tensor(batch["is_weak"]), batch["text"]
+        )
 
     def observe_val(self, value: float, where: dict[str, Any]) -> None:
         """With ``handover="best"``: keep the model's weights when ``value`` is the best so far
@@ -78,7 +98,7 @@ class SupervisedStage(Stage):
                     "val": self.best["value"],
                     **{f"best_{k}": v for k, v in self.best["where"].items()},
                 }
-        return Handover(self.model, self.ctx.bank)
+        return Handover(self.model, self.ctx.bank, self.ctx.expressions)
 
     def handover_info(self) -> dict[str, Any] | None:
         return self._handed_over
@@ -91,6 +111,8 @@ class SupervisedStage(Stage):
         }
         if self.best is not None:
             state["best"] = self.best
+        if self.retrieved and self.ctx.expressions is not None:
+            state["expressions"] = self.ctx.expressions.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
@@ -104,3 +126,8 @@ class SupervisedStage(Stage):
                 "over its last model: the run's config changed since it was saved"
             )
         self.best = best
+        if self.retrieved and "expressions" in state:
+            if self.ctx.expressions is None:
+                self.ctx.expressions = ExpressionBank.from_state(state["expressions"])
+            else:
+                self.ctx.expressions.load_state_dict(state["expressions"])

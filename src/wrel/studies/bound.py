@@ -152,6 +152,7 @@ BOUND_ROLES: dict[str, BoundRole] = {
     "lrb-oa-teacher": BoundRole(mixed=True, bank=True),
     "naive-teacher": BoundRole(mixed=True),
     "naive-long": BoundRole(mixed=True),
+    "retrieve": BoundRole(mixed=True),
 }
 
 

@@ -55,6 +55,10 @@ METHOD_ORDER = [
     # lrb-paper whose teacher trains as long as Only-Accurate and is handed over at its best
     # val point: the paper recipe from the best model the accurate expressions give
     "lrb-oa-teacher",
+    # beyond the paper: a bank of real expressions; per weak sample the frozen teacher picks
+    # one of 16 accurate expressions of its category, which the student then reads
+    # (wrel.methods.retrieval): it cannot store a mask, and it can be read
+    "retrieve",
     "full",
 ]
 
@@ -298,6 +302,9 @@ def _method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
         "lrb-dropout": (*paper_cpu_sets(epochs), "stages.joint.prompt_dropout=0.3"),
         # the same network learning rates as lrb-paper's stages
         "naive-teacher": _paper_optim_sets(),
+        # naive-teacher's schedule, reading retrieved texts; the candidates ranked in bf16
+        # (2x the forwards per second of fp32 here, docs/training.md "Retrieved expressions")
+        "retrieve": (*_paper_optim_sets(), "stages.retrieve.autocast=bf16"),
         "lrb-oa-teacher": (*paper_cpu_sets(epochs), "stages.teacher-warmup.handover=best"),
     }
 
@@ -376,7 +383,8 @@ PROFILES: dict[str, Profile] = {
             "10 % accurate, the diagnostic ablations of LRB-WREL (teacher initialisation "
             "without a bank, Naive with LRB's steps, LRB with an ImageNet student, LRB with "
             "its bank fixed in the joint stage, LRB with prompt dropout, LRB from a teacher as "
-            "long as Only-Accurate handed over at its best val point), to read "
+            "long as Only-Accurate handed over at its best val point) and the retrieved-"
+            "expression bank, to read "
             "beside the full profile's records of the same seeds"
         ),
         ratios=(0.1,),

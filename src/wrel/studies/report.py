@@ -29,6 +29,7 @@ METHOD_LABELS = {
     "lrb-fixed": "LRB, bank fixed in stage 3",
     "lrb-dropout": "LRB, prompt dropout",
     "lrb-oa-teacher": "LRB-WREL (Only-Accurate teacher)",
+    "retrieve": "Retrieved expressions",
     "full": "Full",
 }
 
@@ -45,6 +46,7 @@ WREL_METHODS = (
     "lrb-fixed",
     "lrb-dropout",
     "lrb-oa-teacher",
+    "retrieve",
 )
 
 
@@ -341,9 +343,10 @@ def gap_lines(records: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
-#: LRB-WREL methods with another reference bank or teacher than the paper recipe's: the "best
-#: bank variant" of the table is chosen among these on val (the ablations are not candidates).
-BANK_VARIANTS = ("lrb", "lrb-words", "lrb-oa-teacher")
+#: Methods with another bank (a reference bank or an expression bank) or teacher than the paper
+#: recipe: the table's "best bank variant" is chosen among these on val (the ablations are not
+#: candidates).
+BANK_VARIANTS = ("lrb", "lrb-words", "lrb-oa-teacher", "retrieve")
 
 
 def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> list[str]:

@@ -30,6 +30,7 @@ from wrel.engine.experiment import build_experiment
 from wrel.engine.shared_prefix import STORAGE_KEYS, start_from_shared_prefix
 from wrel.engine.state import find_resume_dir
 from wrel.engine.trainer import TRACE_FILE, train
+from wrel.methods.base import ONE_PASS_KINDS
 from wrel.studies.plateau import plateau_check, plateau_table
 from wrel.studies.profiles import METHOD_ORDER, Profile, preset_of
 from wrel.studies.report import (
@@ -164,7 +165,7 @@ def build_run_config(
         if stage.name not in stage_epochs:
             continue
         epochs = stage_epochs[stage.name]
-        if profile.equal_steps and stage.kind != "bank_init" and stage.samples != "all":
+        if profile.equal_steps and stage.kind not in ONE_PASS_KINDS and stage.samples != "all":
             # Same number of optimizer steps as a stage on all samples: a stage on the accurate
             # (weak) share r (1 - r) runs epochs / r (epochs / (1 - r)) epochs, evaluated about
             # as often.

@@ -1,0 +1,213 @@
+"""Screen a bank of real expressions: per weak sample, the teacher picks one written for another.
+
+The learned banks become keys to the mask and the greedy word search (``word_search_screen.py``)
+finds idiosyncratic word pairs. This screen asks whether a frozen teacher can instead choose,
+for each weak training sample, a whole *real* expression from the accurate pool of the same
+category: ``K`` candidates drawn at random (written for other images' objects), plus the bare
+class name; the teacher keeps the one under which it segments the sample's known mask best
+(lowest segmentation loss). A choice among ``K + 1`` fluent texts carries at most
+``log2(K + 1)`` bits, so it can hardly be a per-sample key; the question is whether the chosen
+text describes the target.
+
+It reports on the same weak training samples:
+
+- mIoU of the teacher with the class name, the true expression, the chosen expression
+  (optimistic: chosen with the mask) and a random one of the candidates;
+- the same four under a **judge**, another model that reads expressions (``--judge``): if the
+  judge segments the target from the chosen expression about as well as from the true one, the
+  chosen text is a referring expression of the target, not a teacher's private key;
+- how often the chosen expression names an attribute the class name left out (position, size,
+  colour, relation, from ``attributes.json``), against the exact chance rate: the mean over
+  the sample's own candidates.
+
+It reads no val or test sample and chooses nothing by itself::
+
+    HF_HUB_OFFLINE=1 python benchmarks/retrieval_screen.py runs/bench/lrb-paper-r10-s2 \\
+        --checkpoint stage-0 --judge runs/bench/naive-r30-s0 --samples 64 --candidates 16 \\
+        --json docs/results/screen/retrieval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from word_search_screen import _load_teacher, choose, per_sample_losses  # noqa: E402
+
+_WORD = re.compile(r"[a-z][a-z'-]+")
+
+
+def draw_candidates(
+    pools: dict[str, list[str]], categories: Sequence[str], k: int, gen: torch.Generator
+) -> list[list[str]]:
+    """``k`` expressions per sample from the pool of its category (without replacement while
+    the pool lasts, then with). A category with an empty pool gets none."""
+    out = []
+    for category in categories:  # data preparation, once per screen
+        pool = pools.get(category, [])
+        if not pool:
+            out.append([])
+            continue
+        if len(pool) >= k:
+            idx = torch.randperm(len(pool), generator=gen)[:k]
+        else:
+            idx = torch.randint(len(pool), (k,), generator=gen)
+        out.append([pool[int(i)] for i in idx])
+    return out
+
+
+def named_kinds(text: str, kinds: dict[str, set[str]]) -> dict[str, bool]:
+    """Per attribute kind of the target, whether ``text`` holds one of its words."""
+    words = set(_WORD.findall(text.lower()))
+    return {kind: bool(words & targets) for kind, targets in kinds.items()}
+
+
+def recovery(
+    chosen: Sequence[str], candidates: Sequence[Sequence[str]], kinds: Sequence[dict[str, set[str]]]
+) -> dict[str, Any]:
+    """Share of samples whose chosen text names a left-out attribute (per kind and any), against
+    chance: the mean over each sample's own candidates (a uniformly random candidate)."""
+    out: dict[str, Any] = {}
+    for kind in ("position", "size", "colour", "relation", "any"):
+        hits, chance, n = 0.0, 0.0, 0
+        for text, cands, target in zip(chosen, candidates, kinds, strict=True):
+            if kind == "any":
+                target = {"any": set().union(*target.values())} if target else {}
+            if kind not in target or not target[kind] or not cands:
+                continue
+            n += 1
+            hits += named_kinds(text, target)[kind]
+            chance += sum(named_kinds(c, target)[kind] for c in cands) / len(cands)
+        out[kind] = {
+            "samples": n,
+            "chosen": hits / n if n else None,
+            "chance": chance / n if n else None,
+        }
+    return out
+
+
+def main() -> int:
+    from wrel.core.config_io import from_dict
+    from wrel.engine.checkpoint import load_model
+    from wrel.engine.experiment import ExperimentConfig
+    from wrel.engine.leakage import leakage_subset, original_expressions
+    from wrel.engine.loaders import eval_loader, load_split_samples
+    from wrel.engine.validation import evaluate_model
+    from wrel.studies.bank_decode import attribute_words
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="run folder of the frozen teacher")
+    parser.add_argument("--checkpoint", default="best", help="checkpoints/<name> (best)")
+    parser.add_argument("--judge", type=Path, help="run folder of a model that reads expressions")
+    parser.add_argument("--judge-checkpoint", default="best")
+    parser.add_argument("--samples", type=int, default=64, help="weak training samples")
+    parser.add_argument("--candidates", type=int, default=16, help="real expressions per sample")
+    parser.add_argument("--batch", type=int, default=8, help="samples per scoring pass")
+    parser.add_argument("--chunk", type=int, default=256, help="forwards per pass")
+    parser.add_argument("--dice", default="foreground-mean-smooth1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    if args.candidates < 1 or args.samples < 1:
+        parser.error("--candidates and --samples must be at least 1")
+
+    torch.manual_seed(args.seed)
+    cfg = from_dict(ExperimentConfig, json.loads((args.run / "config.json").read_text()))
+    cfg.train.eval_batch_size = 64
+    teacher = _load_teacher(args.run / "checkpoints" / args.checkpoint, cfg, load_model).eval()
+    judge = None
+    if args.judge is not None:
+        jcfg = from_dict(ExperimentConfig, json.loads((args.judge / "config.json").read_text()))
+        judge = _load_teacher(args.judge / "checkpoints" / args.judge_checkpoint, jcfg, load_model)
+        judge.eval()
+    samples = load_split_samples(cfg.data)
+    weak = [s for s in samples["train"] if s.quality == "weak"]
+    pools: dict[str, list[str]] = {}
+    for s in samples["train"]:
+        if s.quality == "accurate":
+            pools.setdefault(s.category, []).append(s.text)
+    expressions = original_expressions(cfg.data.root, cfg.data.name, cfg.data.train_split)
+    subset = leakage_subset(weak, expressions, args.samples, args.seed)
+    attributes = json.loads(
+        (Path(cfg.data.root) / (cfg.data.name or "synthetic") / "attributes.json").read_text()
+    )
+
+    images, masks, prefixes, ids = [], [], [], []
+    for batch in eval_loader(cfg, subset):
+        images.append(batch["image"])
+        masks.append(batch["mask"])
+        prefixes += list(batch["text"])
+        ids += [int(i) for i in batch["sample_id"]]
+    image_t, mask_t = torch.cat(images), torch.cat(masks)
+    by_id = {s.sample_id: s for s in subset}
+    gen = torch.Generator().manual_seed(args.seed)
+    candidates = draw_candidates(pools, [by_id[i].category for i in ids], args.candidates, gen)
+    if any(len(c) != args.candidates for c in candidates):
+        raise SystemExit("a category of the subset has no accurate training expression")
+
+    start = time.perf_counter()
+    chosen: list[str] = []
+    for lo in range(0, len(ids), args.batch):
+        hi = min(lo + args.batch, len(ids))
+        texts = [t for j in range(lo, hi) for t in (prefixes[j], *candidates[j])]
+        losses = per_sample_losses(
+            teacher, image_t[lo:hi], mask_t[lo:hi], texts, args.dice, args.chunk
+        )
+        for j, p in zip(range(lo, hi), choose(losses).tolist(), strict=True):
+            chosen.append(prefixes[j] if p == 0 else candidates[j][p - 1])
+    seconds = time.perf_counter() - start
+
+    as_text = {
+        "class_name": prefixes,
+        "expression": [expressions[i] for i in ids],
+        "chosen": chosen,
+        "random_candidate": [c[0] for c in candidates],  # drawn at random: a blind pick
+    }
+
+    def score(model: Any, texts: list[str]) -> float:
+        items = [
+            replace(by_id[i], text=t, quality="accurate") for i, t in zip(ids, texts, strict=True)
+        ]
+        return float(evaluate_model(model, eval_loader(cfg, items), torch.device("cpu"))["mIoU"])
+
+    miou = {name: score(teacher, texts) for name, texts in as_text.items()}
+    judged = {name: score(judge, texts) for name, texts in as_text.items()} if judge else None
+    kinds = [
+        attribute_words(attributes[str(i)].get("attributes") or {}, by_id[i].category) for i in ids
+    ]
+    report: dict[str, Any] = {
+        "teacher": f"{args.run}/checkpoints/{args.checkpoint}",
+        "judge": f"{args.judge}/checkpoints/{args.judge_checkpoint}" if judge else None,
+        "samples": len(ids),
+        "candidates": args.candidates,
+        "kept_class_name": sum(c == p for c, p in zip(chosen, prefixes, strict=True)) / len(ids),
+        "seconds": seconds,
+        "mIoU_teacher": miou,
+        "mIoU_judge": judged,
+        "recovery": recovery(chosen, candidates, kinds),
+        "examples": [
+            {"expression": as_text["expression"][k], "chosen": chosen[k]} for k in range(12)
+        ],
+    }
+    print(json.dumps({k: v for k, v in report.items() if k != "examples"}, indent=1))
+    for ex in report["examples"]:
+        print(f"  {ex['expression']!r:45s} -> {ex['chosen']!r}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
