@@ -48,25 +48,6 @@ from word_search_screen import _load_teacher, choose, per_sample_losses  # noqa:
 _WORD = re.compile(r"[a-z][a-z'-]+")
 
 
-def draw_candidates(
-    pools: dict[str, list[str]], categories: Sequence[str], k: int, gen: torch.Generator
-) -> list[list[str]]:
-    """``k`` expressions per sample from the pool of its category (without replacement while
-    the pool lasts, then with). A category with an empty pool gets none."""
-    out = []
-    for category in categories:  # data preparation, once per screen
-        pool = pools.get(category, [])
-        if not pool:
-            out.append([])
-            continue
-        if len(pool) >= k:
-            idx = torch.randperm(len(pool), generator=gen)[:k]
-        else:
-            idx = torch.randint(len(pool), (k,), generator=gen)
-        out.append([pool[int(i)] for i in idx])
-    return out
-
-
 def named_kinds(text: str, kinds: dict[str, set[str]]) -> dict[str, bool]:
     """Per attribute kind of the target, whether ``text`` holds one of its words."""
     words = set(_WORD.findall(text.lower()))
@@ -104,6 +85,7 @@ def main() -> int:
     from wrel.engine.leakage import leakage_subset, original_expressions
     from wrel.engine.loaders import eval_loader, load_split_samples
     from wrel.engine.validation import evaluate_model
+    from wrel.methods.retrieval import ExpressionBank
     from wrel.studies.bank_decode import attribute_words
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -133,10 +115,6 @@ def main() -> int:
         judge.eval()
     samples = load_split_samples(cfg.data)
     weak = [s for s in samples["train"] if s.quality == "weak"]
-    pools: dict[str, list[str]] = {}
-    for s in samples["train"]:
-        if s.quality == "accurate":
-            pools.setdefault(s.category, []).append(s.text)
     expressions = original_expressions(cfg.data.root, cfg.data.name, cfg.data.train_split)
     subset = leakage_subset(weak, expressions, args.samples, args.seed)
     attributes = json.loads(
@@ -151,16 +129,18 @@ def main() -> int:
         ids += [int(i) for i in batch["sample_id"]]
     image_t, mask_t = torch.cat(images), torch.cat(masks)
     by_id = {s.sample_id: s for s in subset}
-    gen = torch.Generator().manual_seed(args.seed)
-    candidates = draw_candidates(pools, [by_id[i].category for i in ids], args.candidates, gen)
-    if any(len(c) != args.candidates for c in candidates):
+    # the retrieve stage's own candidates (wrel.methods.retrieval), for this subset only
+    bank = ExpressionBank.for_samples(samples["train"], ids, args.candidates, args.seed)
+    rows = bank.row_index(torch.tensor(ids))
+    if bool((bank.candidates[rows] < 0).any()):
         raise SystemExit("a category of the subset has no accurate training expression")
+    candidates = [[bank.pool[j] for j in row] for row in bank.candidates[rows].tolist()]
 
     start = time.perf_counter()
     chosen: list[str] = []
     for lo in range(0, len(ids), args.batch):
         hi = min(lo + args.batch, len(ids))
-        texts = [t for j in range(lo, hi) for t in (prefixes[j], *candidates[j])]
+        texts = bank.candidate_texts(rows[lo:hi], prefixes[lo:hi])
         losses = per_sample_losses(
             teacher, image_t[lo:hi], mask_t[lo:hi], texts, args.dice, args.chunk
         )

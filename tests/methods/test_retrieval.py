@@ -242,3 +242,26 @@ def test_a_retrieve_run_trains_resumes_and_writes_its_expressions(
     assert resumed["test"] == reference["test"]
     again = json.loads((tmp_path / "crash" / "expressions.json").read_text())
     assert again == saved
+
+
+def test_screen_recovery_counts_named_attributes_against_the_candidates(benchmark_script) -> None:
+    screen = benchmark_script("retrieval_screen")
+    kinds = [{"colour": {"white"}, "position": {"left", "leftmost"}}, {"size": {"large"}}, {}]
+    assert screen.named_kinds("The WHITE ship on the right", kinds[0]) == {
+        "colour": True,
+        "position": False,
+    }
+    chosen = ["the white ship at the left", "a ship", "ship"]
+    candidates = [
+        ["the white ship at the left", "the red ship", "a ship", "the ship on the right"],
+        ["the large ship", "a ship"],
+        ["a ship"],
+    ]
+    out = screen.recovery(chosen, candidates, kinds)
+    assert out["colour"] == {"samples": 1, "chosen": 1.0, "chance": 0.25}
+    assert out["position"] == {"samples": 1, "chosen": 1.0, "chance": 0.25}
+    assert out["size"] == {"samples": 1, "chosen": 0.0, "chance": 0.5}
+    assert out["relation"]["samples"] == 0 and out["relation"]["chosen"] is None
+    # any kind: sample 0 named one (chance 1/4: only its first candidate names one), sample 1
+    # named none (chance 1/2); the sample without attributes does not count
+    assert out["any"] == {"samples": 2, "chosen": 0.5, "chance": 0.375}
