@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,38 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from word_search_screen import _load_teacher, choose, per_sample_losses  # noqa: E402
 
-_WORD = re.compile(r"[a-z][a-z'-]+")
-
-
-def named_kinds(text: str, kinds: dict[str, set[str]]) -> dict[str, bool]:
-    """Per attribute kind of the target, whether ``text`` holds one of its words."""
-    words = set(_WORD.findall(text.lower()))
-    return {kind: bool(words & targets) for kind, targets in kinds.items()}
-
-
-def recovery(
-    chosen: Sequence[str], candidates: Sequence[Sequence[str]], kinds: Sequence[dict[str, set[str]]]
-) -> dict[str, Any]:
-    """Share of samples whose chosen text names a left-out attribute (per kind and any), against
-    chance: the mean over each sample's own candidates (a uniformly random candidate)."""
-    out: dict[str, Any] = {}
-    for kind in ("position", "size", "colour", "relation", "any"):
-        hits, chance, n = 0.0, 0.0, 0
-        for text, cands, target in zip(chosen, candidates, kinds, strict=True):
-            if kind == "any":
-                target = {"any": set().union(*target.values())} if target else {}
-            if kind not in target or not target[kind] or not cands:
-                continue
-            n += 1
-            hits += named_kinds(text, target)[kind]
-            chance += sum(named_kinds(c, target)[kind] for c in cands) / len(cands)
-        out[kind] = {
-            "samples": n,
-            "chosen": hits / n if n else None,
-            "chance": chance / n if n else None,
-        }
-    return out
-
 
 def main() -> int:
     from wrel.core.config_io import from_dict
@@ -86,7 +52,7 @@ def main() -> int:
     from wrel.engine.loaders import eval_loader, load_split_samples
     from wrel.engine.validation import evaluate_model
     from wrel.methods.retrieval import ExpressionBank
-    from wrel.studies.bank_decode import attribute_words
+    from wrel.studies.bank_decode import attribute_words, expression_recovery
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run folder of the frozen teacher")
@@ -175,7 +141,7 @@ def main() -> int:
         "seconds": seconds,
         "mIoU_teacher": miou,
         "mIoU_judge": judged,
-        "recovery": recovery(chosen, candidates, kinds),
+        "recovery": expression_recovery(chosen, candidates, kinds),
         "examples": [
             {"expression": as_text["expression"][k], "chosen": chosen[k]} for k in range(12)
         ],

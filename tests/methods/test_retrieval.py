@@ -223,6 +223,23 @@ def test_a_retrieve_run_trains_resumes_and_writes_its_expressions(
     assert saved["rows"] == len(saved["samples"]) > 0 and saved["candidates"] == 3
     assert all(isinstance(s["text"], str) and s["text"] for s in saved["samples"])
 
+    # wrel bank decode reads the expression bank and scores it against attributes.json
+    from wrel.cli import main
+
+    out = tmp_path / "decode.json"
+    assert (
+        main(
+            ["bank", "decode", str(tmp_path / "ref"), "--data", str(tiny_bench), "--out", str(out)]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert report["rows"] == saved["rows"] and report["candidates"] == 3
+    by_id = {s["sample_id"]: s for s in saved["samples"]}
+    assert all(s["chosen"] == by_id[s["sample_id"]]["text"] for s in report["samples"])
+    assert report["scores"]["any"]["samples"] > 0
+    assert 0 <= report["scores"]["any"]["chance"] <= 1
+
     # crash inside the student stage, resume: same result as uninterrupted
     calls = {"n": 0}
     original = SupervisedStage.training_step
@@ -244,10 +261,11 @@ def test_a_retrieve_run_trains_resumes_and_writes_its_expressions(
     assert again == saved
 
 
-def test_screen_recovery_counts_named_attributes_against_the_candidates(benchmark_script) -> None:
-    screen = benchmark_script("retrieval_screen")
+def test_recovery_counts_named_attributes_against_the_candidates() -> None:
+    from wrel.studies.bank_decode import expression_recovery, named_kinds
+
     kinds = [{"colour": {"white"}, "position": {"left", "leftmost"}}, {"size": {"large"}}, {}]
-    assert screen.named_kinds("The WHITE ship on the right", kinds[0]) == {
+    assert named_kinds("The WHITE ship on the right", kinds[0]) == {
         "colour": True,
         "position": False,
     }
@@ -257,7 +275,7 @@ def test_screen_recovery_counts_named_attributes_against_the_candidates(benchmar
         ["the large ship", "a ship"],
         ["a ship"],
     ]
-    out = screen.recovery(chosen, candidates, kinds)
+    out = expression_recovery(chosen, candidates, kinds)
     assert out["colour"] == {"samples": 1, "chosen": 1.0, "chance": 0.25}
     assert out["position"] == {"samples": 1, "chosen": 1.0, "chance": 0.25}
     assert out["size"] == {"samples": 1, "chosen": 0.0, "chance": 0.5}

@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 
 from wrel.engine.checkpoint import atomic_write_text
-from wrel.studies.bank_decode import decode_bank, summary_table
+from wrel.studies.bank_decode import (
+    decode_bank,
+    decode_expressions,
+    expression_summary_table,
+    summary_table,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "relation, the other class's name; a sample counts as recovered for a kind when "
             "any of its P x k words names it. The chance baseline is the exact expected "
             "rate of k distinct random words per slot from the same vocabulary. Prints the first "
-            "samples' words and a summary table; writes everything to a JSON report."
+            "samples' words and a summary table; writes everything to a JSON report. A run of "
+            "the retrieve method has an expression bank instead (no bank.safetensors): its "
+            "chosen expressions are listed and scored the same way, against a random candidate "
+            "of the same sample (read from RUN/checkpoints/last)."
         ),
         epilog=(
             "example: wrel bank decode runs/lrb --k 5 --show 5   "
@@ -70,6 +78,40 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _has_retrieve_stage(run: Path) -> bool:
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(
+        isinstance(s, dict) and s.get("kind") == "retrieve" for s in config.get("stages", [])
+    )
+
+
+def _decode_expressions(args: argparse.Namespace, out: Path) -> int:
+    """``wrel bank decode`` on a retrieve run: its chosen expressions, scored."""
+    report = decode_expressions(args.run, data_root=args.data)
+    shown = report["samples"] if args.show == -1 else report["samples"][: args.show]
+    for entry in shown:
+        print(
+            f"sample {entry['sample_id']} ({entry.get('class_name')}: "
+            f"{entry.get('expression')!r}) -> {entry.get('chosen')!r}"
+        )
+    print(
+        f"\n{report['rows']} weak samples, {report['candidates']} candidates each; "
+        f"{100 * (report['kept_class_name'] or 0):.1f} % kept the bare class name"
+    )
+    print(expression_summary_table(report))
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+    print(f"written: {out}")
+    if args.summary:
+        summary = {k: v for k, v in report.items() if k != "samples"}
+        summary["samples_shown"] = shown
+        atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
+        print(f"written: {args.summary}")
+    return 0
+
+
 def run_decode(args: argparse.Namespace) -> int:
     """Decode, print, write the report."""
 
@@ -79,6 +121,9 @@ def run_decode(args: argparse.Namespace) -> int:
     for flag, path in (("--out", out), ("--summary", args.summary)):
         if path is not None and Path(path).is_dir():
             raise ValueError(f"{flag} {path} is a folder; give a file path")
+    run = Path(args.run)
+    if not (run / "bank.safetensors").is_file() and _has_retrieve_stage(run):
+        return _decode_expressions(args, out)
     report = decode_bank(
         args.run,
         k=args.k,

@@ -33,6 +33,10 @@ __all__ = [
     "attribute_words",
     "chance_of_hit",
     "decode_bank",
+    "decode_expressions",
+    "expression_recovery",
+    "expression_summary_table",
+    "named_kinds",
     "nearest_words",
     "score_recovery",
     "word_vocabulary",
@@ -318,6 +322,126 @@ def decode_bank(
         report["scores"] = score_recovery(idx[keep], scored, vocab)
         report["scores"]["samples_with_attributes"] = len(scored)
     return report
+
+
+def named_kinds(text: str, kinds: dict[str, set[str]]) -> dict[str, bool]:
+    """Per attribute kind of a sample (:func:`attribute_words`), whether ``text`` names it."""
+    words = set(_WORD.findall(text.lower()))
+    return {kind: bool(words & targets) for kind, targets in kinds.items()}
+
+
+def expression_recovery(
+    chosen: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    kinds: Sequence[dict[str, set[str]]],
+) -> dict[str, Any]:
+    """How often a chosen text names what the class name left out, per kind and for any kind,
+    against chance: the mean over each sample's own candidates (a uniformly random candidate).
+
+    A sample counts for a kind when it has words of that kind and at least one candidate.
+    """
+    out: dict[str, Any] = {}
+    for kind in (*KINDS, "any"):
+        hits, chance, n = 0.0, 0.0, 0
+        for text, cands, target in zip(chosen, candidates, kinds, strict=True):
+            if kind == "any":
+                target = {"any": set().union(*target.values())} if target else {}
+            if not target.get(kind) or not cands:
+                continue
+            n += 1
+            hits += named_kinds(text, target)[kind]
+            chance += sum(named_kinds(c, target)[kind] for c in cands) / len(cands)
+        out[kind] = {
+            "samples": n,
+            "chosen": hits / n if n else None,
+            "chance": chance / n if n else None,
+        }
+    return out
+
+
+def decode_expressions(
+    run_dir: str | Path, *, data_root: str | Path | None = None
+) -> dict[str, Any]:
+    """Read the expression bank of a ``retrieve`` run (wrel.methods.retrieval) and score it.
+
+    The bank (candidates, choices, expression pool) is read from the run's last resume state,
+    which a finished run keeps; per weak sample the report lists the chosen text beside the
+    true expression and attributes (``attributes.json``), and scores how often the chosen text
+    names the left-out attribute against a random candidate of the same sample.
+    """
+    from wrel.engine.state import load_resume_state
+    from wrel.methods.retrieval import ExpressionBank
+
+    run_dir = require_folder(run_dir, "run folder")
+    last = run_dir / "checkpoints" / "last"
+    state = load_resume_state(last)
+    saved = (state.get("stage") or {}).get("expressions")
+    if saved is None:
+        raise ValueError(
+            f"{last} holds no expression bank: the run has not reached its retrieve stage, "
+            "or it is not a retrieve run"
+        )
+    bank = ExpressionBank.from_state(saved)
+    config = (
+        json.loads((run_dir / "config.json").read_text())
+        if (run_dir / "config.json").is_file()
+        else {}
+    )
+    data_cfg = config.get("data") or {}
+    root = Path(data_root) if data_root is not None else Path(data_cfg.get("root") or "data")
+    attr_file = _attributes_file(root, data_cfg.get("name"))
+    attrs: dict[str, Any] = json.loads(attr_file.read_text()) if attr_file.is_file() else {}
+    ids = bank.ids.tolist()
+    names = [str((attrs.get(str(i)) or {}).get("class_name") or "") for i in ids]
+    rows = torch.arange(len(ids))
+    chosen = bank.chosen_texts(rows, names)
+    cands = [[bank.pool[j] for j in row if j >= 0] for row in bank.candidates.tolist()]
+    samples: list[dict[str, Any]] = [
+        {
+            "sample_id": int(i),
+            "class_name": (attrs.get(str(i)) or {}).get("class_name"),
+            "expression": (attrs.get(str(i)) or {}).get("expression"),
+            "attributes": (attrs.get(str(i)) or {}).get("attributes"),
+            "choice": int(c),
+            "chosen": t if (c or attrs) else None,
+        }
+        for i, c, t in zip(ids, bank.choice.tolist(), chosen, strict=True)
+    ]
+    report: dict[str, Any] = {
+        "run": str(run_dir),
+        "state": str(last),
+        **bank.summary(),
+        "attributes_file": str(attr_file) if attrs else None,
+        "scores": None,
+        "samples": samples,
+    }
+    scored = [k for k, s in enumerate(samples) if s["attributes"] is not None]
+    if scored:
+        kinds = [attribute_words(samples[k]["attributes"] or {}, names[k]) for k in scored]
+        report["scores"] = expression_recovery(
+            [chosen[k] for k in scored], [cands[k] for k in scored], kinds
+        )
+        report["scores"]["samples_with_attributes"] = len(scored)
+    return report
+
+
+def expression_summary_table(report: dict[str, Any]) -> str:
+    """Markdown table of an expression bank's recovery against a random candidate."""
+    scores = report.get("scores")
+    if not scores:
+        return "(no attributes.json entries for these samples: nothing scored; pass --data)"
+    lines = [
+        "| kind | samples | chosen text names it | a random candidate |",
+        "|---|---|---|---|",
+    ]
+    for kind in (*KINDS, "any"):
+        row = scores[kind]
+        if row["samples"]:
+            lines.append(
+                f"| {kind} | {row['samples']} | {100 * row['chosen']:.1f} % | "
+                f"{100 * row['chance']:.1f} % |"
+            )
+    return "\n".join(lines)
 
 
 def summary_table(report: dict[str, Any]) -> str:
