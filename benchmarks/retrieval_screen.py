@@ -41,7 +41,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from word_search_screen import _load_teacher, choose, per_sample_losses  # noqa: E402
+from word_search_screen import (  # noqa: E402
+    _load_teacher,
+    choose,
+    eval_tensors,
+    per_sample_losses,
+)
 
 
 def main() -> int:
@@ -87,13 +92,7 @@ def main() -> int:
         (Path(cfg.data.root) / (cfg.data.name or "synthetic") / "attributes.json").read_text()
     )
 
-    images, masks, prefixes, ids = [], [], [], []
-    for batch in eval_loader(cfg, subset):
-        images.append(batch["image"])
-        masks.append(batch["mask"])
-        prefixes += list(batch["text"])
-        ids += [int(i) for i in batch["sample_id"]]
-    image_t, mask_t = torch.cat(images), torch.cat(masks)
+    image_t, mask_t, prefixes, ids = eval_tensors(cfg, subset, eval_loader)
     by_id = {s.sample_id: s for s in subset}
     # the retrieve stage's own candidates (wrel.methods.retrieval), for this subset only
     bank = ExpressionBank.for_samples(samples["train"], ids, args.candidates, args.seed)

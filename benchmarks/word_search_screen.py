@@ -50,6 +50,20 @@ def choose(losses: Tensor) -> Tensor:
     return losses.argmin(dim=1)
 
 
+def eval_tensors(
+    cfg: Any, subset: list[Any], eval_loader: Any
+) -> tuple[Tensor, Tensor, list[str], list[int]]:
+    """Images ``(N, 3, H, W)`` and masks ``(N, H, W)`` of ``subset`` as the evaluation sees
+    them (eval transforms, network input size), with their texts and sample ids."""
+    images, masks, texts, ids = [], [], [], []
+    for batch in eval_loader(cfg, subset):
+        images.append(batch["image"])
+        masks.append(batch["mask"])
+        texts += list(batch["text"])
+        ids += [int(i) for i in batch["sample_id"]]
+    return torch.cat(images), torch.cat(masks), texts, ids
+
+
 @torch.no_grad()
 def per_sample_losses(
     model: Any, images: Tensor, masks: Tensor, texts: list[str], dice: str, chunk: int
@@ -111,13 +125,7 @@ def main() -> int:
         return float(evaluate_model(model, eval_loader(cfg, items), torch.device("cpu"))["mIoU"])
 
     # images and masks as the evaluation sees them (eval transforms, network input size)
-    images, masks, prefixes, ids = [], [], [], []
-    for batch in eval_loader(cfg, subset):
-        images.append(batch["image"])
-        masks.append(batch["mask"])
-        prefixes += list(batch["text"])
-        ids += [int(i) for i in batch["sample_id"]]
-    image_t, mask_t = torch.cat(images), torch.cat(masks)
+    image_t, mask_t, prefixes, ids = eval_tensors(cfg, subset, eval_loader)
     by_id = {s.sample_id: s for s in subset}
 
     start = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from wrel.engine.checkpoint import atomic_write_text
 from wrel.studies.bank_decode import (
@@ -78,6 +79,20 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _write_reports(
+    report: dict[str, Any], shown: list[dict[str, Any]], out: Path, summary_path: str | None
+) -> None:
+    """The full JSON report, and with ``--summary`` the report without its per-sample entries
+    plus the samples shown."""
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+    print(f"written: {out}")
+    if summary_path:
+        summary = {k: v for k, v in report.items() if k != "samples"}
+        summary["samples_shown"] = shown
+        atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
+        print(f"written: {summary_path}")
+
+
 def _has_retrieve_stage(run: Path) -> bool:
     try:
         config = json.loads((run / "config.json").read_text())
@@ -102,13 +117,7 @@ def _decode_expressions(args: argparse.Namespace, out: Path) -> int:
         f"{100 * (report['kept_class_name'] or 0):.1f} % kept the bare class name"
     )
     print(expression_summary_table(report))
-    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
-    print(f"written: {out}")
-    if args.summary:
-        summary = {k: v for k, v in report.items() if k != "samples"}
-        summary["samples_shown"] = shown
-        atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
-        print(f"written: {args.summary}")
+    _write_reports(report, shown, out, args.summary)
     return 0
 
 
@@ -148,11 +157,5 @@ def run_decode(args: argparse.Namespace) -> int:
         f"vocabulary ({report['parametrization']} bank)"
     )
     print(summary_table(report))
-    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
-    print(f"written: {out}")
-    if args.summary:
-        summary = {k: v for k, v in report.items() if k != "samples"}
-        summary["samples_shown"] = shown
-        atomic_write_text(args.summary, json.dumps(summary, indent=1) + "\n")
-        print(f"written: {args.summary}")
+    _write_reports(report, shown, out, args.summary)
     return 0
