@@ -142,7 +142,8 @@ def main() -> int:
         "mIoU_judge": judged,
         "recovery": expression_recovery(chosen, candidates, kinds),
         "examples": [
-            {"expression": as_text["expression"][k], "chosen": chosen[k]} for k in range(12)
+            {"expression": as_text["expression"][k], "chosen": chosen[k]}
+            for k in range(min(12, len(ids)))
         ],
     }
     print(json.dumps({k: v for k, v in report.items() if k != "examples"}, indent=1))

@@ -184,7 +184,8 @@ def main() -> int:
         "mIoU": miou,
         "recovery": recovery,
         "examples": [
-            {"expression": as_text["expression"][k], "searched": texts[k]} for k in range(12)
+            {"expression": as_text["expression"][k], "searched": texts[k]}
+            for k in range(min(12, len(ids)))
         ],
     }
     report["recovery"]["chance_any"] = _chance_any(rows, words, counts)
