@@ -283,3 +283,33 @@ def test_recovery_counts_named_attributes_against_the_candidates() -> None:
     # any kind: sample 0 named one (chance 1/4: only its first candidate names one), sample 1
     # named none (chance 1/2); the sample without attributes does not count
     assert out["any"] == {"samples": 2, "chosen": 0.5, "chance": 0.375}
+
+
+def test_a_retrieve_stage_iterates_every_weak_sample_once_without_cutout(
+    tiny_bench: Path, tiny_model_sets: list[str]
+) -> None:
+    from wrel.core.distributed import DistInfo
+    from wrel.engine.experiment import build_experiment
+    from wrel.engine.loaders import load_split_samples, stage_data
+
+    cfg = build_experiment(
+        "retrieve",
+        assignments=[
+            f"data.root={tiny_bench}",
+            "data.accurate_ratio=0.5",
+            "data.image_size=16",
+            "data.cutout_prob=1.0",
+            "train.batch_size=3",  # does not divide the weak samples: a last partial batch
+            *tiny_model_sets,
+        ],
+    )
+    train = load_split_samples(cfg.data)["train"]
+    weak = sorted(s.sample_id for s in train if s.quality == "weak")
+    assert len(weak) % 3 != 0
+    data = stage_data(cfg, cfg.stages[1], train, DistInfo())
+    seen = [int(i) for batch in data.loader(0, 0) for i in batch["sample_id"]]
+    assert sorted(seen) == weak and data.iters_per_epoch == -(-len(weak) // 3)
+    assert data.dataset.cutout_prob == 0.0
+    # a training stage keeps the configured cut-outs and drops its last partial batch
+    teacher = stage_data(cfg, cfg.stages[2], train, DistInfo())
+    assert teacher.dataset.cutout_prob == 1.0 and teacher.drop_last

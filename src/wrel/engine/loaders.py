@@ -77,17 +77,19 @@ def stage_data(
             "or the stage's samples"
         )
     size = cfg.data.image_size
+    # a retrieve stage scores every sample once, as it is: no cut-out, no dropped last batch
+    scoring = stage_cfg.kind == "retrieve"
     dataset = RefSegDataset(
         samples,
         image_size=(size, size),
         seed=cfg.train.seed,
-        cutout_prob=cfg.data.cutout_prob,
+        cutout_prob=0.0 if scoring else cfg.data.cutout_prob,
         cutout_scale=cfg.data.cutout_scale,
         scaling=cfg.data.image_scaling,
     )
     per_rank = cfg.train.batch_size // dist.world_size
     per_rank_samples = math.ceil(len(samples) / dist.world_size)
-    drop_last = cfg.train.drop_last and per_rank_samples >= per_rank
+    drop_last = cfg.train.drop_last and per_rank_samples >= per_rank and not scoring
     iters_per_epoch = (
         per_rank_samples // per_rank if drop_last else math.ceil(per_rank_samples / per_rank)
     )
