@@ -220,6 +220,11 @@ def test_a_retrieve_run_trains_resumes_and_writes_its_expressions(
     saved = json.loads((tmp_path / "ref" / "expressions.json").read_text())
     weak = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("stage") == "retrieve" and "kept_class_name" in r for r in weak)
+    # the leakage monitor scores the retrieved texts: at the retrieve stage's end (the teacher)
+    # and at each val evaluation of the student stage
+    leaks = [r for r in weak if r.get("event") == "leakage"]
+    assert {r["stage"] for r in leaks} == {"retrieve", "joint"}
+    assert all(r["num_samples"] > 0 and r["mIoU_bank"] is not None for r in leaks)
     assert saved["rows"] == len(saved["samples"]) > 0 and saved["candidates"] == 3
     assert all(isinstance(s["text"], str) and s["text"] for s in saved["samples"])
 
@@ -313,3 +318,42 @@ def test_a_retrieve_stage_iterates_every_weak_sample_once_without_cutout(
     # a training stage keeps the configured cut-outs and drops its last partial batch
     teacher = stage_data(cfg, cfg.stages[2], train, DistInfo())
     assert teacher.dataset.cutout_prob == 1.0 and teacher.drop_last
+
+
+def test_leakage_monitor_scores_a_retrieve_run_with_its_chosen_texts(
+    tiny_bench: Path, tiny_model_sets: list[str], monkeypatch
+) -> None:
+    import wrel.engine.leakage as leakage
+    from wrel.engine.experiment import build_experiment
+    from wrel.engine.loaders import load_split_samples
+
+    cfg = build_experiment(
+        "retrieve",
+        assignments=[
+            f"data.root={tiny_bench}",
+            "data.accurate_ratio=0.5",
+            "bank.leakage_samples=3",
+            *tiny_model_sets,
+        ],
+    )
+    train = load_split_samples(cfg.data)["train"]
+    weak_ids = [s.sample_id for s in train if s.quality == "weak"]
+    bank = ExpressionBank.for_samples(train, weak_ids, k=2, seed=0)
+    bank.set_choice(torch.arange(len(weak_ids)), torch.ones(len(weak_ids), dtype=torch.int64))
+    scored: list[list[str]] = []
+
+    def fake_evaluate(model, loader, device, **kw):
+        assert kw.get("bank") is None  # an expression bank is text, not prompts
+        scored.append([s.text for s in loader.dataset.samples])
+        return {"mIoU": 50.0}
+
+    monkeypatch.setattr(leakage, "evaluate_model", fake_evaluate)
+    out = leakage.measure_leakage(None, bank, train, cfg, torch.device("cpu"))
+    assert out["num_samples"] == 3 and out["mIoU_bank"] == 50.0
+    weak = {s.sample_id: s.text for s in train if s.quality == "weak"}
+    rows = bank.row_index(torch.tensor(list(weak)))
+    names = set(weak.values())
+    # the retrieved texts (a class name only where its category has no accurate expression)
+    assert set(scored[0]) <= set(bank.chosen_texts(rows, list(weak.values())))
+    assert set(scored[0]) - names  # some weak sample reads an expression
+    assert set(scored[1]) <= names  # then the bare class names

@@ -14,6 +14,10 @@ holds: the sample's mask. The trainer logs the result as a ``"leakage"`` event i
 ``metrics.jsonl``; in the terms of docs/theory.md it measures the effective ``Delta`` with the
 bank on the training samples, along training.
 
+For a ``retrieve`` run (wrel.methods.retrieval) the "bank" is the expression bank:
+``mIoU_bank`` scores each sample with the real expression chosen for it, so a gap far above the
+true expression's means the choice among the candidates works as a key.
+
 The true expressions of weak samples never enter training: they are read here from the data set's
 own annotation files (the train split loaded with no weak split), the way ``wrel bound`` does.
 """
@@ -79,6 +83,18 @@ def leakage_subset(
     return pool
 
 
+def monitored_bank(stage: Any) -> Any:
+    """The bank a stage trains with: its reference bank, its expression bank (a retrieve
+    stage), the expression bank its weak samples read (``weak_text="retrieved"``), or None."""
+    if getattr(stage, "bank", None) is not None:
+        return stage.bank
+    if getattr(stage, "expressions", None) is not None:
+        return stage.expressions
+    if getattr(stage, "retrieved", False):
+        return stage.ctx.expressions
+    return None
+
+
 def measure_leakage(
     model: nn.Module,
     bank: Any,
@@ -92,7 +108,9 @@ def measure_leakage(
 
     Args:
         model: the evaluated student (``RefSegModel`` interface).
-        bank: the stage's ``ReferenceBank`` (rows for every weak training sample).
+        bank: the stage's ``ReferenceBank`` (rows for every weak training sample), or the
+            ``ExpressionBank`` of a retrieve run (``mIoU_bank`` is then the score with each
+            sample's retrieved expression in place of its class name).
         train_samples: the run's train samples (with the weak split).
         cfg: the run's ``ExperimentConfig`` (data root, image size, batch, amp, protocol,
             ``bank.leakage_samples`` / ``bank.leakage_seed``).
@@ -123,9 +141,16 @@ def measure_leakage(
         )
         return float(metrics["mIoU"])
 
+    if hasattr(bank, "chosen_texts"):  # an expression bank: the texts the student reads
+        ids = torch.tensor([s.sample_id for s in subset])
+        texts = bank.texts(ids, torch.ones(len(subset), dtype=torch.bool), [s.text for s in subset])
+        read = [replace(s, text=t) for s, t in zip(subset, texts, strict=True)]
+        bank_score = score(read, False, "leakage: retrieved expression")
+    else:
+        bank_score = score(subset, True, "leakage: class name + bank")
     out: dict[str, Any] = {
         "num_samples": len(subset),
-        "mIoU_bank": score(subset, True, "leakage: class name + bank"),
+        "mIoU_bank": bank_score,
         "mIoU_class_name": score(subset, False, "leakage: class name"),
         "mIoU_expression": None,
         "gap": None,

@@ -53,7 +53,7 @@ from wrel.engine.checkpoint import (
     writer_alive,
 )
 from wrel.engine.experiment import ExperimentConfig, validate_experiment
-from wrel.engine.leakage import measure_leakage
+from wrel.engine.leakage import measure_leakage, monitored_bank
 from wrel.engine.loaders import StageData, eval_loader, load_split_samples, stage_data
 from wrel.engine.progress import Progress
 from wrel.engine.stages import build_stage
@@ -424,7 +424,7 @@ class Trainer:
     def _log_leakage(self, stage: Stage, model: torch.nn.Module, where: dict[str, Any]) -> None:
         """Score the leakage monitor's weak samples (wrel.engine.leakage) when ``stage`` has a
         bank: at each val evaluation, and at the end of a stage without one (bank init)."""
-        bank = getattr(stage, "bank", None)
+        bank = monitored_bank(stage)
         if bank is None or self.cfg.bank.leakage_samples <= 0:
             return
         leak = measure_leakage(model, bank, self.samples["train"], self.cfg, self.device)
