@@ -452,8 +452,8 @@ def test_bank_variant_is_chosen_on_val_not_test() -> None:
     assert len(lines) == 2 and lines[0].startswith("- 10% accurate")
     assert lines[0].endswith("chosen: LRB-WREL (word bank)")
     assert "LRB-WREL (paper recipe) 70.00 (n=1)" in lines[0] and "63.00 ± 1.41 (n=2)" in lines[0]
-    # seed 0 is the seed every method ran: the means over it are listed too
-    assert "on the seeds all of them ran ([0]):" in lines[0]
+    # scored against the paper recipe on the same seeds (seed 0): -10 and -8
+    assert "LRB-WREL -10.00 (seeds [0]), LRB-WREL (word bank) -8.00 (seeds [0])" in lines[0]
     assert lines[1].startswith("- 30% accurate") and lines[1].endswith("chosen: LRB-WREL")
     assert "all of them ran" not in lines[1]  # one method, nothing uneven
     assert variant_choice([rec("lrb-paper", 0, 70.0, 70.0)]) == []
@@ -480,6 +480,27 @@ def test_bank_variant_choice_compares_the_seeds_both_ran() -> None:
     # the paper recipe is listed, not a candidate: its seeds do not narrow the comparison
     (line,) = variant_choice([*records, rec("lrb-paper", 1, 60.0)])
     assert line.endswith("chosen: LRB-WREL (word bank)")
+
+
+def test_bank_variants_of_disjoint_seeds_are_compared_through_the_paper_recipe() -> None:
+    """Variants that share no seed are each paired with the paper recipe of their own seeds: a
+    variant that ran only an easy seed does not win on its raw mean."""
+    from wrel.studies.report import variant_choice
+
+    def rec(method: str, seed: int, val: float) -> dict:
+        return {"method": method, "accurate_ratio": 0.1, "seed": seed, "val": {"mIoU": val}}
+
+    records = [
+        *(rec("lrb-paper", s, v) for s, v in ((0, 62.0), (1, 61.0), (2, 57.0))),
+        rec("lrb-oa-teacher", 0, 62.5),  # easy seed: highest raw value, +0.5 over the recipe
+        rec("retrieve", 2, 58.5),  # hard seed: +1.5 over the recipe
+        *(rec("lrb-words", s, v) for s, v in ((0, 64.0), (1, 59.0), (2, 57.0))),  # 0 on average
+    ]
+    (line,) = variant_choice(records)
+    assert "Retrieved expressions +1.50 (seeds [2])" in line
+    assert "LRB-WREL (Only-Accurate teacher) +0.50 (seeds [0])" in line
+    assert "LRB-WREL (word bank) +0.00 (seeds [0, 1, 2])" in line
+    assert line.endswith("chosen: Retrieved expressions")
 
 
 def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) -> None:

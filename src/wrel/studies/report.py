@@ -355,9 +355,11 @@ def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> l
     part in the choice.
 
     Seeds differ in difficulty (the weak split and the initialisation change with the seed), so
-    where the listed methods ran different seeds the line also gives their means over the
-    seeds all of them ran, and the variants are compared on the seeds every variant ran (on
-    every seed when none is common)."""
+    a variant is scored by its val minus the paper recipe's on the same seeds (mean over the
+    seeds both ran), which compares variants that ran different seeds. Where the paper recipe
+    shares no seed with some variant, the variants are compared on the seeds every variant ran
+    (on every seed when none is common), and the line also gives the means over the seeds all
+    listed methods ran."""
     vals: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     for rec in records:
         if rec["method"] in (*BANK_VARIANTS, "lrb-paper") and (rec.get("val") or {}).get(metric):
@@ -376,22 +378,38 @@ def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> l
             m: summarize([vals[(m, ratio)][seed] for seed in sorted(common)])
             for m in (listed_methods if common else ())
         }
-        # the candidates are compared on the seeds they all ran (the paper recipe is listed
-        # beside them, not a candidate, so its seeds do not narrow the choice)
-        shared = set.intersection(*(set(vals[(m, ratio)]) for m in variants))
-        scores = {
-            m: summarize([vals[(m, ratio)][seed] for seed in sorted(shared)])
-            if shared
-            else means[m]
-            for m in variants
-        }
+        paper = vals.get(("lrb-paper", ratio), {})
+        paired = {m: sorted(set(vals[(m, ratio)]) & set(paper)) for m in variants}
+        if paper and all(paired.values()):
+            # each candidate minus the paper recipe on the same seeds: variants that ran
+            # different seeds are compared through the recipe every seed has
+            scores = {
+                m: summarize([vals[(m, ratio)][seed] - paper[seed] for seed in paired[m]])
+                for m in variants
+            }
+        else:
+            # the candidates are compared on the seeds they all ran (the paper recipe is listed
+            # beside them, not a candidate, so its seeds do not narrow the choice)
+            shared = set.intersection(*(set(vals[(m, ratio)]) for m in variants))
+            scores = {
+                m: summarize([vals[(m, ratio)][seed] for seed in sorted(shared)])
+                if shared
+                else means[m]
+                for m in variants
+            }
+            paired = {}
         best = max(variants, key=lambda m: scores[m].mean)
         listed = ", ".join(
             f"{METHOD_LABELS[m]} {means[m].format()} (n={means[m].num_seeds})" for m in means
         )
-        if common and uneven:
+        if common and uneven and not paired:
             same = ", ".join(f"{METHOD_LABELS[m]} {on_common[m].format()}" for m in on_common)
             listed += f"; on the seeds all of them ran ({sorted(common)}): {same}"
+        if paired:
+            diffs = ", ".join(
+                f"{METHOD_LABELS[m]} {scores[m].mean:+.2f} (seeds {paired[m]})" for m in variants
+            )
+            listed += f"; minus the paper recipe on the same seeds: {diffs}"
         out.append(f"- {ratio:.0%} accurate: val {metric} {listed}; chosen: {METHOD_LABELS[best]}")
     return out
 
