@@ -26,7 +26,9 @@ from torch import Tensor
 from wrel.core.paths import require_folder
 from wrel.data.synth.categories import spoken_name
 from wrel.engine.checkpoint import load_model
+from wrel.engine.state import load_resume_state
 from wrel.methods.bank import ReferenceBank, word_embedding_table
+from wrel.methods.retrieval import ExpressionBank
 
 __all__ = [
     "KINDS",
@@ -369,9 +371,6 @@ def decode_expressions(
     true expression and attributes (``attributes.json``), and scores how often the chosen text
     names the left-out attribute against a random candidate of the same sample.
     """
-    from wrel.engine.state import load_resume_state
-    from wrel.methods.retrieval import ExpressionBank
-
     run_dir = require_folder(run_dir, "run folder")
     last = run_dir / "checkpoints" / "last"
     state = load_resume_state(last)
