@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per setting")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    if min(args.chunks) < 1 or args.repeats < 1:
+        parser.error("--chunks and --repeats must be at least 1")
 
     cfg = from_dict(ExperimentConfig, json.loads((args.run / "config.json").read_text()))
     model = _load_teacher(args.run / "checkpoints" / args.checkpoint, cfg, load_model).eval()

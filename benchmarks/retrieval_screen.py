@@ -46,6 +46,7 @@ from word_search_screen import (  # noqa: E402
     choose,
     eval_tensors,
     per_sample_losses,
+    weak_subset,
 )
 
 
@@ -53,8 +54,7 @@ def main() -> int:
     from wrel.core.config_io import from_dict
     from wrel.engine.checkpoint import load_model
     from wrel.engine.experiment import ExperimentConfig
-    from wrel.engine.leakage import leakage_subset, original_expressions
-    from wrel.engine.loaders import eval_loader, load_split_samples
+    from wrel.engine.loaders import eval_loader
     from wrel.engine.validation import evaluate_model
     from wrel.methods.retrieval import ExpressionBank
     from wrel.studies.bank_decode import attribute_words, expression_recovery
@@ -84,13 +84,7 @@ def main() -> int:
         jcfg = from_dict(ExperimentConfig, json.loads((args.judge / "config.json").read_text()))
         judge = _load_teacher(args.judge / "checkpoints" / args.judge_checkpoint, jcfg, load_model)
         judge.eval()
-    samples = load_split_samples(cfg.data)
-    weak = [s for s in samples["train"] if s.quality == "weak"]
-    expressions = original_expressions(cfg.data.root, cfg.data.name, cfg.data.train_split)
-    subset = leakage_subset(weak, expressions, args.samples, args.seed)
-    attributes = json.loads(
-        (Path(cfg.data.root) / (cfg.data.name or "synthetic") / "attributes.json").read_text()
-    )
+    samples, subset, expressions, attributes = weak_subset(cfg, args.samples, args.seed)
 
     image_t, mask_t, prefixes, ids = eval_tensors(cfg, subset, eval_loader)
     by_id = {s.sample_id: s for s in subset}

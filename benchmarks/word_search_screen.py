@@ -50,6 +50,22 @@ def choose(losses: Tensor) -> Tensor:
     return losses.argmin(dim=1)
 
 
+def weak_subset(cfg: Any, num: int, seed: int) -> tuple[Any, list[Any], dict[int, str], Any]:
+    """The run's split samples, the leakage monitor's fixed subset of ``num`` weak training
+    samples (with a true expression each), those expressions and ``attributes.json``."""
+    from wrel.engine.leakage import leakage_subset, original_expressions
+    from wrel.engine.loaders import load_split_samples
+
+    samples = load_split_samples(cfg.data)
+    weak = [s for s in samples["train"] if s.quality == "weak"]
+    expressions = original_expressions(cfg.data.root, cfg.data.name, cfg.data.train_split)
+    subset = leakage_subset(weak, expressions, num, seed)
+    attributes = json.loads(
+        (Path(cfg.data.root) / (cfg.data.name or "synthetic") / "attributes.json").read_text()
+    )
+    return samples, subset, expressions, attributes
+
+
 def eval_tensors(
     cfg: Any, subset: list[Any], eval_loader: Any
 ) -> tuple[Tensor, Tensor, list[str], list[int]]:
@@ -88,8 +104,7 @@ def main() -> int:
     from wrel.core.config_io import from_dict
     from wrel.engine.checkpoint import load_model
     from wrel.engine.experiment import ExperimentConfig
-    from wrel.engine.leakage import leakage_subset, original_expressions
-    from wrel.engine.loaders import eval_loader, load_split_samples
+    from wrel.engine.loaders import eval_loader
     from wrel.engine.validation import evaluate_model
     from wrel.methods.bank import DEFAULT_VOCAB_WORDS
     from wrel.studies.bank_decode import score_recovery
@@ -113,13 +128,7 @@ def main() -> int:
     model = _load_teacher(args.run / "checkpoints" / args.checkpoint, cfg, load_model)
     model.eval()
     words = list(args.words or DEFAULT_VOCAB_WORDS)
-    samples = load_split_samples(cfg.data)
-    weak = [s for s in samples["train"] if s.quality == "weak"]
-    expressions = original_expressions(cfg.data.root, cfg.data.name, cfg.data.train_split)
-    subset = leakage_subset(weak, expressions, args.samples, args.seed)
-    attributes = json.loads(
-        (Path(cfg.data.root) / (cfg.data.name or "synthetic") / "attributes.json").read_text()
-    )
+    samples, subset, expressions, attributes = weak_subset(cfg, args.samples, args.seed)
 
     def score(items: list[Any]) -> float:
         return float(evaluate_model(model, eval_loader(cfg, items), torch.device("cpu"))["mIoU"])
