@@ -503,6 +503,54 @@ def test_bank_variants_of_disjoint_seeds_are_compared_through_the_paper_recipe()
     assert line.endswith("chosen: Retrieved expressions")
 
 
+def test_headline_table_names_the_variant_chosen_on_val_and_pairs_gap_shares_by_seed() -> None:
+    """The paper-layout table takes the variant chosen on val (not the best on test) and
+    computes each seed's gap share against that seed's own Only-Accurate and Full."""
+    from wrel.studies.report import chosen_variants, gap_share_by_seed, headline_table
+
+    def rec(method: str, seed: int, test: float, val: float | None = None) -> dict:
+        ratio = 1.0 if method == "full" else 0.1
+        out = {"method": method, "accurate_ratio": ratio, "seed": seed, "test": {"mIoU": test}}
+        if val is not None:
+            out["val"] = {"mIoU": val}
+        return out
+
+    records = [
+        rec("only-accurate", 0, 50.0),
+        rec("only-accurate", 1, 40.0),
+        rec("full", 0, 70.0),
+        rec("full", 1, 80.0),
+        rec("naive", 0, 45.0),
+        rec("naive", 1, 40.0),
+        rec("lrb-paper", 0, 60.0, val=60.0),
+        rec("lrb-paper", 1, 50.0, val=50.0),
+        # higher on test, lower on val: must not be chosen
+        rec("lrb-words", 0, 69.0, val=59.0),
+        rec("lrb-words", 1, 79.0, val=49.0),
+        rec("retrieve", 0, 62.0, val=61.0),
+        rec("retrieve", 1, 60.0, val=52.0),
+    ]
+    assert chosen_variants(records) == {0.1: "retrieve"}
+    # seed 0: (62 - 50) / (70 - 50) = 60 %; seed 1: (60 - 40) / (80 - 40) = 50 %
+    share = gap_share_by_seed(records, 0.1, "retrieve")
+    assert share is not None and share.num_seeds == 2
+    assert share.mean == pytest.approx(55.0)
+    assert share.std == pytest.approx(7.0710678, rel=1e-6)
+    # a seed without its own Only-Accurate run does not count
+    no_oa_1 = [r for r in records if r["seed"] == 0 or r["method"] != "only-accurate"]
+    one = gap_share_by_seed(no_oa_1, 0.1, "retrieve")
+    assert one is not None and one.num_seeds == 1 and one.mean == pytest.approx(60.0)
+    assert gap_share_by_seed(records, 0.3, "retrieve") is None
+
+    table = headline_table(records)
+    row = next(line for line in table.splitlines() if line.startswith("| 10% |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "45.00 ± 7.07 (n=2)"  # Only-Accurate: no gap share of its own
+    assert cells[2].startswith("42.50 ± 3.54 (n=2); gap -12 ± 18 % (n=2)")
+    assert cells[4] == "Retrieved expressions: 61.00 ± 1.41 (n=2); gap 55 ± 7 % (n=2)"
+    assert cells[5] == "75.00 ± 7.07 (n=2)"
+
+
 def test_ablation_methods_isolate_teacher_init_steps_and_bank(tmp_path: Path) -> None:
     profile = PROFILES["ablations"]
     assert profile.ratios == (0.1,)

@@ -349,23 +349,17 @@ def gap_lines(records: Sequence[dict[str, Any]]) -> list[str]:
 BANK_VARIANTS = ("lrb", "lrb-words", "lrb-oa-teacher", "retrieve")
 
 
-def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> list[str]:
-    """One line per accurate ratio: each bank variant's val ``metric`` (mean over its seeds)
-    beside the paper recipe's, and the variant chosen, the one highest on val. Test plays no
-    part in the choice.
-
-    Seeds differ in difficulty (the weak split and the initialisation change with the seed), so
-    a variant is scored by its val minus the paper recipe's on the same seeds (mean over the
-    seeds both ran), which compares variants that ran different seeds. Where the paper recipe
-    shares no seed with some variant, the variants are compared on the seeds every variant ran
-    (on every seed when none is common), and the line also gives the means over the seeds all
-    listed methods ran."""
+def _variant_scores(
+    records: Sequence[dict[str, Any]], metric: str = "mIoU"
+) -> dict[float, tuple[str, str]]:
+    """Per accurate ratio: the bank variant chosen on val and the line that explains the choice
+    (see :func:`variant_choice`)."""
     vals: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     for rec in records:
         if rec["method"] in (*BANK_VARIANTS, "lrb-paper") and (rec.get("val") or {}).get(metric):
             key = (rec["method"], round(float(rec["accurate_ratio"]), 4))
             vals[key][int(rec.get("seed", 0))] = float(rec["val"][metric])
-    out = []
+    out: dict[float, tuple[str, str]] = {}
     for ratio in sorted({r for (_, r) in vals}):
         listed_methods = [m for m in ("lrb-paper", *BANK_VARIANTS) if (m, ratio) in vals]
         means = {m: summarize(list(vals[(m, ratio)].values())) for m in listed_methods}
@@ -410,8 +404,94 @@ def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> l
                 f"{METHOD_LABELS[m]} {scores[m].mean:+.2f} (seeds {paired[m]})" for m in variants
             )
             listed += f"; minus the paper recipe on the same seeds: {diffs}"
-        out.append(f"- {ratio:.0%} accurate: val {metric} {listed}; chosen: {METHOD_LABELS[best]}")
+        line = f"- {ratio:.0%} accurate: val {metric} {listed}; chosen: {METHOD_LABELS[best]}"
+        out[ratio] = (best, line)
     return out
+
+
+def variant_choice(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> list[str]:
+    """One line per accurate ratio: each bank variant's val ``metric`` (mean over its seeds)
+    beside the paper recipe's, and the variant chosen, the one highest on val. Test plays no
+    part in the choice.
+
+    Seeds differ in difficulty (the weak split and the initialisation change with the seed), so
+    a variant is scored by its val minus the paper recipe's on the same seeds (mean over the
+    seeds both ran), which compares variants that ran different seeds. Where the paper recipe
+    shares no seed with some variant, the variants are compared on the seeds every variant ran
+    (on every seed when none is common), and the line also gives the means over the seeds all
+    listed methods ran."""
+    return [line for _, line in _variant_scores(records, metric).values()]
+
+
+def chosen_variants(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> dict[float, str]:
+    """Accurate ratio -> the bank variant chosen on val there (:func:`variant_choice`)."""
+    return {ratio: best for ratio, (best, _) in _variant_scores(records, metric).items()}
+
+
+def gap_share_by_seed(
+    records: Sequence[dict[str, Any]], ratio: float, method: str, metric: str = "mIoU"
+) -> Summary | None:
+    """The share of the Only-Accurate -> Full test ``metric`` gap that ``method`` closes at
+    ``ratio``, computed per seed (the seed's own Only-Accurate and Full runs) and summarised
+    over the seeds that have all three; ``None`` when no seed has them (or no positive gap)."""
+    by: dict[tuple[str, float, int], float] = {}
+    for rec in records:
+        r = 1.0 if rec["method"] == "full" else round(float(rec["accurate_ratio"]), 4)
+        by[(rec["method"], r, int(rec.get("seed", 0)))] = float(rec["test"][metric])
+    key = round(ratio, 4)
+    shares = []
+    for (m, r, seed), value in sorted(by.items()):
+        if m != method or r != key:
+            continue
+        low, high = by.get(("only-accurate", key, seed)), by.get(("full", 1.0, seed))
+        if low is None or high is None or high - low <= 0:
+            continue
+        shares.append(100.0 * (value - low) / (high - low))
+    return summarize(shares) if shares else None
+
+
+#: Columns of the headline table: the baselines, the paper recipe, the variant chosen on val.
+HEADLINE = ("only-accurate", "naive", "lrb-paper", "variant", "full")
+
+
+def headline_table(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> str:
+    """Markdown table in the layout of the paper's: per accurate ratio, Only-Accurate,
+    Naive-WREL, LRB-WREL (paper recipe), the bank variant chosen on val at that ratio (named in
+    its cell) and Full. Cells: test ``metric`` mean ± std (n) and, for the WREL methods, the
+    share of the Only-Accurate -> Full gap closed, per seed, mean ± std over the seeds that
+    have Only-Accurate and Full."""
+    groups = group_records(records, "test", metric)
+    chosen = chosen_variants(records)
+    ratios = sorted({r for (m, r) in groups if m != "full"})
+    full = next((summarize(v) for (m, _), v in groups.items() if m == "full"), None)
+    head = (
+        "| accurate | Only-Accurate | Naive-WREL | LRB-WREL (paper recipe) | "
+        "best bank variant (chosen on val) | Full |"
+    )
+    lines = [head, "|---|---|---|---|---|---|"]
+
+    def cell(method: str, ratio: float) -> str:
+        values = groups.get((method, ratio))
+        if not values:
+            return ""
+        m = summarize(values)
+        text = f"{m.format()} (n={m.num_seeds})"
+        share = gap_share_by_seed(records, ratio, method, metric)
+        if method != "only-accurate" and share is not None:
+            text += f"; gap {share.format(0)} % (n={share.num_seeds})"
+        return text
+
+    for ratio in ratios:
+        variant = chosen.get(ratio)
+        cells = [
+            cell(m, ratio)
+            if m != "variant"
+            else (f"{METHOD_LABELS[variant]}: {cell(variant, ratio)}" if variant else "")
+            for m in HEADLINE[:-1]
+        ]
+        full_cell = f"{full.format()} (n={full.num_seeds})" if full else ""
+        lines.append(f"| {ratio:.0%} | " + " | ".join(cells) + f" | {full_cell} |")
+    return "\n".join(lines)
 
 
 def paired_table(
