@@ -8,6 +8,9 @@ the line above it or above its run of consecutive imports) naming the import cyc
 today. Lazy imports for a fast ``wrel --help`` are not needed: building the parser loads torch
 anyway, and importing the whole library adds about 0.1 s to that.
 
+No loop of modules imports each other, type-only imports under ``if TYPE_CHECKING:``
+included (:func:`import_cycles`).
+
 Third-party imports inside functions (torch, matplotlib, rasterio, ...) are not checked.
 """
 
@@ -251,3 +254,53 @@ def test_the_checker_reports_upward_and_hidden_imports(tmp_path: Path) -> None:
     assert len(problems) == 2, problems
     assert "wrel/data/up.py:1" in problems[1] and "a higher layer" in problems[1]
     assert "wrel/data/hidden.py:2" in problems[0] and "inside a function" in problems[0]
+
+
+def import_cycles(src: Path = SRC) -> list[list[str]]:
+    """Loops of wrel modules that import each other, imports under ``if TYPE_CHECKING:`` and
+    inside functions included (a type-only loop still ties two files into one unit). A
+    ``from wrel.pkg import name`` counts as importing ``wrel.pkg.name`` when that is a module,
+    else the package; a package's ``__init__`` is no node (it only hands names on)."""
+    modules = {module_name(p, src): p for p in _modules(src) if p.name != "__init__.py"}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    cycles, seen = [], set()
+    for start in sorted(graph):  # a loop through `start`: depth-first back to it
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    key = frozenset(path)
+                    if key not in seen:
+                        seen.add(key)
+                        cycles.append(path)
+                elif nxt not in path and nxt > start:  # each loop once, from its least member
+                    stack.append((nxt, [*path, nxt]))
+    return cycles
+
+
+def test_no_module_imports_another_that_imports_it_back() -> None:
+    cycles = import_cycles()
+    assert not cycles, " | ".join(" -> ".join([*c, c[0]]) for c in cycles)
+
+
+def test_the_cycle_finder_sees_type_only_loops(tmp_path: Path) -> None:
+    models = tmp_path / "wrel" / "models"
+    models.mkdir(parents=True)
+    (models / "__init__.py").write_text("from wrel.models.a import A\n")
+    (models / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from wrel.models.b import B\n"
+    )
+    (models / "b.py").write_text("from wrel.models import c\n")
+    (models / "c.py").write_text("from wrel.models.a import A\n")
+    (models / "d.py").write_text("from wrel.models.a import A\n")  # imports into the loop only
+    assert import_cycles(tmp_path) == [["wrel.models.a", "wrel.models.b", "wrel.models.c"]]

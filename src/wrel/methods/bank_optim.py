@@ -19,15 +19,12 @@ trained sparse before (stage 2) and dense after (stage 3) stays well defined.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from wrel.methods.bank import ReferenceBank
-
-__all__ = ["BANK_OPTIMIZERS", "dense_adamw_step"]
+__all__ = ["BANK_OPTIMIZERS", "DenseBankState", "dense_adamw_step"]
 
 #: Valid ``bank.optimizer`` values: ``sparse`` (default, row-lazy AdamW) and ``dense``.
 BANK_OPTIMIZERS = ("sparse", "dense")
@@ -35,9 +32,34 @@ BANK_OPTIMIZERS = ("sparse", "dense")
 _CHUNK_ELEMENTS = 1 << 22  # rows per chunk * P * D: ~16 MB float32 temporaries per chunk
 
 
+class _AdamHyper(Protocol):
+    beta1: float
+    beta2: float
+    eps: float
+
+
+class DenseBankState(Protocol):
+    """What the step reads and updates (:class:`~wrel.methods.bank.ReferenceBank` is one):
+    ``rows (N, P, D)``, their two moments of the same shape, ``steps (N,)`` per-row step counts,
+    the Adam hyper-parameters and the bank's projection (e.g. a norm bound)."""
+
+    rows: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    steps: Tensor
+
+    @property
+    def cfg(self) -> _AdamHyper: ...
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def project_rows(self, rows: Tensor) -> None: ...
+
+
 @torch.no_grad()
 def dense_adamw_step(
-    bank: ReferenceBank,
+    bank: DenseBankState,
     rows: Tensor,
     grads: Tensor,
     total: int,

@@ -7,7 +7,6 @@ the valid ones (backbone names also fall back to any timm model name).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from wrel.models.backbone import (
     BackboneConfig,
@@ -15,8 +14,9 @@ from wrel.models.backbone import (
     build_timm_backbone,
     build_tiny_backbone,
 )
-from wrel.models.decoder import DecoderConfig, build_decoder
-from wrel.models.fusion import FusionConfig, build_fusion
+from wrel.models.config import ModelConfig
+from wrel.models.decoder import build_decoder
+from wrel.models.fusion import build_fusion
 from wrel.models.refseg import RefSegModel
 from wrel.models.text_encoder import (
     TextEncoder,
@@ -39,31 +39,6 @@ TEXT_ENCODERS: dict[str, Callable[[TextEncoderConfig], TextEncoder]] = {
     "local": build_local,
     "tiny": build_tiny_text_encoder,
 }
-
-
-@dataclass
-class ModelConfig:
-    """The whole model: one config per part (defaults: EfficientNet-Lite0 + MiniLM)."""
-
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    # Square network input side in px. Not a knob of its own: ``build_experiment`` fills it from
-    # ``data.image_size`` (the one owner), and checkpoints save it so a loaded model is rebuilt
-    # for the size it was trained at. Fixed-size timm models (Swin) are built for it; None keeps
-    # timm's default size for them (other sizes still run, see backbone.timm_create_kwargs).
-    input_size: int | None = None
-
-    @classmethod
-    def tiny(cls) -> ModelConfig:
-        """Random tiny parts for tests: builds in well under a second, forwards in ms."""
-        return cls(
-            backbone=BackboneConfig(name="tiny", pretrained=False),
-            text=TextEncoderConfig(name="tiny", pretrained=False),
-            fusion=FusionConfig(num_heads=1),
-            decoder=DecoderConfig(dim=16),
-        )
 
 
 def build_backbone(cfg: BackboneConfig, input_size: int | None = None) -> StagedBackbone:

@@ -8,17 +8,14 @@ fused map feeds the next stage, as in LAVT.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wrel.models.backbone import StagedBackbone
+from wrel.models.config import ModelConfig
 from wrel.models.decoder import TopDownDecoder
 from wrel.models.text_encoder import TextEncoder
-
-if TYPE_CHECKING:
-    from wrel.models.build import ModelConfig
 
 __all__ = ["RefSegOutput", "RefSegModel"]
 
