@@ -400,6 +400,7 @@ def test_word_bank_method_is_the_paper_recipe_with_a_bank_of_words(tmp_path: Pat
         "naive-r10-s0",
         "lrb-paper-r10-s0",
         "lrb-words-r10-s0",
+        "retrieve-r10-s0",
         "full-s0",
     ]
 
