@@ -15,6 +15,7 @@ from wrel.methods.base import RetrieveConfig, StageContext, SupervisedConfig
 from wrel.methods.losses import per_sample_seg_loss
 from wrel.methods.retrieval import ExpressionBank, RetrieveStage, draw_candidates
 from wrel.methods.supervised import SupervisedStage
+from wrel.models import ModelConfig, build_model
 
 
 def _sample(i: int, category: str, quality: str, text: str) -> SimpleNamespace:
@@ -99,7 +100,20 @@ def _ctx(model, samples) -> StageContext:
     )
 
 
-def test_retrieve_stage_keeps_the_lowest_loss_candidate_and_moves_no_weight(tiny_model) -> None:
+@pytest.fixture(params=["stand-in", "refseg"])
+def scoring_model(request, tiny_model):
+    """The method tests' stand-in, and the real model (tiny parts): the stage encodes each text
+    once and reuses its word features, which must score as the text's own forward."""
+    if request.param == "stand-in":
+        return tiny_model
+    torch.manual_seed(0)
+    return build_model(ModelConfig.tiny())
+
+
+def test_retrieve_stage_keeps_the_lowest_loss_candidate_and_moves_no_weight(
+    scoring_model,
+) -> None:
+    tiny_model = scoring_model
     samples = _samples()
     stage = RetrieveStage(RetrieveConfig(candidates=3, chunk=2), _ctx(tiny_model, samples))
     before = copy.deepcopy(tiny_model.state_dict())

@@ -38,8 +38,13 @@ class TinyRefSeg(nn.Module):
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         return self.text_encoder(input_ids)
 
-    def forward(self, images, input_ids=None, attention_mask=None, inputs_embeds=None):
-        if inputs_embeds is None:
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.embed_tokens(input_ids)
+
+    def forward(self, images, input_ids=None, attention_mask=None, inputs_embeds=None, words=None):
+        if words is not None:  # as RefSegModel: features from encode_text, no text branch
+            inputs_embeds = words
+        elif inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         m = attention_mask.unsqueeze(-1).to(inputs_embeds.dtype)
         text = (inputs_embeds * m).sum(1) / m.sum(1).clamp_min(1)  # (B, D)

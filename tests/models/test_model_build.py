@@ -62,6 +62,25 @@ def test_embed_tokens_is_the_word_embedding_and_feeds_inputs_embeds() -> None:
     torch.testing.assert_close(a, b)
 
 
+def test_encoded_words_reused_for_other_images_give_the_same_logits() -> None:
+    """One text's word features, encoded once, serve any number of images (the retrieve
+    stage's word table): the same logits as the forward that encodes the text itself."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny()).eval()
+    ids, mask = model.tokenize(["the red roof", "a ship on the left"])
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        table = model.encode_text(ids, mask)  # (2, L, D)
+        pick = torch.tensor([0, 1, 1, 0])  # each text meets two images
+        a = model(images, ids[pick], mask[pick]).logits
+        b = model(images, attention_mask=mask[pick], words=table[pick]).logits
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="not both"):
+        model(images[:2], ids, mask, words=table)
+    with pytest.raises(ValueError, match="must be"):
+        model(images[:3], attention_mask=mask, words=table)
+
+
 def test_trainable_layers_freeze_the_rest() -> None:
     cfg = ModelConfig.tiny()
     cfg.text.trainable_layers = [0]

@@ -226,6 +226,11 @@ class RetrieveStage(Stage):
             )
         self.expressions: ExpressionBank = ctx.expressions
         self.frozen = EmaTeacher(self.model)  # a frozen copy in eval mode; the model is untouched
+        # word features of every text a candidate can be, encoded once by the frozen model:
+        # rows 0..P-1 the pool, then each class name met (a text meets ~144 images per pass)
+        self._words: Tensor | None = None  # (P + names, L, D)
+        self._word_mask: Tensor | None = None  # (P + names, L)
+        self._name_row: dict[str, int] = {}
 
     @torch.no_grad()
     def training_step(self, batch: dict[str, Any], progress: float) -> dict[str, float]:
@@ -236,18 +241,19 @@ class RetrieveStage(Stage):
         rows = self.expressions.row_index(b.sample_ids.cpu()[weak])  # (W,)
         names = [t for t, w in zip(batch["text"], weak.tolist(), strict=True) if w]
         per = self.expressions.num_candidates + 1
-        texts = self.expressions.candidate_texts(rows, names)  # (W * per,)
         images, masks = b.images[weak.to(b.images.device)], b.masks[weak.to(b.masks.device)]
+        # (W * per,) rows of the word table, in candidate_texts' order: the class name, then
+        # the K candidates (a missing one reads the class name)
+        text_rows = self._text_rows(rows, names, images.device)
         owner = torch.arange(rows.numel()).repeat_interleave(per)  # (W * per,) row of each
         losses = []
-        for lo in range(0, len(texts), self.cfg.chunk):
+        for lo in range(0, text_rows.numel(), self.cfg.chunk):
             idx = owner[lo : lo + self.cfg.chunk].to(images.device)
-            ids, att = self.model.tokenize(texts[lo : lo + self.cfg.chunk])
+            sel = text_rows[lo : lo + self.cfg.chunk]
+            assert self._words is not None and self._word_mask is not None
             with self._autocast():
                 logits = net(
-                    images[idx],
-                    input_ids=ids.to(images.device),
-                    attention_mask=att.to(images.device),
+                    images[idx], attention_mask=self._word_mask[sel], words=self._words[sel]
                 ).logits
             losses.append(per_sample_seg_loss(logits.float(), masks[idx], self.cfg.dice))
         if losses:
@@ -265,6 +271,37 @@ class RetrieveStage(Stage):
             "retrieve_loss": float(chosen_loss.sum()) / n,
             "kept_class_name": float((choice == 0).sum()) / n,
         }
+
+    def _encode(self, texts: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Word features ``(N, L, D)`` and masks ``(N, L)`` of ``texts`` by the frozen model,
+        in chunks, at the stage's precision."""
+        net: Any = self.frozen.module  # a RefSegModel (or a stand-in with its interface)
+        words, masks = [], []
+        for lo in range(0, len(texts), self.cfg.chunk):
+            ids, att = self.model.tokenize(texts[lo : lo + self.cfg.chunk])
+            ids, att = ids.to(device), att.to(device)
+            with self._autocast():
+                words.append(net.encode_text(ids, att))
+            masks.append(att)
+        return torch.cat(words), torch.cat(masks)
+
+    def _text_rows(self, rows: Tensor, names: list[str], device: torch.device) -> Tensor:
+        """``(W * (K + 1),)`` word-table rows of bank ``rows (W,)`` whose samples read the class
+        ``names``; encodes the pool on the first call and each class name on first sight."""
+        if self._words is None:
+            self._words, self._word_mask = self._encode(self.expressions.pool, device)
+        new = sorted(set(names) - set(self._name_row))
+        if new:
+            assert self._word_mask is not None
+            words, masks = self._encode(new, device)
+            start = self._words.shape[0]
+            self._name_row.update({name: start + i for i, name in enumerate(new)})
+            self._words = torch.cat([self._words, words])
+            self._word_mask = torch.cat([self._word_mask, masks])
+        name_rows = torch.tensor([self._name_row[n] for n in names], dtype=torch.int64)  # (W,)
+        cand = self.expressions.candidates[rows]  # (W, K), -1 = none
+        cand = torch.where(cand >= 0, cand, name_rows[:, None])
+        return torch.cat([name_rows[:, None], cand], dim=1).reshape(-1).to(device)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.autocast == "bf16":

@@ -79,20 +79,29 @@ class RefSegModel(nn.Module):
         """Word embeddings ``(B, L, D)`` of ``input_ids (B, L)``, before position/type terms."""
         return self.text_encoder.word_embeddings(input_ids)
 
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Contextual word features ``(B, L, D)`` of ``input_ids (B, L)``: what :meth:`forward`
+        computes from the text, to pass back as its ``words`` when one text meets many images
+        (the text encoder sees no image, so its output depends on the text alone)."""
+        return self.text_encoder(attention_mask, input_ids=input_ids)
+
     def forward(
         self,
         images: Tensor,
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
+        words: Tensor | None = None,
     ) -> RefSegOutput:
         """Segment the referred object.
 
         Args:
             images: ``(B, 3, H, W)`` ImageNet-normalised, any ``H, W``.
-            input_ids: ``(B, L)`` token ids (or give ``inputs_embeds``).
+            input_ids: ``(B, L)`` token ids (or give ``inputs_embeds`` or ``words``).
             attention_mask: ``(B, L)``, 1 = real token (prompt slots count as real).
             inputs_embeds: ``(B, L, D)`` word-space embeddings; BERT adds position/type terms.
+            words: ``(B, L, D)`` word features from :meth:`encode_text` of the same model; the
+                text encoder is skipped (its gradient does not flow).
 
         Returns:
             :class:`RefSegOutput` with ``logits (B, 2, H, W)``.
@@ -101,7 +110,17 @@ class RefSegModel(nn.Module):
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         if attention_mask is None:
             raise ValueError("attention_mask is required (from model.tokenize)")
-        words = self.text_encoder(attention_mask, input_ids=input_ids, inputs_embeds=inputs_embeds)
+        if words is None:
+            words = self.text_encoder(
+                attention_mask, input_ids=input_ids, inputs_embeds=inputs_embeds
+            )
+        elif input_ids is not None or inputs_embeds is not None:
+            raise ValueError("pass words or the text (input_ids / inputs_embeds), not both")
+        elif words.shape[:2] != attention_mask.shape or words.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"words {tuple(words.shape)} must be (B, L, D) for attention_mask "
+                f"{tuple(attention_mask.shape)} and {images.shape[0]} images"
+            )
         padding = attention_mask == 0  # (B, L) True = ignored
         height, width = images.shape[-2:]
         div = self.backbone.size_divisor
