@@ -153,6 +153,32 @@ def test_retrieve_stage_keeps_the_lowest_loss_candidate_and_moves_no_weight(
     assert bool((fast.expressions.choice <= 3).all())
 
 
+def test_each_text_is_encoded_once_per_stage(tiny_model, monkeypatch) -> None:
+    """The word table: the pool once at the first step, a class name at its first sight, and
+    nothing again at later steps (texts meet many images; encoding them per pair was 35 % of a
+    forward)."""
+    samples = _samples()
+    stage = RetrieveStage(RetrieveConfig(candidates=3, chunk=2), _ctx(tiny_model, samples))
+    encoded: list[int] = []
+    original = stage.frozen.module.encode_text
+    monkeypatch.setattr(
+        stage.frozen.module,
+        "encode_text",
+        lambda ids, att: (encoded.append(ids.shape[0]), original(ids, att))[1],
+    )
+    batch = make_batch(weak=[False, True, False, True])
+    stage.training_step(batch, 0.0)
+    pool = len(stage.expressions.pool)
+    assert sum(encoded) == pool + 1  # the pool and "vehicle"
+    assert max(encoded) <= stage.cfg.chunk
+    stage.training_step(batch, 0.5)
+    assert sum(encoded) == pool + 1  # nothing new
+    other = make_batch(weak=[False, True, False, True])
+    other["text"] = ["x", "car", "x", "car"]  # another class name for the same rows
+    stage.training_step(other, 0.9)
+    assert sum(encoded) == pool + 2
+
+
 def test_student_reads_the_chosen_expressions_and_resumes_them(tiny_model, monkeypatch) -> None:
     samples = _samples()
     ctx = _ctx(tiny_model, samples)
