@@ -29,6 +29,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from wrel.studies.report import METHOD_LABELS  # the report's method order
+
 #: attributes.json keys -> the kind of attribute they name
 KIND_OF = {
     "position": "position",
@@ -38,17 +40,6 @@ KIND_OF = {
     "next_to": "relation",
 }
 GROUPS = ("all", "ambiguous", "unique", "position", "size", "colour", "relation")
-METHOD_ORDER = (
-    "only-accurate",
-    "naive",
-    "naive-teacher",
-    "lrb-paper",
-    "lrb-words",
-    "lrb-fixed",
-    "lrb-oa-teacher",
-    "retrieve",
-    "full",
-)
 
 
 def sample_groups(attributes: dict[str, Any]) -> dict[int, set[str]]:
@@ -148,7 +139,7 @@ def summary(
 
 
 def markdown(means: dict[str, dict[str, dict[str, Any]]], ratio: float) -> str:
-    methods = [m for m in METHOD_ORDER if m in means] + sorted(set(means) - set(METHOD_ORDER))
+    methods = [m for m in METHOD_LABELS if m in means] + sorted(set(means) - set(METHOD_LABELS))
     counts = next(iter(means.values()))
     head = " | ".join(f"{g} ({counts[g]['samples']})" for g in GROUPS if g in counts)
     lines = [

@@ -244,17 +244,14 @@ class RetrieveStage(Stage):
         images, masks = b.images[weak.to(b.images.device)], b.masks[weak.to(b.masks.device)]
         # (W * per,) rows of the word table, in candidate_texts' order: the class name, then
         # the K candidates (a missing one reads the class name)
-        text_rows = self._text_rows(rows, names, images.device)
+        text_rows, table, table_mask = self._text_rows(rows, names, images.device)
         owner = torch.arange(rows.numel()).repeat_interleave(per)  # (W * per,) row of each
         losses = []
         for lo in range(0, text_rows.numel(), self.cfg.chunk):
             idx = owner[lo : lo + self.cfg.chunk].to(images.device)
             sel = text_rows[lo : lo + self.cfg.chunk]
-            assert self._words is not None and self._word_mask is not None
             with self._autocast():
-                logits = net(
-                    images[idx], attention_mask=self._word_mask[sel], words=self._words[sel]
-                ).logits
+                logits = net(images[idx], attention_mask=table_mask[sel], words=table[sel]).logits
             losses.append(per_sample_seg_loss(logits.float(), masks[idx], self.cfg.dice))
         if losses:
             loss = torch.cat(losses).view(rows.numel(), per)  # (W, K + 1)
@@ -285,14 +282,16 @@ class RetrieveStage(Stage):
             masks.append(att)
         return torch.cat(words), torch.cat(masks)
 
-    def _text_rows(self, rows: Tensor, names: list[str], device: torch.device) -> Tensor:
+    def _text_rows(
+        self, rows: Tensor, names: list[str], device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``(W * (K + 1),)`` word-table rows of bank ``rows (W,)`` whose samples read the class
-        ``names``; encodes the pool on the first call and each class name on first sight."""
-        if self._words is None:
+        ``names``, and the table (words, masks); encodes the pool on the first call and each
+        class name on first sight."""
+        if self._words is None or self._word_mask is None:
             self._words, self._word_mask = self._encode(self.expressions.pool, device)
         new = sorted(set(names) - set(self._name_row))
         if new:
-            assert self._word_mask is not None
             words, masks = self._encode(new, device)
             start = self._words.shape[0]
             self._name_row.update({name: start + i for i, name in enumerate(new)})
@@ -301,7 +300,8 @@ class RetrieveStage(Stage):
         name_rows = torch.tensor([self._name_row[n] for n in names], dtype=torch.int64)  # (W,)
         cand = self.expressions.candidates[rows]  # (W, K), -1 = none
         cand = torch.where(cand >= 0, cand, name_rows[:, None])
-        return torch.cat([name_rows[:, None], cand], dim=1).reshape(-1).to(device)
+        text_rows = torch.cat([name_rows[:, None], cand], dim=1).reshape(-1).to(device)
+        return text_rows, self._words, self._word_mask
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.autocast == "bf16":
