@@ -188,7 +188,10 @@ def main() -> int:
     if not (args.records / "runs").is_dir():
         parser.error(f"{args.records}/runs not found: a wrel bench output folder")
     groups = sample_groups(json.loads(attributes_path.read_text(encoding="utf-8")))
-    seeds = {int(x) for x in args.seeds.split(",")} if args.seeds else None
+    try:
+        seeds = {int(x) for x in args.seeds.split(",")} if args.seeds else None
+    except ValueError:
+        parser.error(f"--seeds must be a comma list of integers, got {args.seeds!r}")
     means = summary(collect(args.records, groups, args.ratio, seeds))
     if not means:
         parser.error(f"no run at ratio {args.ratio} with a trace under {args.records}")
