@@ -54,7 +54,7 @@ def minilm_folder() -> Path:
     return Path(package.__file__).parent / "model"
 
 
-_NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+_NO_DROPOUT: dict[str, Any] = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 class TextEncoder(nn.Module):
