@@ -53,7 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the same config would render different files.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"  # 2.0: the rrsisd regime (1.0 renders as the ambiguous regime)
 
 
 def _build(config: SynthConfig, task: tuple[int, int]) -> ImageRecord:
@@ -91,6 +91,7 @@ def _meta(config: SynthConfig, writer: BenchmarkWriter, counts: tuple[int, ...])
         "generator": "wrel.data.synth",
         "version": GENERATOR_VERSION,
         "config": to_dict(config),
+        "settings_hash": config.settings_hash(),
         "splits": {s: {"images": counts[i], "refs": refs[s]} for i, s in enumerate(SPLITS)},
     }
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from wrel.data.synth.categories import CATEGORY_SPECS, DEFAULT_CATEGORIES
+from wrel.data.synth.categories import AMBIGUOUS_CATEGORIES, CATEGORY_SPECS, DEFAULT_CATEGORIES
 
-__all__ = ["SynthConfig", "FLOOR_SIZE"]
+__all__ = ["REGIMES", "SynthConfig", "FLOOR_SIZE"]
+
+#: Named benchmark regimes: the settings that make each one (on top of the field defaults).
+#: ``rrsisd`` (the default): RRSIS-D's 20 classes with its train frequencies, the referred
+#: class alone in its scene as often as DIOR's density says, RRSIS-D's expression mix.
+#: ``ambiguous``: the benchmark before that calibration (12 classes, 71 % of class names
+#: matching two or more objects): class names that mislead.
+REGIMES: dict[str, dict[str, Any]] = {
+    "rrsisd": {},
+    "ambiguous": {
+        "regime": "ambiguous",
+        "categories": list(AMBIGUOUS_CATEGORIES),
+        "scale_jitter": 1.0,
+        "colour_sd": 7.0,
+    },
+}
 
 FLOOR_SIZE = 96  # min_object_pixels is given at this image size
 
@@ -52,6 +71,17 @@ class SynthConfig:
     # while keeping most class names ambiguous (>= 60% of refs).
     single_prob: float = 0.25
     categories: list[str] = field(default_factory=lambda: list(DEFAULT_CATEGORIES))
+    # "rrsisd": each ref's class drawn with RRSIS-D's train frequencies and its count from the
+    # class's DIOR-like density (CategorySpec.single_share / max_count), expressions in RRSIS-D's
+    # mix; min/max_instances, max_per_class and single_prob then do not apply. "ambiguous": the
+    # earlier planning (a few classes per scene, most repeated, any instance referred).
+    regime: str = "rrsisd"
+    # rrsisd: up to this many other classes share the referred object's scene.
+    max_context: int = 2
+    # Per-scene object scale drawn log-uniformly in [1/x, x] (scenes of different ground
+    # resolution, as DIOR's 0.5-30 m); 1 turns it off.
+    scale_jitter: float = 1.4
+    colour_sd: float = 12.0  # per-object colour variation around its named colour (grey levels)
     blur_sigma: float = 0.6  # optics: a light blur, in pixels at the chosen image size
     noise_std: float = 3.0  # sensor noise, in 0..255 grey levels
     seed: int = 0
@@ -95,6 +125,26 @@ class SynthConfig:
             )
         if len(set(self.categories)) != len(self.categories):
             raise ValueError(f"categories has duplicates: {self.categories}")
+        if self.regime not in REGIMES:
+            raise ValueError(f"regime={self.regime!r} must be one of {sorted(REGIMES)}")
+        if not 0 <= self.max_context <= 5:
+            raise ValueError(f"max_context={self.max_context} must be in [0, 5]")
+        if not 1.0 <= self.scale_jitter <= 2.0:
+            raise ValueError(f"scale_jitter={self.scale_jitter} must be in [1, 2]")
+        if not 0.0 <= self.colour_sd <= 40.0:
+            raise ValueError(f"colour_sd={self.colour_sd} must be in [0, 40]")
+
+    @classmethod
+    def for_regime(cls, name: str, **overrides: Any) -> SynthConfig:
+        """The config of a named regime (:data:`REGIMES`), with ``overrides`` on top."""
+        if name not in REGIMES:
+            raise ValueError(f"unknown regime {name!r}; choose from {sorted(REGIMES)}")
+        return cls(**{**REGIMES[name], **overrides})
+
+    def settings_hash(self) -> str:
+        """A short hash of every generator setting (records name the data they ran on)."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def object_floor(self) -> int:
         """``min_object_pixels`` at this config's image size (pixels)."""

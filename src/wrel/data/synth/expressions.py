@@ -8,9 +8,22 @@ from typing import Any
 import numpy as np
 
 from wrel.data.synth.categories import CATEGORY_SPECS, spoken_name
-from wrel.data.synth.geometry import CELL_NAMES, EXTREMES, SIZES, Instance, singles_out
+from wrel.data.synth.geometry import (
+    CELL_NAMES,
+    EXTREMES,
+    SIZES,
+    Instance,
+    clearly_holds,
+    singles_out,
+)
 
-__all__ = ["candidate_attributes", "choose_attributes", "phrase_expression"]
+__all__ = [
+    "candidate_attributes",
+    "choose_attributes",
+    "describe_more",
+    "phrase_expression",
+    "scale_word",
+]
 
 _POSITION_PHRASES: dict[str, list[str]] = {
     "upper left": ["on the upper left", "in the upper left", "at the top left"],
@@ -41,6 +54,12 @@ _KIND_WEIGHTS = {
     "position": 1.0, "extreme": 0.6, "size": 2.0, "colour": 1.0, "next_to": 3.0,
     "combination": 1.0,
 }  # fmt: skip
+#: The ``rrsisd`` regime's preference: RRSIS-D names colour in 31 % of its expressions and a
+#: relation in 14 %, so colour cores are rarer and relations kept frequent (docs/data.md).
+RRSISD_KIND_WEIGHTS = {
+    "position": 1.5, "extreme": 0.5, "size": 0.6, "colour": 0.08, "next_to": 4.0,
+    "combination": 0.25,
+}  # fmt: skip
 
 
 def candidate_attributes(target: Instance, instances: list[Instance]) -> list[dict[str, Any]]:
@@ -55,7 +74,11 @@ def candidate_attributes(target: Instance, instances: list[Instance]) -> list[di
 
 
 def choose_attributes(
-    target_index: int, instances: list[Instance], size: int, rng: np.random.Generator
+    target_index: int,
+    instances: list[Instance],
+    size: int,
+    rng: np.random.Generator,
+    kind_weights: dict[str, float] | None = None,
 ) -> dict[str, Any] | None:
     """Pick a verified attribute combination that singles out the target, or ``None``.
 
@@ -88,9 +111,57 @@ def choose_attributes(
         )
         return {} if alone else None
     kinds = sorted(by_kind)
-    weights = np.array([_KIND_WEIGHTS[k] for k in kinds])
+    weights = np.array([(kind_weights or _KIND_WEIGHTS)[k] for k in kinds])
     options = by_kind[kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]]
     return dict(options[int(rng.integers(len(options)))])
+
+
+#: Size words said of an object against its class's usual size (``Instance.relative_size``),
+#: as RRSIS-D's "tiny vehicle" / "huge airport": (word, lower bound, upper bound).
+_SCALE_WORDS = (("tiny", 0.0, 0.8), ("small", 0.8, 0.92), ("large", 1.1, 1.25),
+                ("huge", 1.25, float("inf")))  # fmt: skip
+#: rrsisd regime: chance that a true attribute the core does not need is said anyway, so that
+#: the mix of what expressions name matches RRSIS-D's (docs/data.md, measured by
+#: ``wrel.data.expression_mix``).
+EXTRA_PROBS = {"position": 0.7, "colour": 0.05, "scale": 0.45}
+
+
+def scale_word(relative_size: float) -> str | None:
+    """The size word for an object ``relative_size`` times its class's mid length, or None."""
+    for word, lo, hi in _SCALE_WORDS:
+        if lo <= relative_size < hi:
+            return word
+    return None
+
+
+def describe_more(
+    attributes: dict[str, Any],
+    target_index: int,
+    instances: list[Instance],
+    size: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Add true attributes the core does not need, as RRSIS-D's expressions do (``rrsisd``).
+
+    The core still singles out the target; what is added is true of it (its grid cell when
+    clearly inside one, its colour, its size word against its class), so it never misleads.
+    """
+    target = instances[target_index]
+    out = dict(attributes)
+    same = [
+        o for i, o in enumerate(instances) if i != target_index and o.category == target.category
+    ]
+    if "position" not in out and "extreme" not in out and rng.random() < EXTRA_PROBS["position"]:
+        cells = [n for n in CELL_NAMES.values()
+                 if clearly_holds("position", n, target, same, instances, size)]  # fmt: skip
+        if cells:
+            out["position"] = cells[0]
+    if "colour" not in out and rng.random() < EXTRA_PROBS["colour"]:
+        out["colour"] = target.colour
+    word = scale_word(target.relative_size)
+    if word and "size" not in out and rng.random() < EXTRA_PROBS["scale"]:
+        out["scale"] = word
+    return out
 
 
 def _pick(words: list[str], rng: np.random.Generator) -> str:
@@ -115,6 +186,8 @@ def phrase_expression(
         far = f"on the far {side}" if side in ("left", "right") else f"at the very {side}"
         return f"The {noun} {_pick([far, f'closest to the {side}'], rng)}"
     before = [_pick(_SUPERLATIVES[superlative], rng)] if superlative else []
+    if "scale" in attributes:
+        before.append(str(attributes["scale"]))
     if "colour" in attributes:
         before.append(_COLOUR_WORDS.get(attributes["colour"], attributes["colour"]))
     after = []

@@ -10,8 +10,14 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from wrel.data.synth.categories import CATEGORY_SPECS
 from wrel.data.synth.config import SynthConfig
-from wrel.data.synth.expressions import choose_attributes, phrase_expression
+from wrel.data.synth.expressions import (
+    RRSISD_KIND_WEIGHTS,
+    choose_attributes,
+    describe_more,
+    phrase_expression,
+)
 from wrel.data.synth.geometry import Instance
 from wrel.data.synth.render import SceneParams, render_scene
 
@@ -42,13 +48,28 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def _choose_refs(
-    instances: list[Instance], size: int, num_refs: int, rng: np.random.Generator
+    instances: list[Instance],
+    size: int,
+    num_refs: int,
+    rng: np.random.Generator,
+    target_category: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Refs of up to ``num_refs`` targets; with ``target_category`` (the ``rrsisd`` regime) the
+    targets are that class's instances first, and expressions name RRSIS-D's extra attributes."""
     refs = []
-    for target in rng.permutation(len(instances)):
-        attributes = choose_attributes(int(target), instances, size, rng)
+    order = rng.permutation(len(instances))
+    if target_category is not None:
+        order = np.concatenate([
+            [i for i in order if instances[i].category == target_category],
+            [i for i in order if instances[i].category != target_category],
+        ]).astype(int)  # fmt: skip
+    for target in order:
+        weights = RRSISD_KIND_WEIGHTS if target_category is not None else None
+        attributes = choose_attributes(int(target), instances, size, rng, weights)
         if attributes is None:
             continue
+        if target_category is not None:
+            attributes = describe_more(attributes, int(target), instances, size, rng)
         category = instances[target].category
         refs.append({
             "target": int(target),
@@ -74,7 +95,14 @@ def scene_params(config: SynthConfig) -> SceneParams:
         min_object_pixels=config.object_floor(),
         clutter=config.clutter,
         illumination=config.illumination,
-    )
+        target_weights=(
+            tuple(float(CATEGORY_SPECS[c].train_refs) for c in config.categories)
+            if config.regime == "rrsisd" else None
+        ),
+        max_context=config.max_context,
+        scale_jitter=config.scale_jitter,
+        colour_sd=config.colour_sd,
+    )  # fmt: skip
 
 
 def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecord:
@@ -85,7 +113,7 @@ def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecor
     records, geometry = [], []
     for obj in scene.objects:
         full = obj.full_mask(size)
-        geometry.append(Instance.from_mask(obj.category, obj.colour, full))
+        geometry.append(Instance.from_mask(obj.category, obj.colour, full, obj.relative_size))
         rle = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
         records.append({
             "category": obj.category,
@@ -94,5 +122,5 @@ def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecor
             "bbox": list(geometry[-1].bbox),
             "area": geometry[-1].area,
         })  # fmt: skip
-    refs = _choose_refs(geometry, size, config.refs_per_image, rng)
+    refs = _choose_refs(geometry, size, config.refs_per_image, rng, scene.target_category)
     return ImageRecord(png=encode_png(scene.image), instances=records, refs=refs)

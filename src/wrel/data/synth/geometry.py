@@ -53,17 +53,21 @@ class Instance:
     cy: float
     area: float
     bbox: tuple[float, float, float, float]
+    relative_size: float = 1.0  # drawn length / the class's mid length (PlacedObject)
 
     @classmethod
-    def from_mask(cls, category: str, colour: str, mask: np.ndarray) -> Instance:
+    def from_mask(
+        cls, category: str, colour: str, mask: np.ndarray, relative_size: float = 1.0
+    ) -> Instance:
         """Measure an instance from its mask ``(H, W)`` bool."""
         ys, xs = np.nonzero(mask)
         if len(ys) == 0:
             raise ValueError(f"empty mask for a {category} instance")
         box = (float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1))
         return cls(
-            category, colour, float(xs.mean() + 0.5), float(ys.mean() + 0.5), float(len(ys)), box
-        )
+            category, colour, float(xs.mean() + 0.5), float(ys.mean() + 0.5), float(len(ys)), box,
+            float(relative_size),
+        )  # fmt: skip
 
 
 def _box_gap(a: Instance, b: Instance) -> float:

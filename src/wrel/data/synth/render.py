@@ -15,6 +15,7 @@ from wrel.data.synth.scene import (
     _place,
     place_clutter,
     plan_categories,
+    plan_referred_scene,
 )
 
 __all__ = ["SceneParams", "compose_scene", "gaussian_blur", "render_scene"]
@@ -120,6 +121,14 @@ class SceneParams:
     min_object_pixels: int = 0
     clutter: int = 0
     illumination: float = 0.0
+    # ``rrsisd`` regime (None: the ``ambiguous`` planning): the referred class's weights, one per
+    # entry of the categories, and how many other classes may join its scene.
+    target_weights: tuple[float, ...] | None = None
+    max_context: int = 2
+    # Per-scene scale factor drawn log-uniformly in [1/x, x] (ground sampling distance varies
+    # across scenes); 1: off.
+    scale_jitter: float = 1.0
+    colour_sd: float = 7.0  # per-object colour variation, grey levels
 
 
 def render_scene(
@@ -133,18 +142,28 @@ def render_scene(
     ``params.illumination`` varies the lighting.
     """
     p = params
-    plan = plan_categories(
-        categories, p.min_instances, p.max_instances, p.max_per_class, p.single_prob, rng,
-        p.object_scale,
-    )  # fmt: skip
+    target: str | None = None
+    if p.target_weights is not None:
+        weights = np.asarray(p.target_weights, dtype=np.float64)
+        plan, target = plan_referred_scene(categories, weights / weights.sum(), p.max_context, rng)
+    else:
+        plan = plan_categories(
+            categories, p.min_instances, p.max_instances, p.max_per_class, p.single_prob, rng,
+            p.object_scale,
+        )  # fmt: skip
     water = any(CATEGORY_SPECS[n].on_water for n in plan) or rng.random() < 0.2
     background, water_mask = render_background(size, rng, water=water)
     occupied = np.zeros((size, size), dtype=bool)
     objects: list[PlacedObject] = []
-    scale = size / 128.0 * p.object_scale
+    base = size / 128.0 * p.object_scale
+    jitter = np.log(p.scale_jitter)
+    scale = base * float(np.exp(rng.uniform(-jitter, jitter))) if p.scale_jitter > 1 else base
     for name in plan:
         spec = CATEGORY_SPECS[name]
-        obj = _place(spec, scale, objects, occupied, water_mask, rng, p.min_object_pixels)
+        obj = _place(
+            spec, scale, objects, occupied, water_mask, rng, p.min_object_pixels,
+            colour_sd=p.colour_sd, base_scale=base,
+        )  # fmt: skip
         if obj is not None:
             objects.append(obj)
     extra = place_clutter(
@@ -155,4 +174,4 @@ def render_scene(
         background, objects + extra, rng, blur_sigma=p.blur_sigma, noise_std=p.noise_std,
         illumination=p.illumination,
     )  # fmt: skip
-    return Scene(image=image, objects=objects)
+    return Scene(image=image, objects=objects, target_category=target)

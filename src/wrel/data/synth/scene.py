@@ -9,7 +9,14 @@ import numpy as np
 from wrel.data.synth.categories import CATEGORY_SPECS, COLOURS, CategorySpec
 from wrel.data.synth.shapes import draw_shape
 
-__all__ = ["CLUTTER_SPECS", "PlacedObject", "Scene", "place_clutter", "plan_categories"]
+__all__ = [
+    "CLUTTER_SPECS",
+    "PlacedObject",
+    "Scene",
+    "place_clutter",
+    "plan_categories",
+    "plan_referred_scene",
+]
 
 Array = np.ndarray
 _REFERENCE_SIZE = 128.0  # sizes in CategorySpec are pixels at this image size
@@ -28,6 +35,9 @@ class PlacedObject:
     mask: Array  # (h, w) bool
     rgb: Array  # (h, w, 3) float32
     height: float  # shadow length in pixels
+    # Drawn length over the class's mid length at the scene's base scale (after the per-scene
+    # scale factor and the legibility floor): what "tiny" / "huge" describe.
+    relative_size: float = 1.0
 
     def full_mask(self, size: int) -> Array:
         """The object's mask on the whole image, ``(S, S)`` bool."""
@@ -43,6 +53,8 @@ class Scene:
 
     image: Array
     objects: list[PlacedObject]
+    # The class the scene's ref is about (``rrsisd`` regime); None: any instance may be referred.
+    target_category: str | None = None
 
 
 def plan_categories(
@@ -73,6 +85,38 @@ def plan_categories(
         plan.append(str(rng.choice(categories)))
     plan = plan[:max_instances]
     return sorted(plan, key=lambda n: -CATEGORY_SPECS[n].length[1])
+
+
+def plan_referred_scene(
+    categories: list[str],
+    weights: Array,
+    max_context: int,
+    rng: np.random.Generator,
+) -> tuple[list[str], str]:
+    """Plan a scene around the class of its ref (the ``rrsisd`` regime).
+
+    The referred class is drawn with ``weights`` (RRSIS-D's train frequencies), its count from the
+    class's ``single_share`` / ``max_count``; then up to ``max_context`` other classes join the
+    scene with one or two instances each (what relations refer to).
+
+    Returns:
+        (class names, largest objects first; the referred class)
+    """
+    target = str(categories[int(rng.choice(len(categories), p=weights))])
+    spec = CATEGORY_SPECS[target]
+    single = spec.max_count == 1 or rng.random() < spec.single_share
+    count = 1 if single else int(rng.integers(2, spec.max_count + 1))
+    plan = [target] * count
+    others = [c for c in categories if c != target]
+    num_context = int(rng.integers(0, max_context + 1)) if others else 0
+    if num_context:
+        w = np.array([weights[categories.index(c)] for c in others], dtype=np.float64)
+        picked = rng.choice(len(others), size=min(num_context, len(others)), replace=False,
+                            p=w / w.sum())  # fmt: skip
+        for k in picked:
+            cap = min(2, CATEGORY_SPECS[others[int(k)]].max_count)
+            plan += [others[int(k)]] * int(rng.integers(1, cap + 1))
+    return sorted(plan, key=lambda n: -CATEGORY_SPECS[n].length[1]), target
 
 
 def _patch(
@@ -199,16 +243,28 @@ def _place(
     rng: np.random.Generator,
     min_pixels: int = 0,
     palette: dict[str, tuple[int, int, int]] = COLOURS,
+    colour_sd: float = 7.0,
+    base_scale: float | None = None,
 ) -> PlacedObject | None:
+    """Place one object of ``spec`` drawn ``scale`` times its class size (None if no room).
+
+    ``colour_sd`` is the per-object colour variation (grey levels); ``base_scale`` the scene's
+    scale before any per-scene factor, against which ``relative_size`` is measured.
+    """
     size = occupied.shape[0]
     length = rng.uniform(*spec.length) * scale
     width = length * rng.uniform(*spec.aspect)
     angle = rng.uniform(0.0, np.pi)
     colour = str(rng.choice(spec.colours))
-    rgb = np.asarray(palette[colour], dtype=np.float32) + rng.normal(0, 7, 3).astype(np.float32)
+    rgb = np.asarray(palette[colour], dtype=np.float32)
+    rgb = rgb + rng.normal(0, colour_sd, 3).astype(np.float32)
     if min_pixels > 0:
         length, width = _legible(spec, length, width, angle, rgb, min_pixels)
     radius = 0.5 * np.hypot(length, width) + 1
+    if radius > 0.45 * size:  # larger than the image allows: shrink to fit (shape kept)
+        shrink = 0.45 * size / radius
+        length, width, radius = length * shrink, width * shrink, radius * shrink
+    relative = length / (0.5 * (spec.length[0] + spec.length[1]) * (base_scale or scale))
     for attempt in range(_MAX_TRIES):
         centre = _candidate_centre(spec, radius, placed, water, rng)
         if not (radius + 1 <= centre.min() and centre.max() <= size - radius - 1):
@@ -228,5 +284,7 @@ def _place(
         if box.any():
             continue
         occupied[y0 + ys.min() : y0 + ys.max() + 1, x0 + xs.min() : x0 + xs.max() + 1] = True
-        return PlacedObject(spec.name, colour, y0, x0, mask, colours, spec.height * scale)
+        return PlacedObject(
+            spec.name, colour, y0, x0, mask, colours, spec.height * scale, float(relative)
+        )
     return None

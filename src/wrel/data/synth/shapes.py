@@ -120,6 +120,99 @@ def _comb(u: Array, v: Array, length: float, width: float, colour: Array) -> tup
     return mask, _fill(mask, colour)
 
 
+def _cross(u: Array, v: Array, length: float, width: float, colour: Array) -> tuple[Array, Array]:
+    """Overpass: a road deck crossing a second road at an angle, both drawn as the object."""
+    deck = (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
+    along = u * 0.5 + v * 0.866  # the crossing road, 60 degrees to the deck
+    across = -u * 0.866 + v * 0.5
+    crossing = (np.abs(along) <= length * 0.3) & (np.abs(across) <= width * 0.4)
+    mask = deck | crossing
+    rgb = _fill(mask, colour)
+    rgb[crossing & ~deck] *= 0.85
+    rgb[deck & (np.abs(v) < max(0.4, width * 0.06))] = _WHITE  # centre line
+    return mask, rgb
+
+
+def _runway(u: Array, v: Array, length: float, width: float, colour: Array) -> tuple[Array, Array]:
+    """Airport: a long runway, a parallel taxiway and an apron with a terminal beside it."""
+    runway = (np.abs(u) <= length / 2) & (np.abs(v - width * 0.35) <= max(1.0, width * 0.12))
+    taxiway = (np.abs(u) <= length * 0.4) & (np.abs(v - width * 0.05) <= max(0.6, width * 0.05))
+    apron = (np.abs(u + length * 0.05) <= length * 0.22) & (v >= -width / 2) & (v <= 0.0)
+    mask = runway | taxiway | apron
+    rgb = _fill(mask, colour)
+    terminal = (
+        (np.abs(u + length * 0.05) <= length * 0.16) & (v >= -width / 2) & (v <= -width * 0.3)
+    )
+    rgb[terminal] *= 0.7
+    rgb[runway & (np.abs(v - width * 0.35) < max(0.4, width * 0.02))] = _WHITE
+    return mask, rgb
+
+
+def _dam(u: Array, v: Array, length: float, width: float, colour: Array) -> tuple[Array, Array]:
+    """Dam: a thick wall across water, wider at its base, with a light crest."""
+    taper = 0.75 + 0.25 * np.clip(v / width + 0.5, 0.0, 1.0)  # wider on the downstream side
+    mask = (np.abs(u) <= length / 2 * taper) & (np.abs(v) <= width / 2)
+    rgb = _fill(mask, colour)
+    rgb[mask & (v < -width * 0.25)] *= 1.12
+    return mask, rgb
+
+
+def _station(u: Array, v: Array, length: float, width: float, colour: Array) -> tuple[Array, Array]:
+    """Train station: long platform roofs with dark track gaps between them."""
+    mask = (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
+    rgb = _fill(mask, colour)
+    pitch = max(2.0, width / 4)
+    tracks = np.abs(((v + width / 2) % pitch) - pitch / 2) <= max(0.5, pitch * 0.18)
+    rgb[mask & tracks] *= 0.45
+    return mask, rgb
+
+
+def _lot(u: Array, v: Array, length: float, width: float, colour: Array) -> tuple[Array, Array]:
+    """Service area: a parking lot with rows of parked cars and a building at one end."""
+    mask = (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
+    rgb = _fill(mask, colour * 0.8)
+    pitch = max(2.5, width / 4)
+    rows = np.abs(((v + width / 2) % pitch) - pitch / 2) <= max(0.5, pitch * 0.2)
+    cars = rows & (np.abs(((u + length / 2) % 2.0) - 1.0) <= 0.5) & (u > -length * 0.2)
+    rgb[mask & cars] = _WHITE
+    rgb[mask & (u <= -length * 0.25)] = colour * 1.1  # the building
+    return mask, rgb
+
+
+def _tollgate(
+    u: Array, v: Array, length: float, width: float, colour: Array
+) -> tuple[Array, Array]:
+    """Toll station: a canopy across a road with booths in a row under it."""
+    mask = (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
+    rgb = _fill(mask, colour)
+    pitch = max(2.0, length / 6)
+    booths = np.abs(((u + length / 2) % pitch) - pitch / 2) <= max(0.4, pitch * 0.15)
+    rgb[mask & booths] *= 0.55
+    return mask, rgb
+
+
+def _stadium(u: Array, v: Array, length: float, width: float, colour: Array) -> tuple[Array, Array]:
+    """Stadium: an oval of stands around a green pitch (like a track, with a grey ring)."""
+    r = (u / (length / 2)) ** 2 + (v / (width / 2)) ** 2
+    mask = r <= 1.0
+    rgb = _fill(mask, colour)
+    rgb[r <= 0.55] = _GRASS
+    return mask, rgb
+
+
+def _golf(u: Array, v: Array, length: float, width: float, colour: Array) -> tuple[Array, Array]:
+    """Golf field: an irregular green with lighter fairways and sand bunkers."""
+    angle = np.arctan2(v, u)
+    wobble = 1.0 + 0.18 * np.sin(3.0 * angle + 1.3) + 0.1 * np.sin(5.0 * angle)
+    r = np.sqrt((u / (length / 2)) ** 2 + (v / (width / 2)) ** 2)
+    mask = r <= wobble
+    rgb = _fill(mask, colour)
+    rgb[mask & (np.abs(v - 0.2 * u) <= width * 0.12)] *= 1.25  # fairway
+    bunker = ((u - length * 0.25) ** 2 + (v + width * 0.2) ** 2) <= (width * 0.1) ** 2
+    rgb[mask & bunker] = np.array([214.0, 200.0, 150.0], dtype=np.float32)
+    return mask, rgb
+
+
 SHAPES: dict[str, ShapeFn] = {
     "rect": _rect,
     "car": _car,
@@ -132,6 +225,14 @@ SHAPES: dict[str, ShapeFn] = {
     "track": _track,
     "rotor": _rotor,
     "comb": _comb,
+    "cross": _cross,
+    "runway": _runway,
+    "dam": _dam,
+    "station": _station,
+    "lot": _lot,
+    "tollgate": _tollgate,
+    "stadium": _stadium,
+    "golf": _golf,
 }
 
 
