@@ -23,6 +23,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from wrel.inference import Predictor
+from wrel.web.limits import ClientConnections
 from wrel.web.server import (
     SECURITY_HEADERS,
     DemoApp,
@@ -384,10 +385,12 @@ def test_cli_flags_become_limits() -> None:
     limits = limits_from_args(args)
     assert limits.max_upload_bytes == 2 * 2**20 and limits.max_buffered_bytes == 8 * 2**20
     assert limits.max_queue == 0 and limits.limit_concurrency == 64
+    assert limits.max_connections_per_client == 16
     assert limits.request_timeout == 30.0 and limits.max_pixels == 4096 * 4096
     for flags, message in [
         (["--max-side", "8"], "--max-side = 8 must be at least 16"),
         (["--request-timeout", "0"], "--request-timeout = 0.0 must be > 0"),
+        (["--max-connections-per-client", "0"], "--max-connections-per-client = 0 must be at"),
         (["--max-buffered-mb", "1"], "--max-buffered-mb 1.0 must be at least --max-upload-mb"),
         (["--max-upload-mb", "-1"], "--max-upload-mb -1.0 must be > 0"),
     ]:
@@ -421,3 +424,16 @@ def test_load_examples_prefers_accurate_test_samples(
     assert [(e.example_id, e.text) for e in examples] == [("0", "t0"), ("2", "t2")]
     with pytest.raises(FileNotFoundError, match="generate the benchmark"):
         load_examples(tmp_path / "missing")
+
+
+def test_client_connections_are_capped_per_address() -> None:
+    clients = ClientConnections(limit=2)
+    assert clients.admit("10.0.0.1") and clients.admit("10.0.0.1")
+    assert not clients.admit("10.0.0.1") and not clients.admit("10.0.0.1")  # at the cap
+    assert clients.admit("10.0.0.2")  # another address has its own budget
+    assert clients.refused["10.0.0.1"] == 2 and "already has 2" in clients.refusal("10.0.0.1")
+    clients.release("10.0.0.1")  # one closed: a new one fits, the refusal count starts over
+    assert clients.refused["10.0.0.1"] == 0 and clients.admit("10.0.0.1")
+    for host in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):
+        clients.release(host)
+    assert not clients.open  # nothing left behind

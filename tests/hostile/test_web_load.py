@@ -5,6 +5,9 @@ head: all are dropped within the timeouts, while normal requests are answered me
 (b) 20 concurrent uploads of PNGs of a few KB that declare 2048 x 2048 (at the cap) or
 4096 x 4096 (above it): each gets 200, 413 or 503; the process RSS and thread count stay bounded
 because decoding happens in one worker, after a header check.
+(c) One client (127.0.0.1) opens more slow connections than the global connection limit: past
+the per-client cap they get 429 at once, and a second client (127.0.0.2) gets 200 for all its
+requests meanwhile; with the per-client cap as large as the global limit, it gets 503s.
 
 All clients are raw sockets driven from this thread, so the thread count is the server's.
 """
@@ -83,38 +86,62 @@ def request(path: str, body: bytes = b"", method: str = "POST") -> bytes:
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+def open_all(
+    address: tuple[str, int], payloads: list[bytes], source: str | None = None
+) -> list[socket.socket]:
+    """One connection per payload (from the local address ``source``), each payload sent."""
+    socks = []
+    bind = (source, 0) if source else None
+    for payload in payloads:
+        sock = socket.create_connection(address, timeout=5, source_address=bind)
+        sock.sendall(payload)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def read_all(
+    socks: list[socket.socket], deadline: float, stop_after: int | None = None
+) -> list[tuple[bytes, float]]:
+    """Read each socket until the server closes it, for at most ``deadline`` seconds (or until
+    ``stop_after`` of them are closed). Returns ``(answer bytes, seconds until closed)`` per
+    socket (``inf``: still open); the sockets stay open."""
+    start = time.monotonic()
+    selector = selectors.DefaultSelector()
+    for index, sock in enumerate(socks):
+        selector.register(sock, selectors.EVENT_READ, index)
+    answers: list[list[bytes]] = [[] for _ in socks]
+    closed_after = [float("inf")] * len(socks)
+    n_closed = 0
+    while selector.get_map() and time.monotonic() - start < deadline:
+        if stop_after is not None and n_closed >= stop_after:
+            break
+        for key, _ in selector.select(timeout=0.05):
+            try:
+                chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                answers[key.data].append(chunk)
+            else:
+                closed_after[key.data] = time.monotonic() - start
+                selector.unregister(key.fileobj)
+                n_closed += 1
+    selector.close()
+    return [(b"".join(a), t) for a, t in zip(answers, closed_after, strict=True)]
+
+
 def exchange_all(
-    address: tuple[str, int], payloads: list[bytes], deadline: float
+    address: tuple[str, int], payloads: list[bytes], deadline: float, source: str | None = None
 ) -> list[tuple[bytes, float]]:
     """Send every payload on its own connection at once; read each answer until the server
     closes. Returns ``(answer bytes, seconds until closed)`` per payload (``inf``: still open)."""
-    start = time.monotonic()
-    selector = selectors.DefaultSelector()
-    answers: list[list[bytes]] = [[] for _ in payloads]
-    closed_after = [float("inf")] * len(payloads)
-    socks = []
-    for index, payload in enumerate(payloads):
-        sock = socket.create_connection(address, timeout=5)
-        sock.sendall(payload)
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, index)
-        socks.append(sock)
+    socks = open_all(address, payloads, source)
     try:
-        while selector.get_map() and time.monotonic() - start < deadline:
-            for key, _ in selector.select(timeout=0.05):
-                try:
-                    chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                except ConnectionResetError:
-                    chunk = b""
-                if chunk:
-                    answers[key.data].append(chunk)
-                else:
-                    closed_after[key.data] = time.monotonic() - start
-                    selector.unregister(key.fileobj)
+        return read_all(socks, deadline)
     finally:
         for sock in socks:
             sock.close()
-    return [(b"".join(a), t) for a, t in zip(answers, closed_after, strict=True)]
 
 
 def status_of(answer: bytes) -> int:
@@ -139,6 +166,7 @@ def server() -> Iterator[DemoServer]:
         max_side=2048,
         max_queue=2,
         limit_concurrency=256,
+        max_connections_per_client=256,  # (a) and (b) are about timeouts and memory, not (c)
         request_timeout=TIMEOUT,
         header_timeout=TIMEOUT,
         keep_alive=TIMEOUT,
@@ -206,3 +234,75 @@ def test_concurrent_bomb_uploads_are_answered_within_bounds(server: DemoServer) 
     # decoding the 10 accepted uploads at once would take ~2.5 GB
     assert (sampler.peak_rss - rss_before) / 1024 < 500, (rss_before, sampler.peak_rss)
     assert sampler.peak_threads <= threads_before + 1
+
+
+CLIENT_CAP = 8  # per-client connection cap of the server under test (c)
+GLOBAL_LIMIT = 24  # its global connection limit; the greedy client opens more than this
+
+
+def second_loopback_address() -> str:
+    """127.0.0.2 (Linux routes all of 127/8 to lo), or skip where it cannot be bound."""
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.2", 0))
+    except OSError as err:
+        pytest.skip(f"cannot bind 127.0.0.2 as a second client address: {err}")
+    return "127.0.0.2"
+
+
+def greedy_client_against(per_client: int) -> tuple[list[tuple[bytes, float]], list[int]]:
+    """A greedy client (127.0.0.1) holds 40 connections stuck in their request head while a
+    second client (127.0.0.2) sends 20 requests, 5 at a time. Returns the greedy client's
+    ``(answer, seconds until closed)`` per connection and the second client's statuses."""
+    other = second_loopback_address()
+    limits = ServerLimits(
+        max_side=256,
+        limit_concurrency=GLOBAL_LIMIT,
+        max_connections_per_client=per_client,
+        header_timeout=10.0,  # the greedy connections outlive the test unless refused
+    )
+    demo = DemoApp(Predictor(BrightModel(), image_size=(32, 32)), limits=limits)
+    slow_head = b"GET /api/info HTTP/1.1\r\nHost: t\r\nX-Slow: "
+    with make_server(demo, "127.0.0.1", 0) as server:
+        address = server.server_address
+        greedy = open_all(address, [slow_head] * 40)
+        try:
+            time.sleep(0.3)  # the server has accepted them all
+            statuses = []
+            for round_ in range(4):
+                payloads = [request("/api/info", method="GET")] * 4
+                payloads.append(request("/api/predict?text=x", png(64)) if round_ else payloads[0])
+                answers = exchange_all(address, payloads, 10.0, source=other)
+                statuses += [status_of(answer) for answer, _ in answers]
+            refused = len(greedy) - min(per_client, len(greedy))
+            greedy_results = read_all(greedy, 5.0, stop_after=refused)
+        finally:
+            for sock in greedy:
+                sock.close()
+        if per_client < GLOBAL_LIMIT:  # the greedy client's slots are freed once it closes
+            time.sleep(0.3)
+            again = exchange_all(address, [request("/api/info", method="GET")] * per_client, 10)
+            assert [status_of(answer) for answer, _ in again] == [200] * per_client
+    return greedy_results, statuses
+
+
+def test_one_client_cannot_take_the_connection_budget() -> None:
+    greedy, statuses = greedy_client_against(CLIENT_CAP)
+    assert statuses == [200] * 20  # the second client is served throughout
+    held = [(answer, seconds) for answer, seconds in greedy if seconds == float("inf")]
+    refused = [(answer, seconds) for answer, seconds in greedy if seconds < float("inf")]
+    assert len(held) == CLIENT_CAP and all(answer == b"" for answer, _ in held)
+    assert len(refused) == 40 - CLIENT_CAP
+    for answer, seconds in refused:  # 429 with Retry-After and the reason, then closed
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert status_of(answer) == 429 and b"\r\nretry-after: 2" in head.lower(), head
+        assert f"already has {CLIENT_CAP} open connections" in json.loads(body)["error"]
+        assert seconds < 3.0
+
+
+def test_without_a_per_client_cap_one_client_starves_the_others() -> None:
+    """The control of the test above: a per-client cap as large as the global limit (as
+    before the cap existed) lets the greedy client fill the global budget."""
+    greedy, statuses = greedy_client_against(GLOBAL_LIMIT)
+    assert statuses == [503] * 20  # uvicorn's global limit answers 503 to every request
+    assert sum(1 for answer, _ in greedy if status_of(answer) == 429) == 40 - GLOBAL_LIMIT

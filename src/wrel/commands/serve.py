@@ -71,6 +71,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="open connections + running requests; more get 503 (default 64)",
     )
     g.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=16,
+        help="open connections one client address may hold; a new one above it gets 429 with "
+        "Retry-After, so one client cannot take the whole --limit-concurrency (default 16)",
+    )
+    g.add_argument(
         "--request-timeout",
         type=float,
         default=30.0,
@@ -110,6 +117,7 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
         "max_side": "--max-side",
         "max_queue": "--max-queue",
         "limit_concurrency": "--limit-concurrency",
+        "max_connections_per_client": "--max-connections-per-client",
         "request_timeout": "--request-timeout",
         "header_timeout": "--header-timeout",
         "keep_alive": "--keep-alive",
