@@ -1,4 +1,8 @@
-"""The synthetic benchmark: layout, determinism, verified expressions, ambiguity, validation."""
+"""The synthetic benchmark: layout, determinism, verified expressions, ambiguity, validation.
+
+These run on the ``ambiguous`` regime (most class names match several objects); the default
+``rrsisd`` regime has its own checks in test_synthetic_rrsisd.py.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ def _tree_hash(root: Path) -> str:
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    generate_benchmark(root, SynthConfig(**TINY), progress=False)
+    generate_benchmark(root, SynthConfig.for_regime("ambiguous", **TINY), progress=False)
     return root
 
 
@@ -128,9 +132,18 @@ def test_ambiguity_and_single_instances(bench: Path) -> None:
 
 
 def test_byte_identical_for_a_seed(bench: Path, tmp_path: Path) -> None:
-    generate_benchmark(tmp_path / "again", SynthConfig(**TINY), num_workers=2, progress=False)
+    generate_benchmark(
+        tmp_path / "again",
+        SynthConfig.for_regime("ambiguous", **TINY),
+        num_workers=2,
+        progress=False,
+    )
     assert _tree_hash(tmp_path / "again") == _tree_hash(bench)
-    generate_benchmark(tmp_path / "other", SynthConfig(**{**TINY, "seed": 8}), progress=False)
+    generate_benchmark(
+        tmp_path / "other",
+        SynthConfig.for_regime("ambiguous", **{**TINY, "seed": 8}),
+        progress=False,
+    )
     assert _tree_hash(tmp_path / "other") != _tree_hash(bench)
 
 

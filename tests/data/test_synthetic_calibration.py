@@ -1,4 +1,5 @@
-"""The calibrated generator defaults: RRSIS-D's structure, legible targets, ambiguous names."""
+"""The calibrated generator defaults: RRSIS-D's structure, legible targets, class names that
+say which object is meant about half the time (the rrsisd regime)."""
 
 from __future__ import annotations
 
@@ -46,13 +47,14 @@ def test_one_ref_per_image(bench: Path) -> None:
     assert len(refs) >= 0.95 * SMALL["num_train"]  # nearly every image yields its ref
 
 
-def test_targets_legible_and_class_names_ambiguous(bench: Path) -> None:
+def test_targets_legible_and_class_names_mostly_say_which(bench: Path) -> None:
     data = read_benchmark(bench)
     areas = target_areas(data)
     assert (areas >= LEGIBLE_PIXELS).mean() >= 0.9
     stats = benchmark_stats(bench)
     assert stats["target_area"]["legible_share"] == pytest.approx((areas >= 64).mean(), abs=1e-4)
-    assert stats["ambiguous_share"] >= 0.6
+    # rrsisd regime: about half the class names match one object (the ambiguous regime: 71 %)
+    assert 0.3 <= stats["ambiguous_share"] <= 0.6
     assert stats["refs_per_image"]["max"] == 1
     # measured at a smaller network input, areas shrink with the square of the scale
     half = benchmark_stats(bench, input_size=SynthConfig().image_size // 2)

@@ -122,6 +122,8 @@ def attribute_words(
         )
     if "size" in attributes:
         out["size"] = set(_SIZE_WORDS.get(str(attributes["size"]), (str(attributes["size"]),)))
+    if "scale" in attributes:  # rrsisd regime: "tiny" / "huge" against the class's usual size
+        out.setdefault("size", set()).add(str(attributes["scale"]))
     if "colour" in attributes:
         colour = str(attributes["colour"])
         out["colour"] = set(_COLOUR_WORDS.get(colour, (colour,)))

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -217,6 +218,53 @@ def _curve(run_dir: Path) -> list[dict[str, Any]]:
     return points
 
 
+def code_version(where: str | Path | None = None) -> dict[str, Any]:
+    """The code a run used: the git commit of the wrel source tree and whether the tree had
+    uncommitted changes (None for both outside a git checkout, e.g. an installed wheel)."""
+
+    src = Path(where) if where is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(src), *args], capture_output=True, text=True, timeout=20,
+                check=True,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": commit.strip() if commit else None,
+        "dirty": bool(status.strip()) if status is not None else None,
+    }
+
+
+def data_version(root: str | Path) -> dict[str, Any] | None:
+    """The embedded benchmark's generator version, regime and settings hash under ``root``
+    (None for other data: a real data set names itself by its path)."""
+
+    meta_path = Path(root) / "synthetic" / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    config = meta.get("config", {})
+    regime = config.get("regime", "ambiguous")  # renders before 2.0 had no regime key
+    settings = (
+        meta.get("settings_hash")
+        or (
+            from_dict(SynthConfig, {**to_dict(SynthConfig.for_regime(regime)), **config})
+        ).settings_hash()
+    )
+    return {
+        "generator_version": meta.get("version"),
+        "regime": regime,
+        "settings_hash": settings,
+    }
+
+
 def run_record(
     spec: RunSpec, cfg: Any, result: dict[str, Any], wall_time_s: float
 ) -> dict[str, Any]:
@@ -236,6 +284,8 @@ def run_record(
         "test": result.get("test"),
         "curve": curve,
         "plateau": plateau_check(curve),
+        "code": code_version(),
+        "data": data_version(cfg.data.root),
         "config": to_dict(cfg),
     }
 

@@ -14,6 +14,7 @@ from wrel.data.synth.geometry import (
     SIZES,
     Instance,
     clearly_holds,
+    scale_word,
     singles_out,
 )
 
@@ -116,22 +117,10 @@ def choose_attributes(
     return dict(options[int(rng.integers(len(options)))])
 
 
-#: Size words said of an object against its class's usual size (``Instance.relative_size``),
-#: as RRSIS-D's "tiny vehicle" / "huge airport": (word, lower bound, upper bound).
-_SCALE_WORDS = (("tiny", 0.0, 0.8), ("small", 0.8, 0.92), ("large", 1.1, 1.25),
-                ("huge", 1.25, float("inf")))  # fmt: skip
 #: rrsisd regime: chance that a true attribute the core does not need is said anyway, so that
 #: the mix of what expressions name matches RRSIS-D's (docs/data.md, measured by
 #: ``wrel.data.expression_mix``).
 EXTRA_PROBS = {"position": 0.7, "colour": 0.05, "scale": 0.45}
-
-
-def scale_word(relative_size: float) -> str | None:
-    """The size word for an object ``relative_size`` times its class's mid length, or None."""
-    for word, lo, hi in _SCALE_WORDS:
-        if lo <= relative_size < hi:
-            return word
-    return None
 
 
 def describe_more(

@@ -122,5 +122,7 @@ def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecor
             "bbox": list(geometry[-1].bbox),
             "area": geometry[-1].area,
         })  # fmt: skip
+        if config.regime == "rrsisd":  # what its size word is measured against
+            records[-1]["relative_size"] = obj.relative_size
     refs = _choose_refs(geometry, size, config.refs_per_image, rng, scene.target_category)
     return ImageRecord(png=encode_png(scene.image), instances=records, refs=refs)

@@ -19,6 +19,7 @@ __all__ = [
     "Instance",
     "clearly_fails",
     "clearly_holds",
+    "scale_word",
     "singles_out",
 ]
 
@@ -34,6 +35,20 @@ EXTREMES: dict[str, tuple[int, int]] = {
     "leftmost": (0, -1), "rightmost": (0, 1), "topmost": (1, -1), "bottommost": (1, 1),
 }  # fmt: skip
 SIZES = ("largest", "smallest")
+
+#: Size words said of an object against its class's usual size (``Instance.relative_size``),
+#: as RRSIS-D's "tiny vehicle" / "huge airport": (word, lower bound, upper bound).
+SCALE_WORDS = (("tiny", 0.0, 0.8), ("small", 0.8, 0.92), ("large", 1.1, 1.25),
+               ("huge", 1.25, float("inf")))  # fmt: skip
+
+
+def scale_word(relative_size: float) -> str | None:
+    """The size word for an object ``relative_size`` times its class's mid length, or None."""
+    for word, lo, hi in SCALE_WORDS:
+        if lo <= relative_size < hi:
+            return word
+    return None
+
 
 # Margins, as fractions of the image side unless noted.
 POSITION_MARGIN = 0.05  # centroid this far from a 3x3 grid line
@@ -120,6 +135,8 @@ def clearly_holds(
         return target.colour == value
     if key == "next_to":
         return value != target.category and _gap_to(target, value, instances) <= NEAR_GAP * size
+    if key == "scale":
+        return scale_word(target.relative_size) == value
     raise ValueError(f"unknown attribute {key!r}")
 
 
@@ -135,6 +152,8 @@ def clearly_fails(
         return other.colour != value
     if key == "next_to":
         return _gap_to(other, value, instances) >= FAR_GAP * size
+    if key == "scale":  # said of the target against its class, never used to rule others out
+        return False
     raise ValueError(f"unknown attribute {key!r}")
 
 

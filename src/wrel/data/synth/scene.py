@@ -285,6 +285,6 @@ def _place(
             continue
         occupied[y0 + ys.min() : y0 + ys.max() + 1, x0 + xs.min() : x0 + xs.max() + 1] = True
         return PlacedObject(
-            spec.name, colour, y0, x0, mask, colours, spec.height * scale, float(relative)
+            spec.name, colour, y0, x0, mask, colours, spec.height * scale, round(float(relative), 4)
         )
     return None

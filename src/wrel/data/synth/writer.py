@@ -59,6 +59,8 @@ class BenchmarkWriter:
                 "iscrowd": 0,
                 "colour": inst["colour"],
             })  # fmt: skip
+            if "relative_size" in inst:  # rrsisd regime: what "tiny" / "huge" are said against
+                self.annotations[-1]["relative_size"] = inst["relative_size"]
         for ref in record.refs:
             self._add_ref(split, image_id, file_name, ann_ids[ref["target"]], record, ref)
 

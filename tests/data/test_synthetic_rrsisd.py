@@ -1,0 +1,169 @@
+"""The rrsisd regime (the default): RRSIS-D's classes, frequencies, density and expression mix.
+
+Targets come from RRSIS-D's published split file (train refs per class; the expression mix
+measured by ``wrel.data.expression_mix`` on its 12,181 train expressions, docs/data.md) and are
+checked on a small render with tolerances that a 600-image sample can meet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pycocotools import mask as mask_utils
+
+from wrel.data.expression_mix import expression_kinds, expression_mix
+from wrel.data.refer import load_refs
+from wrel.data.synth import CATEGORY_SPECS, SynthConfig, generate_benchmark
+from wrel.data.synth.categories import AMBIGUOUS_CATEGORIES, RRSISD_CATEGORY_IDS
+from wrel.data.synth.config import REGIMES
+from wrel.data.synth.geometry import Instance, singles_out
+
+SMALL = {"num_train": 600, "num_val": 0, "num_test": 0, "seed": 3}
+#: RRSIS-D train expressions (refs(unc).p, 12,181): shares naming each kind, mean words.
+RRSISD_MIX = {"position": 0.643, "relation": 0.143, "colour": 0.314, "size": 0.391}
+RRSISD_WORDS = 6.81
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rrsisd")
+    generate_benchmark(root, SynthConfig(**SMALL), progress=False)
+    return root
+
+
+def _attributes(root: Path) -> dict[str, dict]:
+    return json.loads((root / "synthetic" / "attributes.json").read_text())
+
+
+def test_defaults_are_the_rrsisd_regime() -> None:
+    cfg = SynthConfig()
+    assert cfg.regime == "rrsisd"
+    assert sorted(cfg.categories) == sorted(RRSISD_CATEGORY_IDS)  # RRSIS-D's 20 classes
+    assert cfg.refs_per_image == 1
+    assert (cfg.num_train, cfg.num_val, cfg.num_test) >= (10_000, 1_000, 2_000)
+    # the class weights are RRSIS-D's train refs per class, 12,181 in all
+    assert sum(CATEGORY_SPECS[c].train_refs for c in cfg.categories) == 12_181
+
+
+def test_rrsisd_train_refs_match_the_published_split() -> None:
+    split = Path(__file__).resolve().parents[3] / "shared/data/rrsisd/refs(unc)-90-all.p"
+    if not split.is_file():
+        pytest.skip("RRSIS-D split files are not here")
+    counts = Counter(r["category_id"] for r in load_refs(split) if r["split"] == "train")
+    for name, cid in RRSISD_CATEGORY_IDS.items():
+        assert CATEGORY_SPECS[name].train_refs == counts[cid], name
+
+
+def test_class_frequencies_follow_rrsisd(bench: Path) -> None:
+    attrs = _attributes(bench)
+    shares = Counter(a["class_name"] for a in attrs.values())
+    total = sum(CATEGORY_SPECS[c].train_refs for c in RRSISD_CATEGORY_IDS)
+    for name in RRSISD_CATEGORY_IDS:
+        expected = CATEGORY_SPECS[name].train_refs / total
+        assert abs(shares[name] / len(attrs) - expected) <= 0.035, name
+    assert shares.most_common(1)[0][0] == "vehicle"
+
+
+def test_instance_density_by_class(bench: Path) -> None:
+    """Facilities mostly stand alone, small objects come in groups (CategorySpec density)."""
+    attrs = list(_attributes(bench).values())
+
+    def multi(names: set[str]) -> float:
+        rows = [a for a in attrs if a["class_name"] in names]
+        return sum(a["num_same_class"] > 1 for a in rows) / len(rows)
+
+    assert all(a["num_same_class"] == 1 for a in attrs if a["class_name"] == "airport")
+    assert multi({"vehicle", "storagetank", "ship", "airplane", "windmill"}) >= 0.6
+    assert multi({"dam", "trainstation", "golffield", "stadium", "airport"}) <= 0.25
+    ambiguous = sum(a["num_same_class"] > 1 for a in attrs) / len(attrs)
+    assert 0.3 <= ambiguous <= 0.6  # the ambiguous regime: >= 0.6
+
+
+def test_expression_mix_matches_rrsisd(bench: Path) -> None:
+    mix = expression_mix(a["expression"] for a in _attributes(bench).values())
+    for kind, share in RRSISD_MIX.items():
+        assert abs(mix[kind] - share) <= 0.09, (kind, mix[kind])
+    assert abs(mix["words_mean"] - RRSISD_WORDS) <= 1.5
+
+
+def test_expressions_single_out_their_target(bench: Path) -> None:
+    """Re-check every expression against geometry measured from the written masks; the size
+    words are checked against each instance's recorded size relative to its class."""
+    refs = load_refs(bench / "synthetic" / "refs(unc).p")
+    instances = json.loads((bench / "synthetic" / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in instances["categories"]}
+    by_image: dict[int, list[dict]] = {}
+    for ann in instances["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    attrs = _attributes(bench)
+    scaled = 0
+    for ref in refs:
+        anns = by_image[ref["image_id"]]
+        geometry = [
+            Instance.from_mask(
+                names[a["categories_id"]], a["colour"], mask_utils.decode(a["segmentation"]),
+                a["relative_size"],
+            )
+            for a in anns
+        ]  # fmt: skip
+        target = [a["id"] for a in anns].index(ref["ann_id"])
+        info = attrs[str(ref["ref_id"])]
+        assert singles_out(info["attributes"], target, geometry, SynthConfig().image_size), info
+        scaled += "scale" in info["attributes"]
+    assert scaled > 0.2 * len(refs)
+
+
+def test_render_is_deterministic(bench: Path, tmp_path: Path) -> None:
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted((root / "synthetic").glob("*.json")) + [root / "synthetic/refs(unc).p"]:
+            h.update(p.name.encode() + p.read_bytes())
+        return h.hexdigest()
+
+    again = tmp_path / "again"
+    generate_benchmark(again, SynthConfig(**SMALL), num_workers=2, progress=False)
+    assert digest(again) == digest(bench)
+
+
+def test_ambiguous_regime_renders_the_earlier_benchmark(tmp_path: Path) -> None:
+    """The ambiguous regime is the generator before the rrsisd calibration, byte for byte (the
+    digest was taken with that generator, commit 5d14c1d), so its records stay reproducible."""
+    cfg = SynthConfig.for_regime("ambiguous", num_train=60, num_val=10, num_test=10)
+    assert cfg.categories == list(AMBIGUOUS_CATEGORIES) and len(cfg.categories) == 12
+    generate_benchmark(tmp_path, cfg, progress=False)
+    h = hashlib.sha256()
+    for path in sorted(tmp_path.rglob("*")):
+        if path.is_file() and path.name != "meta.json":
+            h.update(path.read_bytes())
+    assert h.hexdigest() == "cdd889c95ca3b1126ff3f5707a0b0eb6f1055b5b1ac4ee087d074ac7a12d450a"
+
+
+def test_regimes_are_named_and_hashed() -> None:
+    assert set(REGIMES) == {"rrsisd", "ambiguous"}
+    with pytest.raises(ValueError, match="unknown regime"):
+        SynthConfig.for_regime("paper")
+    with pytest.raises(ValueError, match="regime="):
+        SynthConfig(regime="other")
+    a, b = SynthConfig(), SynthConfig.for_regime("ambiguous")
+    assert a.settings_hash() != b.settings_hash()
+    assert a.settings_hash() == SynthConfig().settings_hash()
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("A windmill on the lower right", {"position"}),
+        ("A tennis court is on the right of the oval ground track field", {"relation"}),
+        ("A vehicle is on the right of the vehicle on the lower left", {"position", "relation"}),
+        ("A small gray and black slender train station", {"colour", "size"}),
+        ("The leftmost huge windmill", {"position", "size"}),
+        ("The vehicle is below the baseball field", {"relation"}),
+        ("The golf field", set()),
+    ],
+)
+def test_expression_kinds(text: str, kinds: set[str]) -> None:
+    assert expression_kinds(text) == kinds
