@@ -183,6 +183,55 @@ def test_report_warns_above_the_table_when_runs_stopped_before_their_plateau(
     assert "did not reach" not in write_report(tmp_path)["md"].read_text()
 
 
+def test_a_cell_of_two_code_or_data_versions_is_refused_unless_named(tmp_path: Path) -> None:
+    from wrel.studies.runner import RunSpec, mixed_cells, run_benchmark, write_report
+
+    def rec(seed: int, commit: str, data: str) -> dict:
+        return {
+            "name": f"naive-r10-s{seed}", "method": "naive", "accurate_ratio": 0.1, "seed": seed,
+            "wall_time_s": 60.0, "val": {"mIoU": 50.0}, "test": {"mIoU": 50.0, "oIoU": 50.0},
+            "curve": [], "plateau": {"reached": True, "gain": 0.1, "num_points": 5},
+            "code": {"commit": commit, "dirty": False}, "data": {"settings_hash": data},
+        }  # fmt: skip
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for r in (rec(0, "a" * 40, "d1"), rec(1, "a" * 40, "d1")):
+        (runs / f"{r['name']}.json").write_text(json.dumps(r))
+    assert mixed_cells([rec(0, "a" * 40, "d1"), rec(1, "a" * 40, "d1")]) == {}
+    write_report(tmp_path)  # one version per cell: fine
+    (runs / "naive-r10-s2.json").write_text(json.dumps(rec(2, "b" * 40, "d2")))
+    with pytest.raises(ValueError, match="mix runs of different code or data versions"):
+        write_report(tmp_path)
+    md = write_report(tmp_path, allow_mixed_versions=True)["md"].read_text()
+    assert "**1 cell(s) mix code or data versions**" in md
+    assert "naive at 10%: code aaaaaaaaaa / data d1; code bbbbbbbbbb / data d2" in md
+    # a new run that would join that cell under this checkout's version is refused up front
+    with pytest.raises(ValueError, match="another code or data"):
+        run_benchmark(
+            get_profile("quick"), [RunSpec("naive", 0.1, 3)], data_root=tmp_path,
+            out_dir=tmp_path, runs_dir=tmp_path / "rd", train_fn=lambda **_: {},
+        )  # fmt: skip
+
+
+def test_records_name_their_code_and_data(tmp_path: Path) -> None:
+    from wrel.data.synth import SynthConfig, generate_benchmark
+    from wrel.studies.runner import code_version, data_version
+
+    code = code_version()
+    assert set(code) == {"commit", "dirty"}
+    assert code["commit"] is None or len(code["commit"]) == 40
+    cfg = SynthConfig(num_train=4, num_val=1, num_test=1)
+    generate_benchmark(tmp_path, cfg, progress=False)
+    data = data_version(tmp_path)
+    assert data == {
+        "generator_version": data["generator_version"],
+        "regime": "rrsisd",
+        "settings_hash": cfg.settings_hash(),
+    }
+    assert data_version(tmp_path / "elsewhere") is None
+
+
 def test_time_left_ignores_records_without_a_wall_time() -> None:
     """A run started from another run's stages (or resumed across sessions) records NaN wall
     time; the next bench's time-left estimate once crashed on it ("cannot convert float NaN
@@ -405,8 +454,8 @@ def test_word_bank_method_is_the_paper_recipe_with_a_bank_of_words(tmp_path: Pat
     ]
 
 
-def test_paired_table_pairs_seeds_and_compares_with_the_seed_spread() -> None:
-    from wrel.studies.report import paired_table
+def test_paired_table_pairs_seeds_and_applies_the_one_above_rule() -> None:
+    from wrel.studies.report import paired_table, paired_verdict
 
     def rec(method: str, seed: int, miou: float) -> dict:
         return {"method": method, "accurate_ratio": 0.1, "seed": seed, "test": {"mIoU": miou}}
@@ -414,11 +463,11 @@ def test_paired_table_pairs_seeds_and_compares_with_the_seed_spread() -> None:
     records = [
         rec("naive", 0, 50.0),
         rec("naive", 1, 52.0),
-        rec("naive", 2, 51.0),  # std 1.0
+        rec("naive", 2, 51.0),
         rec("lrb-paper", 0, 53.0),
         rec("lrb-paper", 1, 55.0),  # seed 2 missing: paired over seeds 0 and 1 only
-        rec("lrb-words", 0, 50.5),
-        rec("lrb-words", 1, 52.5),
+        rec("lrb-words", 0, 51.5),  # +1.5, -0.5, +0.5: mean 0.5, std 1.0
+        rec("lrb-words", 1, 51.5),
         rec("lrb-words", 2, 51.5),
         {"method": "full", "accurate_ratio": 1.0, "seed": 0, "test": {"mIoU": 70.0}},
     ]
@@ -426,7 +475,12 @@ def test_paired_table_pairs_seeds_and_compares_with_the_seed_spread() -> None:
     paper = next(x for x in lines if "paper recipe" in x)
     words = next(x for x in lines if "word bank" in x)
     assert "3.00 ± 0.00" in paper and "| 2 |" in paper and paper.endswith("| above |")
-    assert "0.50 ± 0.00" in words and "| 3 |" in words and "within the seed spread" in words
+    # 0.5 - 2.920 * 1.0 / sqrt(3) < 0 < 0.5 + ...: the one-sided paired t interval holds 0
+    assert "0.50 ± 1.00" in words and "| 3 |" in words and words.endswith("| not separated |")
+    # by hand: mean 2, std 1, n 3 -> 2 - 2.920 / sqrt(3) = 0.31 > 0: above; mirrored: below
+    assert paired_verdict([1.0, 2.0, 3.0]) == "above"
+    assert paired_verdict([-1.0, -2.0, -3.0]) == "below"
+    assert paired_verdict([0.5, 2.0, 3.5]) == "not separated"  # 2 - 2.920 * 1.5 / 1.73 < 0
     single = paired_table([rec("naive", 0, 50.0), rec("lrb-paper", 0, 49.0)])
     assert "-1.00" in single and "one seed" in single
     assert "no method paired" in paired_table([rec("naive", 0, 50.0)])

@@ -54,3 +54,15 @@ def test_table_names_each_run() -> None:
     table = plateau_table(recs)
     assert "| full-s0 | full | 5 | +0.10 | reached |" in table
     assert "| naive-r10-s0 | full | 5 | +10.00 | NOT reached |" in table
+
+
+def test_plateau_window_starts_from_the_best_of_three_evaluations() -> None:
+    """A window opening at a one-evaluation dip does not count the recovery as a gain."""
+    dip = _curve([10, 30, 45, 50, 52, 53, 53.2, 51.0, 53.3, 53.4])
+    smoothed = plateau_check(dip)
+    assert smoothed["reached"] is True and smoothed["smooth"] == 3
+    # the same curve judged from the last evaluation alone: the dip reads as a 2.4-point gain
+    plain = plateau_check(dip, smooth=1)
+    assert plain["reached"] is False and plain["gain"] > 1.0
+    with pytest.raises(ValueError, match="smooth"):
+        plateau_check(dip, smooth=0)

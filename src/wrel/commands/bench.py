@@ -126,6 +126,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and exit",
     )
     p.add_argument("--report-only", action="store_true", help="rewrite the report and exit")
+    p.add_argument("--allow-mixed-versions", action="store_true",
+                   help="let a table cell hold runs of different code commits or benchmark "
+                   "settings (refused by default); the report lists every such cell")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide per-run progress bars")
     p.add_argument(
         "--rerun-stale",
@@ -150,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
                 f"warning: {name} was made with other settings than profile {profile.name} now "
                 f"gives it ({'; '.join(diffs[:3])}); its numbers are in the report"
             )
-        paths = write_report(out, title=f"wrel bench, profile {profile.name}")
+        paths = write_report(
+            out, title=f"wrel bench, profile {profile.name}",
+            allow_mixed_versions=args.allow_mixed_versions,
+        )  # fmt: skip
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
         return 0
     ratios = args.ratios or list(profile.ratios)
@@ -181,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         split_file=args.split_file,
         progress=not args.no_progress,
         rerun_stale=args.rerun_stale,
+        allow_mixed_versions=args.allow_mixed_versions,
     )
     print(f"report: {out}/results.md")
     return 0

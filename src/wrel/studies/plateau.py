@@ -2,9 +2,11 @@
 
 A run has reached its plateau when, over its last ``window`` share of optimizer steps (20 % by
 default), its val mIoU gains less than ``min_gain`` points: the best val mIoU inside the window
-minus the val mIoU at the window's start (the last evaluation at or before it). A curve still
-climbing at its end fails; a curve that overfits (falls) passes, and its best checkpoint is the
-one chosen on val anyway.
+minus the smoothed val mIoU at the window's start, the best of the last ``smooth`` (3)
+evaluations at or before it, so that a window opening at a one-evaluation dip does not count the
+recovery from the dip as a gain. A curve still climbing at its end fails; a curve that overfits
+(falls) passes, and its best checkpoint is the one chosen on val anyway. The report applies this
+one rule to every record's curve, whatever verdict the record was written with.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = ["plateau_check", "plateau_table", "PLATEAU_WINDOW", "PLATEAU_MIN_GAIN
 
 PLATEAU_WINDOW = 0.2  # share of the final stage's steps
 PLATEAU_MIN_GAIN = 1.0  # val mIoU points
+PLATEAU_SMOOTH = 3  # evaluations whose best is the window's starting level
 
 
 def plateau_check(
@@ -24,6 +27,7 @@ def plateau_check(
     window: float = PLATEAU_WINDOW,
     min_gain: float = PLATEAU_MIN_GAIN,
     stage: str | None = None,
+    smooth: int = PLATEAU_SMOOTH,
 ) -> dict[str, Any]:
     """Plateau verdict from a run record's ``curve`` (points with ``step``, ``stage`` and,
     for evaluations, ``val_mIoU``).
@@ -34,6 +38,8 @@ def plateau_check(
         min_gain: largest val mIoU gain (points) inside the window that still counts as flat.
         stage: the stage whose curve is checked (default: the stage of the last evaluation,
             the one the best checkpoint is chosen from).
+        smooth: the window's starting level is the best of this many evaluations at or before
+            its start (1: the last one alone).
 
     Returns:
         ``{"reached": bool | None, "gain": float | None, "window_start_step", "last_step",
@@ -60,14 +66,19 @@ def plateau_check(
                    num_points=len(evals))  # fmt: skip
     if not before or not inside:
         return {**verdict, "reason": "no evaluation before and inside the window"}
-    base = float(before[-1]["val_mIoU"])
+    if smooth < 1:
+        raise ValueError(f"smooth must be >= 1, got {smooth}")
+    start = before[-smooth:]
+    base = max(float(p["val_mIoU"]) for p in start)
     gain = max(float(p["val_mIoU"]) for p in inside) - base
     return {
         **verdict,
         "reached": gain < min_gain,
         "gain": round(gain, 3),
-        "reason": f"val mIoU {base:.2f} at step {before[-1]['step']} -> best "
-        f"{base + gain:.2f} in the last {window:.0%} of the stage's steps",
+        "smooth": smooth,
+        "reason": f"val mIoU {base:.2f} (best of the {len(start)} evaluations up to step "
+        f"{before[-1]['step']}) -> best {base + gain:.2f} in the last {window:.0%} of the "
+        "stage's steps",
     }
 
 

@@ -494,14 +494,39 @@ def headline_table(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> s
     return "\n".join(lines)
 
 
+#: One-sided 95 % quantiles of Student's t for 1-10 degrees of freedom (then the normal's).
+_T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812)
+
+#: The one rule for "above" used by every comparison the report and the docs make.
+ABOVE_RULE = (
+    "A method is *above* another when their differences paired by seed (same weak split, same "
+    "initialisation) have a positive mean whose one-sided 95 % paired t interval excludes 0 "
+    "(mean - t(0.95, n-1) x std / sqrt(n) > 0); *below* in the mirror case; *not separated* "
+    "otherwise. One seed gives no call."
+)
+
+
+def paired_verdict(diffs: Sequence[float]) -> str:
+    """The :data:`ABOVE_RULE` verdict for differences paired by seed."""
+    n = len(diffs)
+    if n < 2:
+        return "one seed: no call"
+    d = summarize(diffs)
+    t = _T95[n - 2] if n - 2 < len(_T95) else 1.645
+    half = t * d.std / math.sqrt(n)
+    if d.mean - half > 0:
+        return "above"
+    if d.mean + half < 0:
+        return "below"
+    return "not separated"
+
+
 def paired_table(
     records: Sequence[dict[str, Any]], baseline: str = "naive", metric: str = "mIoU"
 ) -> str:
     """Markdown table of each WREL method minus ``baseline`` on test ``metric``, paired by seed.
 
-    Only seeds run for both methods at a ratio count. The verdict compares the mean paired
-    difference with the seed spread of the baseline: "above" / "below" when it exceeds one std,
-    "within the seed spread" otherwise (or "one seed" when no spread is known).
+    Only seeds run for both methods at a ratio count. The verdict is :data:`ABOVE_RULE`'s.
     """
     by: dict[tuple[str, float, int], float] = {}
     for rec in records:
@@ -525,12 +550,7 @@ def paired_table(
             if not diffs:
                 continue
             d = summarize(diffs)
-            if spread is None:
-                verdict = "one seed"
-            elif abs(d.mean) > spread:
-                verdict = "above" if d.mean > 0 else "below"
-            else:
-                verdict = "within the seed spread"
+            verdict = paired_verdict(diffs)
             std = f"{spread:.2f}" if spread is not None else "n/a"
             rows.append(
                 f"| {ratio:.0%} | {METHOD_LABELS.get(method, method)} | {d.format()} | "

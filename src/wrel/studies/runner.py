@@ -35,6 +35,7 @@ from wrel.methods.base import ONE_PASS_KINDS
 from wrel.studies.plateau import plateau_check, plateau_table
 from wrel.studies.profiles import METHOD_ORDER, Profile, preset_of
 from wrel.studies.report import (
+    ABOVE_RULE,
     gap_lines,
     headline_table,
     markdown_table,
@@ -368,11 +369,48 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
-    """``results.json`` (all records), ``results.md`` (tables) and the plots, from the records."""
+def record_version(record: dict[str, Any]) -> str:
+    """``<commit>[+dirty] / data <settings hash>`` of a record ("unrecorded" where an older
+    record does not say)."""
+    code = record.get("code") or {}
+    commit = (code.get("commit") or "unrecorded")[:10] + ("+dirty" if code.get("dirty") else "")
+    data = (record.get("data") or {}).get("settings_hash") or "unrecorded"
+    return f"code {commit} / data {data}"
+
+
+def mixed_cells(records: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Table cells (method at a ratio) whose runs name more than one code or data version."""
+    cells: dict[str, set[str]] = {}
+    for rec in records:
+        cell = f"{rec['method']} at {float(rec['accurate_ratio']):.0%}"
+        cells.setdefault(cell, set()).add(record_version(rec))
+    return {cell: sorted(v) for cell, v in sorted(cells.items()) if len(v) > 1}
+
+
+def write_report(
+    out_dir: str | Path, title: str = "", *, allow_mixed_versions: bool = False
+) -> dict[str, Path]:
+    """``results.json`` (all records), ``results.md`` (tables) and the plots, from the records.
+
+    A cell whose runs name different code or data versions is an error unless
+    ``allow_mixed_versions``; the report then lists every such cell with its versions. Every
+    record's plateau verdict is recomputed from its curve with today's one rule.
+    """
 
     out = Path(out_dir)
     records = load_records(out)
+    mixed = mixed_cells(records)
+    if mixed and not allow_mixed_versions:
+        first = next(iter(mixed.items()))
+        raise ValueError(
+            f"{len(mixed)} table cell(s) in {out} mix runs of different code or data versions "
+            f"(e.g. {first[0]}: {'; '.join(first[1])}); rerun them on one version, or pass "
+            "--allow-mixed-versions and the report lists them"
+        )
+    for rec in records:
+        if rec.get("curve"):
+            stage = (rec.get("plateau") or {}).get("stage")
+            rec["plateau"] = plateau_check(rec["curve"], stage=stage)
     paths = {"json": out / "results.json", "md": out / "results.md"}
     _write_atomic(paths["json"], json.dumps(records, indent=1, sort_keys=True) + "\n")
     if not records:
@@ -385,6 +423,7 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         f"(%), mean ± std over the seeds present (n); seeds in these records: {seeds}.",
         "",
         *_plateau_warning(records),
+        *_mixed_lines(mixed),
         "## The table",
         "",
         "Test mIoU (%), mean ± std over the seeds present (n), in the paper's layout: the "
@@ -415,14 +454,15 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
         "## Paired by seed, against Naive-WREL",
         "",
         "Each method's test mIoU minus Naive-WREL's in the same seed (same weak split, same "
-        "initialisation), mean ± std over the seeds both ran.",
+        f"initialisation), mean ± std over the seeds both ran. {ABOVE_RULE}",
         "",
         paired_table(records),
         "",
         "## Plateau check",
         "",
         "A run reached its plateau when its val mIoU gains less than 1 point over the last "
-        "20 % of its final stage's steps (wrel.studies.plateau).",
+        "20 % of its final stage's steps, counted from the best of the last three evaluations "
+        "before that window (wrel.studies.plateau; one rule, recomputed here for every record).",
         "",
         plateau_table(records),
         "",
@@ -437,6 +477,38 @@ def write_report(out_dir: str | Path, title: str = "") -> dict[str, Path]:
     if any(p.get("leakage") for r in records for p in r.get("curve") or []):
         paths["leakage_plot"] = plot_leakage(records, out / "leakage.png")
     return paths
+
+
+def _refuse_mixed_versions(
+    specs: Sequence[RunSpec], done: dict[str, dict[str, Any]], data_root: str | Path
+) -> None:
+    """Refuse, before training, runs that would join a cell holding another code or data
+    version (a finished run of the same cell, another seed)."""
+    planned = {(s.method, round(s.accurate_ratio, 4)) for s in specs if s.name not in done}
+    if not planned:
+        return
+    now = record_version({"code": code_version(), "data": data_version(data_root)})
+    clash = [
+        f"{r['name']} ({record_version(r)})"
+        for r in done.values()
+        if (r["method"], round(float(r["accurate_ratio"]), 4)) in planned
+        and record_version(r) != now
+    ]
+    if clash:
+        raise ValueError(
+            f"the planned runs would share table cells with runs of another code or data "
+            f"version than this one ({now}): {', '.join(clash[:4])}; use another --out, or pass "
+            "--allow-mixed-versions and the report lists the mixed cells"
+        )
+
+
+def _mixed_lines(mixed: dict[str, list[str]]) -> list[str]:
+    """The override notice: every cell that mixes code or data versions, with its versions."""
+    if not mixed:
+        return []
+    lines = [f"**{len(mixed)} cell(s) mix code or data versions** (--allow-mixed-versions):", ""]
+    lines += [f"- {cell}: {'; '.join(versions)}" for cell, versions in mixed.items()]
+    return [*lines, ""]
 
 
 def _plateau_warning(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -490,6 +562,7 @@ def run_benchmark(
     echo: Callable[[str], None] = print,
     train_fn: Callable[..., dict[str, Any]] | None = None,
     rerun_stale: bool = False,
+    allow_mixed_versions: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every spec not finished yet, writing its record and the report after each.
 
@@ -511,6 +584,8 @@ def run_benchmark(
         echo: where the per-run status lines go.
         train_fn: the training function (``wrel.engine.trainer.train``; injectable for tests).
         rerun_stale: set stale records aside and train those runs again (else: an error).
+        allow_mixed_versions: let a table cell hold runs of different code or data versions
+            (the report then lists them); else such a plan is refused before any training.
 
     Returns:
         The records of ``specs`` (finished earlier or now).
@@ -518,10 +593,13 @@ def run_benchmark(
 
     if train_fn is None:
         train_fn = train
+    title = f"wrel bench, profile {profile.name}"
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     records_dir = out / "runs"
     done_records = {r["name"]: r for r in load_records(out)}
+    if not allow_mixed_versions:
+        _refuse_mixed_versions(specs, done_records, data_root)
     stale = {
         spec.name: diffs
         for spec in specs
@@ -596,6 +674,6 @@ def run_benchmark(
             f"    done in {'n/a (resumed)' if math.isnan(elapsed) else _fmt_s(elapsed)}: test "
             f"mIoU {test.get('mIoU', float('nan')):.2f}, oIoU {test.get('oIoU', float('nan')):.2f}"
         )
-        write_report(out, title=f"wrel bench, profile {profile.name}")
-    write_report(out, title=f"wrel bench, profile {profile.name}")
+        write_report(out, title=title, allow_mixed_versions=allow_mixed_versions)
+    write_report(out, title=title, allow_mixed_versions=allow_mixed_versions)
     return [done_records[s.name] for s in specs]
