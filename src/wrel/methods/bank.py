@@ -369,6 +369,14 @@ class ReferenceBank:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
+    def reset_optimizer(self) -> None:
+        """A fresh AdamW for the bank (``stages.<joint>.bank_moments=fresh``, as released): both
+        moments and the per-row step counts back to 0, the rows kept. The step counts also set a
+        vocab bank's temperature, whose anneal then starts again."""
+        self.exp_avg.zero_()
+        self.exp_avg_sq.zero_()
+        self.steps.zero_()
+
     # -- parametrisation ---------------------------------------------------------------------
 
     def temperature(self, rows: Tensor) -> Tensor:
