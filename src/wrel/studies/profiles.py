@@ -240,6 +240,7 @@ def paper_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
 #: method: no cut-outs, this project's Dice and loss reduction (the released ones are in the
 #: preset).
 _SHARED_SETS = (
+    "data.cutout=box",  # the default's kind, so that the data settings equal the baselines'
     "data.cutout_prob=0",
     *(f"stages.{stage}.dice=foreground-mean-smooth1" for stage in PAPER_STAGE_EPOCHS),
     *(f"stages.{stage}.loss_reduction=per-image-mean" for stage in PAPER_STAGE_EPOCHS),
