@@ -175,6 +175,7 @@ PAPER_STAGE_EPOCHS = {"teacher-warmup": PAPER_TEACHER_EPOCHS, "bank-init": 40, "
 #: (OptimConfig's defaults), as the released 2e-5 joint vs 3e-5 warm-up.
 JOINT_OPTIM = {"lr_backbone": 2e-4, "lr_text": 6.7e-5, "lr_head": 6.7e-4}
 
+
 def _lrb_paper(*, fixed: bool) -> dict[str, Any]:
     """The ``lrb-paper`` preset (``fixed``: ``lrb-paper-fixed``). Both: the released loss,
     cut-out, trainable text set (no embeddings), teacher length, learning rates, frozen copy in

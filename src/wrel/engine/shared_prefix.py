@@ -50,7 +50,11 @@ _BANK_KINDS = frozenset({"bank_init", "joint"})
 _TRACE_FILES = ("metrics.jsonl", "risk_trace.jsonl")
 #: The flattened defaults of every non-stage key (see :func:`_settings`).
 _DEFAULT_SETTINGS = flatten(
-    {k: v for k, v in json.loads(dumps(ExperimentConfig())).items() if k not in ("stages", "method")}
+    {
+        k: v
+        for k, v in json.loads(dumps(ExperimentConfig())).items()
+        if k not in ("stages", "method")
+    }
 )
 
 

@@ -180,7 +180,11 @@ class BankInitStage(_BankStepMixin):
     def handover_info(self) -> dict[str, Any] | None:
         if self.cfg.bank_select != "train-oIoU":
             return None
-        return {"bank_select": "train-oIoU", "epoch": self.best_epoch, "train_oIoU": self.best_value}
+        return {
+            "bank_select": "train-oIoU",
+            "epoch": self.best_epoch,
+            "train_oIoU": self.best_value,
+        }
 
     def training_step(self, batch: dict[str, Any], progress: float) -> dict[str, float]:
         b = self.prepare(batch)
@@ -237,7 +241,9 @@ class JointStage(_BankStepMixin):
         if cfg.bank_moments == "fresh":  # a new bank AdamW, as released (resume restores it)
             self.bank.reset_optimizer()
         elif cfg.bank_moments != "carry":
-            raise ValueError(f"joint stage: bank_moments must be carry or fresh, got {cfg.bank_moments!r}")
+            raise ValueError(
+                f"joint stage: bank_moments must be carry or fresh, got {cfg.bank_moments!r}"
+            )
         if cfg.student_init == "pretrained":
             self._reset_student(ctx.initial_state)
         self.optimizer = build_optimizer(self.model, cfg.optim)
