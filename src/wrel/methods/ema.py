@@ -79,7 +79,7 @@ class EmaTeacher(nn.Module):
         if buffers not in EMA_BUFFERS:
             raise ValueError(f"unknown EMA buffers {buffers!r}; valid: {list(EMA_BUFFERS)}")
         self.scope = scope
-        self.buffers = buffers
+        self.buffer_mode = buffers
         self.tied = EMA_SCOPES[scope]
         missing = [n for n in self.tied if not isinstance(getattr(student, n, None), nn.Module)]
         if missing:
@@ -127,7 +127,7 @@ class EmaTeacher(nn.Module):
             raise ValueError("EMA teacher and student have different parameter lists")
         for (_, t), (_, s) in zip(t_params, s_params, strict=True):
             t.lerp_(s.detach().to(t.dtype), weight)
-        if self.buffers == "skip":
+        if self.buffer_mode == "skip":
             return
         t_bufs = [b for n, b in self.module.named_buffers() if not self._is_tied(n)]
         s_bufs = [b for n, b in student.named_buffers() if not self._is_tied(n)]
