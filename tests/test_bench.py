@@ -454,8 +454,13 @@ def test_bank_variant_is_chosen_on_val_not_test() -> None:
     assert lines[0].endswith("chosen: LRB-WREL (word bank) [beyond the paper]")
     assert "LRB-WREL (paper recipe) 70.00 (n=1)" in lines[0] and "63.00 ± 1.41 (n=2)" in lines[0]
     # scored against the paper recipe on the same seeds (seed 0): -10 and -8
-    assert "LRB-WREL [beyond the paper] -10.00 (seeds [0]), LRB-WREL (word bank) [beyond the paper] -8.00 (seeds [0])" in lines[0]
-    assert lines[1].startswith("- 30% accurate") and lines[1].endswith("chosen: LRB-WREL [beyond the paper]")
+    assert (
+        "LRB-WREL [beyond the paper] -10.00 (seeds [0]), LRB-WREL (word bank) [beyond the paper] -8.00 (seeds [0])"
+        in lines[0]
+    )
+    assert lines[1].startswith("- 30% accurate") and lines[1].endswith(
+        "chosen: LRB-WREL [beyond the paper]"
+    )
     assert "all of them ran" not in lines[1]  # one method, nothing uneven
     assert variant_choice([rec("lrb-paper", 0, 70.0, 70.0)]) == []
 
@@ -476,7 +481,10 @@ def test_bank_variant_choice_compares_the_seeds_both_ran() -> None:
     (line,) = variant_choice(records)
     # over every seed lrb (70.0) would beat lrb-words (61.0); on seed 0 lrb-words wins
     assert "LRB-WREL [beyond the paper] 70.00 (n=1)" in line and "61.00 ± 15.56 (n=2)" in line
-    assert "on the seeds all of them ran ([0]): LRB-WREL [beyond the paper] 70.00, LRB-WREL (word bank) [beyond the paper] 72.00" in line
+    assert (
+        "on the seeds all of them ran ([0]): LRB-WREL [beyond the paper] 70.00, LRB-WREL (word bank) [beyond the paper] 72.00"
+        in line
+    )
     assert line.endswith("chosen: LRB-WREL (word bank) [beyond the paper]")
     # the paper recipe is listed, not a candidate: its seeds do not narrow the comparison
     (line,) = variant_choice([*records, rec("lrb-paper", 1, 60.0)])
@@ -548,7 +556,10 @@ def test_headline_table_names_the_variant_chosen_on_val_and_pairs_gap_shares_by_
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "45.00 ± 7.07 (n=2)"  # Only-Accurate: no gap share of its own
     assert cells[2].startswith("42.50 ± 3.54 (n=2); gap -12 ± 18 % (n=2)")
-    assert cells[4] == "Retrieved expressions [beyond the paper]: 61.00 ± 1.41 (n=2); gap 55 ± 7 % (n=2)"
+    assert (
+        cells[4]
+        == "Retrieved expressions [beyond the paper]: 61.00 ± 1.41 (n=2); gap 55 ± 7 % (n=2)"
+    )
     assert cells[5] == "75.00 ± 7.07 (n=2)"
 
 

@@ -142,7 +142,7 @@ def test_documented_per_visit_movement_on_a_toy(
     request: pytest.FixtureRequest, benchmark_script
 ) -> None:
     """Sparse AdamW moves a row by lr per coordinate per visit (a constant gradient); dense
-    AdamW by the closed-form factor of docs/training.md in steady state (beta2 = 0.99 here so
+    AdamW by the closed-form factor of docs/paper-recipe.md in steady state (beta2 = 0.99 here so
     that the bias corrections reach 1 within a few hundred steps)."""
     movement = benchmark_script("bank_movement")
     threads = torch.get_num_threads()

@@ -161,12 +161,12 @@ PAPER_CUTOUT: dict[str, Any] = {
 #: Teacher warm-up of the paper recipe: the released README's ``model_epoch_15.pth`` of stage 1,
 #: saved after epoch index 15, i.e. 16 epochs. On the accurate share rho = 0.1 that is
 #: 16 * 0.1 / 40 = 4 % of the joint stage's iterations; for another rho keep the share:
-#: epochs = round(1.6 / rho) (docs/training.md).
+#: epochs = round(1.6 / rho) (docs/paper-recipe.md).
 PAPER_TEACHER_EPOCHS = 16
 #: Bank learning rates of the paper recipe (row-sparse AdamW), matched to the per-visit row
 #: movement of the released dense AdamW at 1e-5 (bank init) and 1e-6 (joint): 30x, between the
 #: measured 26.8x (constant gradient) and 31.3x (noisy) of benchmarks/bank_movement.py
-#: (figures in docs/training.md "Paper recipe").
+#: (figures in docs/paper-recipe.md "Paper recipe").
 PAPER_BANK_LR = {"bank-init": 3e-4, "joint": 3e-5}
 #: Epochs of the released stages on RRSIS-D (the teacher's on the accurate share).
 PAPER_STAGE_EPOCHS = {"teacher-warmup": PAPER_TEACHER_EPOCHS, "bank-init": 40, "joint": 40}
@@ -249,7 +249,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
             ),
         ]
     },
-    # LRB-WREL as released, its defects included (docs/training.md "Paper recipe"); model:
+    # LRB-WREL as released, its defects included (docs/paper-recipe.md "Paper recipe"); model:
     # configs/paper_rrsisd.yaml. lrb-paper-fixed: the same with the released defects fixed
     "lrb-paper": _lrb_paper(fixed=False),
     "lrb-paper-fixed": _lrb_paper(fixed=True),

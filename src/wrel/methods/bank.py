@@ -14,7 +14,7 @@ rank all-gathers the (row index, gradient) pairs of all ranks and applies the sa
 the bank stays identical on every rank (the reference code lets the copies drift).
 
 Variants that limit what a row can store (``BankConfig``; the defaults are the plain bank above,
-see docs/training.md "Bank variants"):
+see docs/variants.md "Bank variants"):
 
 - ``parametrization="vocab"``: each prompt slot is a softmax mixture over a vocabulary's word
   embeddings, ``prompt = softmax(logits / T) @ vocab``, so prompts stay in the convex hull of
@@ -67,9 +67,9 @@ class BankConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     # sparse: row-lazy AdamW (only the batch's rows move); dense: AdamW over every row at every
-    # step, as the released code (wrel.methods.bank_optim; docs/training.md "Paper recipe")
+    # step, as the released code (wrel.methods.bank_optim; docs/paper-recipe.md "Paper recipe")
     optimizer: Literal["sparse", "dense"] = "sparse"
-    # -- variants (docs/training.md "Bank variants"); the defaults are the plain free bank --
+    # -- variants (docs/variants.md "Bank variants"); the defaults are the plain free bank --
     parametrization: Literal["free", "vocab"] = "free"  # vocab: softmax mixtures of words
     vocab_words: list[str] | None = None  # vocabulary of the vocab bank / projection (tokenised
     # with the model's tokenizer); None: DEFAULT_VOCAB_WORDS

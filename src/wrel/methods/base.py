@@ -61,7 +61,7 @@ class StageConfig:
     a ``kind`` (a preset, a YAML file, ``config.json``) becomes that class through
     :meth:`config_class_for`; a key its kind does not have is an error naming the kinds that
     have it. Defaults suit tiny models on the synthetic benchmark; the paper's values are in
-    docs/training.md.
+    docs/paper-recipe.md.
     """
 
     kind: StageKind = "supervised"
@@ -149,7 +149,7 @@ class BankInitConfig(BankStageConfig):
     frozen_mode: Literal["eval", "train"] = "eval"
     # the bank handed to the next stage: "last" (the stage's end), or "train-oIoU" (released):
     # the bank of the epoch whose oIoU on this stage's own (weak training) samples, scored through
-    # the frozen model in eval mode, is best. A selection on the fitted samples (docs/training.md)
+    # the frozen model in eval mode, is best. A selection on the fitted samples (docs/paper-recipe.md)
     bank_select: Literal["last", "train-oIoU"] = "last"
 
 
@@ -168,7 +168,7 @@ class JointConfig(BankStageConfig):
     # epoch; k times fewer per epoch and k keeps its horizon in epochs.
     ema_time_scale: float = 1.0
     # each weak sample reads its bare class name, without its bank prompts, in the student
-    # step with this probability (docs/training.md "Bank variants")
+    # step with this probability (docs/variants.md "Bank variants")
     prompt_dropout: float = 0.0
     # what the EMA teacher averages; "segmenter" (the released code) shares the student's live
     # text encoder with the teacher (wrel.methods.ema.EMA_SCOPES)

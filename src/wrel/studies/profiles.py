@@ -35,7 +35,7 @@ __all__ = ["Profile", "PROFILES", "get_profile", "METHOD_ORDER", "BENCH_PRESETS"
 #: :data:`BENCH_PRESETS` names, with the profile's ``sets`` and then its ``method_sets``.
 #: ``lrb`` is this project's first recipe (larger bank steps); ``lrb-paper`` the released one,
 #: scaled to the profile's stage lengths (:func:`paper_cpu_sets`); ``lrb-words`` the released
-#: recipe with a bank of real words (docs/training.md "Bank variants").
+#: recipe with a bank of real words (docs/variants.md "Bank variants").
 METHOD_ORDER = [
     "only-accurate",
     "naive",
@@ -218,7 +218,7 @@ def paper_cpu_sets(epochs: dict[str, int]) -> tuple[str, ...]:
     row-sparse bank optimiser matched to their dense one, the teacher's length on its own data
     (15 epochs there; 2 epoch-equivalents here, 20 epochs at 10 %). What every method of the table shares is the table's: no
     cut-outs and this project's Dice, as the baselines train. Two kinds of values are rescaled
-    (docs/training.md, "Paper recipe on the CPU profile"):
+    (docs/paper-recipe.md, "Paper recipe on the CPU profile"):
 
     - the network's learning rates: 3e-5 is the released value for Swin-B / BERT-base; ours are
       this project's supervised rates for EfficientNet-Lite0 / MiniLM, with the joint stage at
@@ -282,7 +282,7 @@ def _bank_lr_sets(lrs: dict[str, float]) -> tuple[str, ...]:
 #: Bank learning rate of ``lrb-words``' initialisation visit: its rows are mixture logits over
 #: the vocabulary, whose step sizes are not the free bank's. Chosen with
 #: ``benchmarks/bank_screen.py`` (weak training samples through an Only-Accurate teacher;
-#: docs/training.md "Screening bank variants"): one visit at 0.3 lifts the teacher from 28.0
+#: docs/variants.md "Screening bank variants"): one visit at 0.3 lifts the teacher from 28.0
 #: (class name) to 41.7 mIoU, below the true expressions' 53.6; a third visit passes them.
 WORDS_BANK_LR = 0.3
 
@@ -324,7 +324,7 @@ def _method_sets(epochs: dict[str, int]) -> dict[str, tuple[str, ...]]:
         # the same network learning rates as lrb-paper's stages
         "naive-teacher": _paper_optim_sets(),
         # naive-teacher's schedule, reading retrieved texts; the candidates ranked in bf16
-        # (2x the forwards per second of fp32 here, docs/training.md "Retrieved expressions")
+        # (2x the forwards per second of fp32 here, docs/variants.md "Retrieved expressions")
         "retrieve": (*_paper_optim_sets(), "stages.retrieve.autocast=bf16"),
         "lrb-oa-teacher": (*paper_cpu_sets(epochs), "stages.teacher-warmup.handover=best"),
     }

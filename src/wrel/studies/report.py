@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bench methods the paper does not have: its table holds Only-Accurate, Naive-WREL, LRB-WREL
-#: (our ``lrb-paper``) and Full. Their labels carry ``BEYOND_PAPER`` (docs/training.md).
+#: (our ``lrb-paper``) and Full. Their labels carry ``BEYOND_PAPER`` (docs/variants.md).
 BEYOND_PAPER_METHODS = frozenset(
     {
         "lrb",
