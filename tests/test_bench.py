@@ -106,7 +106,7 @@ def test_run_benchmark_records_report_and_skips_finished(tmp_path: Path) -> None
     assert rec["config"]["data"]["accurate_ratio"] == 0.1
     assert gap_closed(records, 0.1, "lrb") == pytest.approx(0.9)
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "LRB-WREL 90%" in md and "Naive-WREL 50%" in md
+    assert "LRB-WREL [beyond the paper] 90%" in md and "Naive-WREL 50%" in md
     assert "did not reach their plateau" not in md  # one val point each: the curve cannot tell
     assert (tmp_path / "out" / "miou_vs_ratio.png").stat().st_size > 1000
     assert (tmp_path / "out" / "training_curves.png").stat().st_size > 1000
@@ -505,11 +505,16 @@ def test_bank_variant_is_chosen_on_val_not_test() -> None:
     ]
     lines = variant_choice(records)
     assert len(lines) == 2 and lines[0].startswith("- 10% accurate")
-    assert lines[0].endswith("chosen: LRB-WREL (word bank)")
+    assert lines[0].endswith("chosen: LRB-WREL (word bank) [beyond the paper]")
     assert "LRB-WREL (paper recipe) 70.00 (n=1)" in lines[0] and "63.00 ± 1.41 (n=2)" in lines[0]
     # scored against the paper recipe on the same seeds (seed 0): -10 and -8
-    assert "LRB-WREL -10.00 (seeds [0]), LRB-WREL (word bank) -8.00 (seeds [0])" in lines[0]
-    assert lines[1].startswith("- 30% accurate") and lines[1].endswith("chosen: LRB-WREL")
+    assert (
+        "LRB-WREL [beyond the paper] -10.00 (seeds [0]), LRB-WREL (word bank) [beyond the paper] -8.00 (seeds [0])"
+        in lines[0]
+    )
+    assert lines[1].startswith("- 30% accurate") and lines[1].endswith(
+        "chosen: LRB-WREL [beyond the paper]"
+    )
     assert "all of them ran" not in lines[1]  # one method, nothing uneven
     assert variant_choice([rec("lrb-paper", 0, 70.0, 70.0)]) == []
 
@@ -529,12 +534,15 @@ def test_bank_variant_choice_compares_the_seeds_both_ran() -> None:
     ]
     (line,) = variant_choice(records)
     # over every seed lrb (70.0) would beat lrb-words (61.0); on seed 0 lrb-words wins
-    assert "LRB-WREL 70.00 (n=1)" in line and "61.00 ± 15.56 (n=2)" in line
-    assert "on the seeds all of them ran ([0]): LRB-WREL 70.00, LRB-WREL (word bank) 72.00" in line
-    assert line.endswith("chosen: LRB-WREL (word bank)")
+    assert "LRB-WREL [beyond the paper] 70.00 (n=1)" in line and "61.00 ± 15.56 (n=2)" in line
+    assert (
+        "on the seeds all of them ran ([0]): LRB-WREL [beyond the paper] 70.00, LRB-WREL (word bank) [beyond the paper] 72.00"
+        in line
+    )
+    assert line.endswith("chosen: LRB-WREL (word bank) [beyond the paper]")
     # the paper recipe is listed, not a candidate: its seeds do not narrow the comparison
     (line,) = variant_choice([*records, rec("lrb-paper", 1, 60.0)])
-    assert line.endswith("chosen: LRB-WREL (word bank)")
+    assert line.endswith("chosen: LRB-WREL (word bank) [beyond the paper]")
 
 
 def test_bank_variants_of_disjoint_seeds_are_compared_through_the_paper_recipe() -> None:
@@ -552,10 +560,10 @@ def test_bank_variants_of_disjoint_seeds_are_compared_through_the_paper_recipe()
         *(rec("lrb-words", s, v) for s, v in ((0, 64.0), (1, 59.0), (2, 57.0))),  # 0 on average
     ]
     (line,) = variant_choice(records)
-    assert "Retrieved expressions +1.50 (seeds [2])" in line
-    assert "LRB-WREL (Only-Accurate teacher) +0.50 (seeds [0])" in line
-    assert "LRB-WREL (word bank) +0.00 (seeds [0, 1, 2])" in line
-    assert line.endswith("chosen: Retrieved expressions")
+    assert "Retrieved expressions [beyond the paper] +1.50 (seeds [2])" in line
+    assert "LRB-WREL (Only-Accurate teacher) [beyond the paper] +0.50 (seeds [0])" in line
+    assert "LRB-WREL (word bank) [beyond the paper] +0.00 (seeds [0, 1, 2])" in line
+    assert line.endswith("chosen: Retrieved expressions [beyond the paper]")
 
 
 def test_headline_table_names_the_variant_chosen_on_val_and_pairs_gap_shares_by_seed() -> None:
@@ -602,7 +610,10 @@ def test_headline_table_names_the_variant_chosen_on_val_and_pairs_gap_shares_by_
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "45.00 ± 7.07 (n=2)"  # Only-Accurate: no gap share of its own
     assert cells[2].startswith("42.50 ± 3.54 (n=2); gap -12 ± 18 % (n=2)")
-    assert cells[4] == "Retrieved expressions: 61.00 ± 1.41 (n=2); gap 55 ± 7 % (n=2)"
+    assert (
+        cells[4]
+        == "Retrieved expressions [beyond the paper]: 61.00 ± 1.41 (n=2); gap 55 ± 7 % (n=2)"
+    )
     assert cells[5] == "75.00 ± 7.07 (n=2)"
 
 

@@ -111,3 +111,25 @@ def test_resume_without_checkpoint_or_with_other_config_fails(make_cfg) -> None:
     cfg.train.seed = 5
     with pytest.raises(ValueError, match="differs"):
         train(cfg, resume=True)
+
+
+def test_resume_of_a_run_saved_before_keys_were_added(make_cfg) -> None:
+    """A config.json written before a key existed (issue 29 added loss_reduction, ema_buffers,
+    bank_moments, bank_select, best_per_metric and the square cut-out keys) reads those keys
+    as their defaults, which is what that run trained with: --resume accepts it."""
+    from wrel.engine.trainer import train
+
+    cfg = make_cfg("older")
+    train(cfg)
+    path = Path(cfg.train.output_dir) / "older" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["train"]["best_per_metric"], saved["data"]["cutout"]
+    for stage in saved["stages"]:
+        stage.pop("loss_reduction")
+        stage.pop("ema_buffers", None)
+        stage.pop("bank_select", None)
+    path.write_text(json.dumps(saved))
+    assert "test" in train(cfg, resume=True)
+    cfg.stages[2].ema_buffers = "skip"  # a value other than the default is still a difference
+    with pytest.raises(ValueError, match="differs"):
+        train(cfg, resume=True)

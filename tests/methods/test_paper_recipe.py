@@ -17,7 +17,7 @@ from wrel.data.dataset import RefSegDataset, load_samples
 from wrel.data.transforms import apply_cutout, random_cutout_box
 from wrel.engine.experiment import (
     PAPER_BANK_LR,
-    PAPER_DICE,
+    PAPER_LOSS,
     PAPER_TEACHER_EPOCHS,
     build_experiment,
 )
@@ -40,13 +40,15 @@ def test_paper_preset_values() -> None:
         ("joint", "all"),
     ]
     assert (teacher.epochs, bank_init.epochs, joint.epochs) == (PAPER_TEACHER_EPOCHS, 40, 40)
-    # the teacher is ~4 % of the joint stage's iterations at rho = 0.1 (README's epoch 15)
+    # the teacher is 4 % of the joint stage's iterations at rho = 0.1 (README's epoch index 15)
     share = teacher.epochs * cfg.data.accurate_ratio / joint.epochs
     assert 0.03 <= share <= 0.05
     for stage, lr in ((teacher, 3e-5), (joint, 2e-5)):
         assert (stage.optim.lr_backbone, stage.optim.lr_text, stage.optim.lr_head) == (lr,) * 3
         assert stage.optim.weight_decay == 0.01 and stage.optim.poly_power == 0.9
-    assert all(s.dice == PAPER_DICE == "both-classes-sum-smooth1e-6" for s in cfg.stages)
+    assert teacher.epochs == 16
+    for s in cfg.stages:
+        assert (s.dice, s.loss_reduction) == ("per-class-sum-smooth1e-6", "batch-sum")
     assert bank_init.frozen_mode == "train" and not bank_init.evaluate
     assert joint.ema_scope == "segmenter" and joint.bank_steps == 1
     assert joint.consistency_weight == 0 and joint.ema_time_scale == 1.0
@@ -58,6 +60,7 @@ def test_paper_preset_values() -> None:
     # released ratio of the two bank rates (1e-5 : 1e-6) kept
     assert bank_init.bank_lr / joint.bank_lr == pytest.approx(10.0)
     assert cfg.data.cutout_prob == 0.2 and cfg.train.batch_size == 8
+    assert cfg.data.cutout == "squares" and cfg.data.cutout_stages is None
 
 
 def test_paper_bank_lrs_match_the_released_per_visit_movement(benchmark_script) -> None:
@@ -81,12 +84,9 @@ def test_default_lrb_keeps_current_behaviour() -> None:
 def test_naive_paper_preset() -> None:
     cfg = build_experiment("naive-paper")
     (stage,) = cfg.stages
-    assert (stage.samples, stage.epochs, stage.optim.lr_backbone, stage.dice) == (
-        "all",
-        40,
-        3e-5,
-        PAPER_DICE,
-    )
+    assert (stage.samples, stage.epochs, stage.optim.lr_backbone) == ("all", 40, 3e-5)
+    assert (stage.dice, stage.loss_reduction) == (PAPER_LOSS["dice"], "batch-sum")
+    assert cfg.data.cutout == "squares" and not cfg.model.text.train_embeddings
 
 
 def test_bad_paper_options_are_named() -> None:
@@ -142,7 +142,7 @@ def test_documented_per_visit_movement_on_a_toy(
     request: pytest.FixtureRequest, benchmark_script
 ) -> None:
     """Sparse AdamW moves a row by lr per coordinate per visit (a constant gradient); dense
-    AdamW by the closed-form factor of docs/training.md in steady state (beta2 = 0.99 here so
+    AdamW by the closed-form factor of docs/paper-recipe.md in steady state (beta2 = 0.99 here so
     that the bias corrections reach 1 within a few hundred steps)."""
     movement = benchmark_script("bank_movement")
     threads = torch.get_num_threads()

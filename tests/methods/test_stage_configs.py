@@ -70,7 +70,7 @@ def test_stage_classes_own_their_keys() -> None:
     base = stage_keys(StageConfig)
     assert stage_keys(SupervisedConfig) == base | {"handover", "weak_text"}
     bank = {"bank_lr", "bank_weight_decay"}
-    assert stage_keys(BankInitConfig) == base | bank | {"frozen_mode"}
+    assert stage_keys(BankInitConfig) == base | bank | {"frozen_mode", "bank_select"}
     assert "bank_steps" in stage_keys(JointConfig) and "frozen_mode" not in stage_keys(JointConfig)
     assert not ({"student_init", "ema_scope", "prompt_dropout"} & stage_keys(BankInitConfig))
     cfg = build_experiment("lrb")

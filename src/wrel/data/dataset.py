@@ -29,11 +29,15 @@ from wrel.data.refsegrs import load_refsegrs_samples
 from wrel.data.samples import Sample, class_name_view, mark_weak
 from wrel.data.splits import WeakSplit
 from wrel.data.transforms import (
+    CUTOUT_KINDS,
     apply_cutout,
+    apply_squares,
     check_cutout,
+    check_squares,
     hflip_sample,
     normalize_image,
     random_cutout_box,
+    random_squares,
     resize_mask,
     resize_rgb,
 )
@@ -119,6 +123,10 @@ class RefSegDataset(Dataset[dict[str, Any]]):
             after normalisation (the ImageNet mean colour); the mask is not changed, so the
             referred object keeps its full label under the box. 0 (default) disables it.
         cutout_scale: range of the box's height and width as fractions of the input's.
+        cutout: ``box`` (the above) or ``squares``: the samples whose id is in ``cutout_ids``
+            get black squares on their raw image at every visit (``cutout_count`` of them, side
+            ``cutout_side`` of the shorter raw side; wrel.data.transforms), and ``cutout_prob``
+            is not read here (it sized the subset).
         seed: seed of the flips and cut-outs; they depend on ``(seed, epoch, index)`` only, so
             they are the same in every worker process (call :meth:`set_epoch` to vary them per
             epoch; the trainer does). Flips and cut-outs draw from separate streams.
@@ -139,7 +147,18 @@ class RefSegDataset(Dataset[dict[str, Any]]):
         cutout_prob: float = 0.0,
         cutout_scale: tuple[float, float] = (0.1, 0.3),
         scaling: ImageScaling | None = None,
+        *,
+        cutout: str = "box",
+        cutout_ids: frozenset[int] = frozenset(),
+        cutout_count: tuple[int, int] = (20, 60),
+        cutout_side: float = 0.04,
     ) -> None:
+        if cutout not in CUTOUT_KINDS:
+            raise ValueError(f"cutout must be one of {list(CUTOUT_KINDS)}, got {cutout!r}")
+        self.cutout = cutout
+        self.cutout_ids = frozenset(cutout_ids)
+        self.cutout_count = check_squares(cutout_count, cutout_side)
+        self.cutout_side = float(cutout_side)
         if not 0.0 <= hflip_prob <= 1.0:
             raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob}")
         self.cutout_scale = check_cutout(cutout_prob, cutout_scale)
@@ -180,10 +199,14 @@ class RefSegDataset(Dataset[dict[str, Any]]):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             if rng.random() < self.hflip_prob:
                 image, mask, text = hflip_sample(image, mask, text)
+        if self.cutout == "squares" and sample.sample_id in self.cutout_ids:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 2])  # own stream
+            squares = random_squares(rng, image.shape[:2], self.cutout_count, self.cutout_side)
+            image = apply_squares(image, squares)
         image = resize_rgb(image, self.image_size)
         mask = resize_mask(mask, self.image_size)
         tensor = normalize_image(image)  # (3, H, W)
-        if self.cutout_prob > 0.0:
+        if self.cutout == "box" and self.cutout_prob > 0.0:
             rng = np.random.default_rng([self.seed, self.epoch, index, 1])  # own stream
             if rng.random() < self.cutout_prob:
                 apply_cutout(tensor, random_cutout_box(rng, self.image_size, self.cutout_scale))

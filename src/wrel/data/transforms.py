@@ -1,11 +1,18 @@
 """Sample transforms: resizing to the model size, ImageNet normalisation, a text-aware flip and
-random box cut-outs.
+cut-outs.
 
 Referring expressions name directions, so a horizontal flip is only correct when "left" and
 "right" in the text are swapped with it (:func:`hflip_sample`). A cut-out
 (:func:`random_cutout_box`, :func:`apply_cutout`) blanks one box of the normalised network input
 to 0, i.e. to the ImageNet mean colour; the mask is never touched, so pixels of the referred
 object under the box keep their label.
+
+The released cut-out (:func:`cutout_subset`, :func:`random_squares`, :func:`apply_squares`) is
+another one: a fixed share of the training refs, drawn once per run, get 20-60 black squares on
+their *raw* image (before resizing), at new random positions at every visit. The released code
+draws 32 x 32 px squares on RRSIS-D's 800 x 800 px images; here a square's side is a fraction
+of the raw image's shorter side (default ``32 / 800 = 0.04``), so that other image sizes get
+squares of the same relative size. Squares may overlap and lie anywhere inside the image.
 """
 
 from __future__ import annotations
@@ -18,8 +25,13 @@ import torch
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "CUTOUT_KINDS",
     "apply_cutout",
+    "apply_squares",
     "check_cutout",
+    "check_squares",
+    "cutout_subset",
+    "random_squares",
     "hflip_sample",
     "normalize_image",
     "random_cutout_box",
@@ -128,3 +140,52 @@ def apply_cutout(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.T
     top, left, box_h, box_w = box
     image[:, top : top + box_h, left : left + box_w] = 0.0
     return image
+
+
+#: ``data.cutout`` values: ``box`` (one box of the normalised input blanked to the ImageNet mean,
+#: an independent draw per item and epoch) or ``squares`` (the released black squares).
+CUTOUT_KINDS = ("box", "squares")
+
+
+def check_squares(count: tuple[int, int] | list[int], side: float) -> tuple[int, int]:
+    """Validate the released cut-out's square count range and side fraction."""
+    if len(count) != 2 or not 1 <= int(count[0]) <= int(count[1]):
+        raise ValueError(f"cutout_count must be two ints 1 <= low <= high, got {count!r}")
+    if not 0.0 < side <= 1.0:
+        raise ValueError(
+            f"cutout_side must be a fraction in (0, 1] of the image's shorter side (the released "
+            f"32 px on 800 px images: 0.04), got {side}"
+        )
+    return int(count[0]), int(count[1])
+
+
+def cutout_subset(sample_ids: list[int], share: float, seed: int) -> frozenset[int]:
+    """The refs that get the released cut-out: ``floor(share * N)`` of the ``N`` distinct ids,
+    drawn without replacement from ``seed`` (the same ids and seed give the same subset)."""
+    pool = sorted(set(int(i) for i in sample_ids))
+    num = int(len(pool) * share)
+    if num <= 0:
+        return frozenset()
+    pick = np.random.default_rng([seed, 20, 60]).choice(len(pool), size=num, replace=False)
+    return frozenset(pool[int(i)] for i in pick)
+
+
+def random_squares(
+    rng: np.random.Generator, size: tuple[int, int], count: tuple[int, int], side: float
+) -> list[tuple[int, int, int]]:
+    """``(top, left, side_px)`` of a uniform number in ``count`` (inclusive) of squares inside an
+    image of ``size = (H, W)``; ``side_px = max(1, round(side * min(H, W)))``."""
+    height, width = _check_size(size)
+    side_px = max(1, round(side * min(height, width)))
+    num = int(rng.integers(count[0], count[1] + 1))
+    tops = rng.integers(0, height - side_px + 1, size=num)
+    lefts = rng.integers(0, width - side_px + 1, size=num)
+    return [(int(t), int(left), side_px) for t, left in zip(tops, lefts, strict=True)]
+
+
+def apply_squares(image: np.ndarray, squares: list[tuple[int, int, int]]) -> np.ndarray:
+    """A copy of the raw ``(H, W, 3)`` uint8 image with every square set to black (0)."""
+    out = image.copy()
+    for top, left, side_px in squares:
+        out[top : top + side_px, left : left + side_px] = 0
+    return out

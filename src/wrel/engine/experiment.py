@@ -22,7 +22,7 @@ from wrel.core.distributed import check_device_name
 from wrel.data.image_reading import ImageScaling
 from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
 from wrel.data.splits import SplitFileInfo, split_file_info
-from wrel.data.transforms import check_cutout
+from wrel.data.transforms import CUTOUT_KINDS, check_cutout, check_squares
 from wrel.methods.bank import BankConfig
 from wrel.methods.base import (
     STAGE_CONFIGS,
@@ -66,10 +66,20 @@ class DataConfig:
     test_split: str | None = "test"  # evaluated once at the end with the best model
     # let image file names in instances.json be absolute or hold ".." (trusted data only)
     allow_outside_root: bool = False
-    # training images only: share of items that get one random box of the network input set to
-    # 0 after normalisation (the ImageNet mean colour); masks untouched. Paper recipe: 0.2
+    # Cut-out of training images (masks untouched; wrel.data.transforms, docs/training.md).
+    # "box": each visit of an item draws, with probability cutout_prob, one box of the network
+    # input (cutout_scale of each side) set to 0 after normalisation (the ImageNet mean colour).
+    # "squares" (released): a fixed share cutout_prob of the train refs, drawn once per run from
+    # train.seed, get cutout_count black squares of cutout_side x the shorter raw image side on
+    # the raw image, redrawn at every visit. Paper recipe: squares, 0.2, (20, 60), 32/800
+    cutout: Literal["box", "squares"] = "box"
     cutout_prob: float = 0.0
     cutout_scale: tuple[float, float] = (0.1, 0.3)  # box height / width, fraction of the side
+    cutout_count: tuple[int, int] = (20, 60)  # squares per visit (inclusive range)
+    cutout_side: float = 0.04  # square side / shorter raw side (released: 32 px of 800)
+    # stage kinds whose training images get the cut-out; None: every training stage (the
+    # released code cuts out in every training script: stage 1, 2, 3 and Naive-WREL)
+    cutout_stages: list[str] | None = None
     # how image files become the model's 8-bit RGB (bands, value mapping); recorded in the
     # exported model and applied by `wrel predict` (wrel.data.image_reading, docs/data.md)
     image_scaling: ImageScaling = field(default_factory=ImageScaling)
@@ -99,6 +109,9 @@ class TrainConfig:
     # run with few long epochs, for the plateau check; no class-name trace at these points
     val_every_steps: int = 0
     select_metric: Literal["oIoU", "mIoU"] = "mIoU"  # best checkpoint criterion, on val
+    # also keep checkpoints/best-oIoU and checkpoints/best-mIoU: the final stage's best student
+    # by each val metric (the released code keeps both); checkpoints/best stays select_metric's
+    best_per_metric: bool = False
     protocol: str = "input"  # scoring resolution, passed to wrel.evaluation.Evaluator
     log_every: int = 10  # steps between metrics.jsonl train lines
     output_dir: str = "runs"  # the run folder is <output_dir>/<name>
@@ -133,16 +146,27 @@ def _paper_optim(lr: float) -> dict[str, float]:
     return {"lr_backbone": lr, "lr_text": lr, "lr_head": lr}
 
 
-#: The released Dice term (wrel.methods.losses.DICE_VARIANTS).
-PAPER_DICE = "both-classes-sum-smooth1e-6"
-#: Teacher warm-up of the paper recipe: the released README's epoch-15 checkpoint of stage 1.
-#: On the accurate share rho = 0.1 that is 15 * 0.1 / 40 = 3.75 % of the joint stage's
-#: iterations; for another rho keep the share: epochs = round(1.5 / rho) (docs/training.md).
-PAPER_TEACHER_EPOCHS = 15
+#: The released loss (wrel.methods.losses): Dice per image and class summed over the 2 classes
+#: and the (per-process) batch, plus the CE as one weighted mean over the batch's pixels.
+PAPER_LOSS: dict[str, Any] = {"dice": "per-class-sum-smooth1e-6", "loss_reduction": "batch-sum"}
+#: The released cut-out (wrel.data.transforms): 20-60 black squares (32 px of 800) on a fixed
+#: 20 % of the train refs, in every training stage (each released training script cuts out).
+PAPER_CUTOUT: dict[str, Any] = {
+    "cutout": "squares",
+    "cutout_prob": 0.2,
+    "cutout_count": [20, 60],
+    "cutout_side": 32 / 800,
+    "cutout_stages": None,
+}
+#: Teacher warm-up of the paper recipe: the released README's ``model_epoch_15.pth`` of stage 1,
+#: saved after epoch index 15, i.e. 16 epochs. On the accurate share rho = 0.1 that is
+#: 16 * 0.1 / 40 = 4 % of the joint stage's iterations; for another rho keep the share:
+#: epochs = round(1.6 / rho) (docs/paper-recipe.md).
+PAPER_TEACHER_EPOCHS = 16
 #: Bank learning rates of the paper recipe (row-sparse AdamW), matched to the per-visit row
 #: movement of the released dense AdamW at 1e-5 (bank init) and 1e-6 (joint): 30x, between the
 #: measured 26.8x (constant gradient) and 31.3x (noisy) of benchmarks/bank_movement.py
-#: (figures in docs/training.md "Paper recipe").
+#: (figures in docs/paper-recipe.md "Paper recipe").
 PAPER_BANK_LR = {"bank-init": 3e-4, "joint": 3e-5}
 #: Epochs of the released stages on RRSIS-D (the teacher's on the accurate share).
 PAPER_STAGE_EPOCHS = {"teacher-warmup": PAPER_TEACHER_EPOCHS, "bank-init": 40, "joint": 40}
@@ -150,6 +174,56 @@ PAPER_STAGE_EPOCHS = {"teacher-warmup": PAPER_TEACHER_EPOCHS, "bank-init": 40, "
 #: Network learning rates of this project's joint stage: 2/3 of the supervised ones
 #: (OptimConfig's defaults), as the released 2e-5 joint vs 3e-5 warm-up.
 JOINT_OPTIM = {"lr_backbone": 2e-4, "lr_text": 6.7e-5, "lr_head": 6.7e-4}
+
+
+def _lrb_paper(*, fixed: bool) -> dict[str, Any]:
+    """The ``lrb-paper`` preset (``fixed``: ``lrb-paper-fixed``). Both: the released loss,
+    cut-out, trainable text set (no embeddings), teacher length, learning rates, frozen copy in
+    train mode, EMA of the segmenter with the teacher in eval mode, a fresh stage-3 bank AdamW,
+    both best checkpoints, and a bank kept identical on every rank. Released defects that only
+    ``fixed`` repairs: the stage-2 bank chosen by oIoU on the samples it was fitted to
+    (``bank_select``) and an EMA that leaves the teacher's BatchNorm statistics at stage 1's
+    (``ema_buffers``)."""
+    return {
+        "data": dict(PAPER_CUTOUT),
+        "model": {"text": {"train_embeddings": False}},
+        "train": {"best_per_metric": True},
+        "bank": {"optimizer": "sparse"},
+        "stages": [
+            _stage(
+                "supervised",
+                "accurate",
+                PAPER_TEACHER_EPOCHS,
+                name="teacher-warmup",
+                optim=_paper_optim(3e-5),
+                **PAPER_LOSS,
+            ),
+            _stage(
+                "bank_init",
+                "weak",
+                PAPER_STAGE_EPOCHS["bank-init"],
+                name="bank-init",
+                evaluate=False,
+                bank_lr=PAPER_BANK_LR["bank-init"],
+                frozen_mode="train",
+                bank_select="last" if fixed else "train-oIoU",
+                **PAPER_LOSS,
+            ),
+            _stage(
+                "joint",
+                "all",
+                PAPER_STAGE_EPOCHS["joint"],
+                name="joint",
+                bank_lr=PAPER_BANK_LR["joint"],
+                optim=_paper_optim(2e-5),
+                ema_scope="segmenter",
+                ema_buffers="average" if fixed else "skip",
+                bank_moments="fresh",
+                **PAPER_LOSS,
+            ),
+        ],
+    }
+
 
 #: Method name -> config overrides. Epoch counts are for the small synthetic benchmark, except
 #: the ``*-paper`` presets (RRSIS-D epochs of the released training).
@@ -175,41 +249,10 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
             ),
         ]
     },
-    "lrb-paper": {
-        # LRB-WREL as released (docs/training.md "Paper recipe"); model: paper_rrsisd.yaml
-        "data": {"cutout_prob": 0.2},
-        "bank": {"optimizer": "sparse"},
-        "stages": [
-            _stage(
-                "supervised",
-                "accurate",
-                PAPER_TEACHER_EPOCHS,
-                name="teacher-warmup",
-                optim=_paper_optim(3e-5),
-                dice=PAPER_DICE,
-            ),
-            _stage(
-                "bank_init",
-                "weak",
-                PAPER_STAGE_EPOCHS["bank-init"],
-                name="bank-init",
-                evaluate=False,
-                bank_lr=PAPER_BANK_LR["bank-init"],
-                frozen_mode="train",
-                dice=PAPER_DICE,
-            ),
-            _stage(
-                "joint",
-                "all",
-                PAPER_STAGE_EPOCHS["joint"],
-                name="joint",
-                bank_lr=PAPER_BANK_LR["joint"],
-                optim=_paper_optim(2e-5),
-                ema_scope="segmenter",
-                dice=PAPER_DICE,
-            ),
-        ],
-    },
+    # LRB-WREL as released, its defects included (docs/paper-recipe.md "Paper recipe"); model:
+    # configs/paper_rrsisd.yaml. lrb-paper-fixed: the same with the released defects fixed
+    "lrb-paper": _lrb_paper(fixed=False),
+    "lrb-paper-fixed": _lrb_paper(fixed=True),
     # -- diagnostic ablations of LRB-WREL (docs/results; `wrel bench --profile ablations`) --
     # LRB-WREL without its bank: the teacher warm-up, then the joint stage's schedule on all
     # samples with bare class names. Equal to LRB-WREL with no prompt slots (with the
@@ -246,10 +289,13 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     },
     # Naive-WREL given as many optimizer steps as LRB-WREL's model (teacher + joint stages).
     "naive-long": {"stages": [_stage("supervised", "all", 24, name="naive-long")]},
+    # Naive-WREL as released (its script has none of the defects lrb-paper-fixed fixes)
     "naive-paper": {
-        "data": {"cutout_prob": 0.2},
+        "data": dict(PAPER_CUTOUT),
+        "model": {"text": {"train_embeddings": False}},
+        "train": {"best_per_metric": True},
         "stages": [
-            _stage("supervised", "all", 40, name="naive", optim=_paper_optim(3e-5), dice=PAPER_DICE)
+            _stage("supervised", "all", 40, name="naive", optim=_paper_optim(3e-5), **PAPER_LOSS)
         ],
     },
 }
@@ -299,7 +345,7 @@ def build_experiment(
         _set_stage_key(cfg, text)
     _check_placeholders(cfg)
     _sync_model_input_size(cfg)
-    check_cutout(cfg.data.cutout_prob, cfg.data.cutout_scale)
+    _check_cutout(cfg.data)
     _resolve_split_file(cfg)
     validate_experiment(cfg)
     return cfg
@@ -329,6 +375,20 @@ def _check_placeholders(cfg: ExperimentConfig) -> None:
         raise ValueError(
             f"the config still holds placeholders: {', '.join(found)}; fill them in the YAML "
             f"file or with {keys} (a --config file is applied after --data, so use --set)"
+        )
+
+
+def _check_cutout(data: DataConfig) -> None:
+    """The cut-out keys' values (wrel.data.transforms), one ValueError naming the fix."""
+    check_cutout(data.cutout_prob, data.cutout_scale)
+    check_squares(data.cutout_count, data.cutout_side)
+    if data.cutout not in CUTOUT_KINDS:
+        raise ValueError(f"data.cutout={data.cutout!r}: use one of {list(CUTOUT_KINDS)}")
+    bad = [k for k in data.cutout_stages or [] if k not in STAGE_CONFIGS]
+    if bad:
+        raise ValueError(
+            f"data.cutout_stages holds {bad}, not stage kinds; use None (every training stage) "
+            f"or a list of {sorted(STAGE_CONFIGS)}"
         )
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from wrel.core.distributed import DistInfo, ResumableSampler
 from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
+from wrel.data.transforms import cutout_subset
 from wrel.engine.experiment import DataConfig, ExperimentConfig
 from wrel.methods.base import StageConfig
 
@@ -79,13 +80,23 @@ def stage_data(
     size = cfg.data.image_size
     # a retrieve stage scores every sample once, as it is: no cut-out, no dropped last batch
     scoring = stage_cfg.kind == "retrieve"
+    d = cfg.data
+    cut = not scoring and (d.cutout_stages is None or stage_cfg.kind in d.cutout_stages)
+    # the released cut-out's refs: drawn once per run from all train refs (the same in every
+    # stage and on resume), so a stage's share of them is cutout_prob in expectation
+    ids = [s.sample_id for s in train_samples]
+    subset = cutout_subset(ids, d.cutout_prob, cfg.train.seed) if cut else frozenset()
     dataset = RefSegDataset(
         samples,
         image_size=(size, size),
         seed=cfg.train.seed,
-        cutout_prob=0.0 if scoring else cfg.data.cutout_prob,
-        cutout_scale=cfg.data.cutout_scale,
-        scaling=cfg.data.image_scaling,
+        cutout_prob=d.cutout_prob if cut else 0.0,
+        cutout_scale=d.cutout_scale,
+        scaling=d.image_scaling,
+        cutout=d.cutout,
+        cutout_ids=subset if d.cutout == "squares" else frozenset(),
+        cutout_count=d.cutout_count,
+        cutout_side=d.cutout_side,
     )
     per_rank = cfg.train.batch_size // dist.world_size
     per_rank_samples = math.ceil(len(samples) / dist.world_size)

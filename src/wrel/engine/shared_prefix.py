@@ -23,6 +23,7 @@ from typing import Any
 
 from wrel.core.config_io import dumps, flatten, from_dict, to_dict
 from wrel.engine.checkpoint import atomic_write_text
+from wrel.engine.experiment import ExperimentConfig
 from wrel.engine.state import find_resume_dir, link_tree, stage_checkpoint_dir
 from wrel.methods.base import StageConfig
 
@@ -47,12 +48,24 @@ STORAGE_KEYS = frozenset(
 #: Stage kinds that build or read the reference bank: a prefix with one must agree on ``bank``.
 _BANK_KINDS = frozenset({"bank_init", "joint"})
 _TRACE_FILES = ("metrics.jsonl", "risk_trace.jsonl")
+#: The flattened defaults of every non-stage key (see :func:`_settings`).
+_DEFAULT_SETTINGS = flatten(
+    {
+        k: v
+        for k, v in json.loads(dumps(ExperimentConfig())).items()
+        if k not in ("stages", "method")
+    }
+)
 
 
 def _settings(config: dict[str, Any], *, with_bank: bool) -> dict[str, Any]:
     """Everything but the stages, the preset's name (the stages say what runs), storage keys
-    and (unless ``with_bank``) the bank."""
-    flat = flatten({k: v for k, v in config.items() if k not in ("stages", "method")})
+    and (unless ``with_bank``) the bank. A key added since the donor was trained reads as its
+    default, which is what the donor ran (as for stages)."""
+    flat = {
+        **_DEFAULT_SETTINGS,
+        **flatten({k: v for k, v in config.items() if k not in ("stages", "method")}),
+    }
     return {
         k: v
         for k, v in flat.items()

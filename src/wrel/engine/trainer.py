@@ -11,6 +11,8 @@ Anatomy of a run (``runs/<name>/``)::
                          not kept with train.keep_previous_checkpoint=false
     checkpoints/best/    exported student (save_model: weights only, MODEL_CARD.md), best on
                          val over the final stage; its card gets the test metrics at the end
+    checkpoints/best-oIoU/, best-mIoU/  with train.best_per_metric: the final stage's best
+                         student by each metric (as the released code keeps both)
     bank.safetensors     the reference bank with its id mapping (methods that use one)
     expressions.json     per weak sample, the expression a retrieve stage chose (if any)
     final_metrics.json   test metrics of the best model, evaluated once at the end
@@ -30,7 +32,7 @@ from typing import Any
 
 import torch
 
-from wrel.core.config_io import dumps, to_dict
+from wrel.core.config_io import dumps, from_dict, to_dict
 from wrel.core.distributed import (
     DistInfo,
     barrier,
@@ -164,6 +166,8 @@ class Trainer:
                 raise FileNotFoundError(f"nothing to resume: {saved} does not exist")
             try:
                 previous = json.loads(saved.read_text(encoding="utf-8"))
+                # keys added since the run started read as their defaults (what it ran)
+                previous = json.loads(dumps(from_dict(ExperimentConfig, previous)))
                 same = _comparable(previous) == _comparable(json.loads(dumps(self.cfg)))
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 raise ValueError(
@@ -347,6 +351,7 @@ class Trainer:
                     self._maybe_evaluate(stage, stage_cfg, name, state, mid_epoch=True)
             bar.close()
             state.epoch, state.iteration = epoch + 1, 0
+            self._score_train_samples(stage, name, data, state)
             self._maybe_evaluate(stage, stage_cfg, name, state)
             # Resume point at each epoch end; a stage with stage_cfg.eval_every = k (many short
             # epochs) saves every k epochs and at its end (plus every train.checkpoint_every).
@@ -357,6 +362,30 @@ class Trainer:
             if self.dist.is_main:  # the stage's end, for runs that share this prefix
                 keep_stage_checkpoint(self.ckpt_dir, state.stage_index)
             barrier(self.dist)
+
+    def _score_train_samples(
+        self, stage: Stage, name: str, data: StageData, state: LoopState
+    ) -> None:
+        """Score the model a stage asks for (:meth:`Stage.train_scoring`) on the stage's own
+        training samples, as they are (no cut-out), and hand the metrics back to the stage."""
+        scoring = stage.train_scoring()
+        if scoring is None:
+            return
+        model, bank = scoring
+        metrics = evaluate_model(
+            model,
+            eval_loader(self.cfg, list(data.dataset.samples)),
+            self.device,
+            protocol=self.cfg.train.protocol,
+            amp=self.cfg.train.amp,
+            desc=f"train score {name}",
+            progress=self.cfg.train.progress and self.dist.is_main,
+            bank=bank,
+        )
+        where = {"stage": name, "epoch": state.epoch - 1, "step": state.global_step}
+        scores = {k: float(metrics[k]) for k in ("oIoU", "mIoU")}
+        self._log({"event": "train_score", **where, **scores})
+        stage.observe_train_score(metrics, where)
 
     def _maybe_evaluate(
         self,
@@ -408,18 +437,17 @@ class Trainer:
             # stage may keep its own best to hand over (SupervisedConfig.handover)
             stage.observe_val(value, where)
             return
+        info = {"stage": name, "epoch": epoch, "step": state.global_step, "val": _jsonable(metrics)}
         # ties go to the later checkpoint: a run stuck at 0 does not report its first epoch
         if state.best_value is None or value >= state.best_value:
             state.best_value = value
-            self._export_best(
-                model,
-                {
-                    "stage": name,
-                    "epoch": epoch,
-                    "step": state.global_step,
-                    "val": _jsonable(metrics),
-                },
-            )
+            self._export_best(model, info)
+        if self.cfg.train.best_per_metric:
+            for metric in ("oIoU", "mIoU"):
+                folder = f"best-{metric}"
+                best = self._saved_best(folder, metric)
+                if best is None or metric_value(metrics, metric) >= best:
+                    self._export_best(model, {**info, "selected_by": metric}, folder)
 
     def _log_leakage(self, stage: Stage, model: torch.nn.Module, where: dict[str, Any]) -> None:
         """Score the leakage monitor's weak samples (wrel.engine.leakage) when ``stage`` has a
@@ -461,7 +489,19 @@ class Trainer:
 
     # -- files --------------------------------------------------------------------------------
 
-    def _export_best(self, model: torch.nn.Module, info: dict[str, Any]) -> None:
+    def _saved_best(self, folder: str, metric: str) -> float | None:
+        """The val ``metric`` of ``checkpoints/<folder>`` (None: no such checkpoint yet), read
+        from its metadata, so that a resumed run keeps comparing against it."""
+        path = self.ckpt_dir / folder / "config.json"
+        try:
+            val = json.loads(path.read_text(encoding="utf-8"))["metadata"]["val"]
+            return metric_value(val, metric)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _export_best(
+        self, model: torch.nn.Module, info: dict[str, Any], folder: str = "best"
+    ) -> None:
 
         if self.dist.is_main:
             size = self.cfg.data.image_size
@@ -482,7 +522,7 @@ class Trainer:
                 "experiment": to_dict(self.cfg),
                 **info,
             }
-            save_model(self.ckpt_dir / "best", model, metadata)  # type: ignore[arg-type]
+            save_model(self.ckpt_dir / folder, model, metadata)  # type: ignore[arg-type]
         barrier(self.dist)
 
     def _save_state(self, stage: Stage, state: LoopState) -> None:

@@ -14,7 +14,7 @@ rank all-gathers the (row index, gradient) pairs of all ranks and applies the sa
 the bank stays identical on every rank (the reference code lets the copies drift).
 
 Variants that limit what a row can store (``BankConfig``; the defaults are the plain bank above,
-see docs/training.md "Bank variants"):
+see docs/variants.md "Bank variants"):
 
 - ``parametrization="vocab"``: each prompt slot is a softmax mixture over a vocabulary's word
   embeddings, ``prompt = softmax(logits / T) @ vocab``, so prompts stay in the convex hull of
@@ -67,9 +67,9 @@ class BankConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     # sparse: row-lazy AdamW (only the batch's rows move); dense: AdamW over every row at every
-    # step, as the released code (wrel.methods.bank_optim; docs/training.md "Paper recipe")
+    # step, as the released code (wrel.methods.bank_optim; docs/paper-recipe.md "Paper recipe")
     optimizer: Literal["sparse", "dense"] = "sparse"
-    # -- variants (docs/training.md "Bank variants"); the defaults are the plain free bank --
+    # -- variants (docs/variants.md "Bank variants"); the defaults are the plain free bank --
     parametrization: Literal["free", "vocab"] = "free"  # vocab: softmax mixtures of words
     vocab_words: list[str] | None = None  # vocabulary of the vocab bank / projection (tokenised
     # with the model's tokenizer); None: DEFAULT_VOCAB_WORDS
@@ -368,6 +368,14 @@ class ReferenceBank:
         for name in ("ids", "rows", "exp_avg", "exp_avg_sq", "steps", "vocab_ids", "vocab"):
             setattr(self, name, getattr(self, name).to(device))
         return self
+
+    def reset_optimizer(self) -> None:
+        """A fresh AdamW for the bank (``stages.<joint>.bank_moments=fresh``, as released): both
+        moments and the per-row step counts back to 0, the rows kept. The step counts also set a
+        vocab bank's temperature, whose anneal then starts again."""
+        self.exp_avg.zero_()
+        self.exp_avg_sq.zero_()
+        self.steps.zero_()
 
     # -- parametrisation ---------------------------------------------------------------------
 

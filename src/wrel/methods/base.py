@@ -49,7 +49,7 @@ class NonFiniteLossError(FloatingPointError):
     """Raised before any optimizer step when a loss is NaN or infinite."""
 
 
-Dice = Literal["foreground-mean-smooth1", "both-classes-sum-smooth1e-6"]
+Dice = Literal["foreground-mean-smooth1", "per-class-sum-smooth1e-6", "both-classes-sum-smooth1e-6"]
 
 
 @dataclass
@@ -61,7 +61,7 @@ class StageConfig:
     a ``kind`` (a preset, a YAML file, ``config.json``) becomes that class through
     :meth:`config_class_for`; a key its kind does not have is an error naming the kinds that
     have it. Defaults suit tiny models on the synthetic benchmark; the paper's values are in
-    docs/training.md.
+    docs/paper-recipe.md.
     """
 
     kind: StageKind = "supervised"
@@ -71,6 +71,9 @@ class StageConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     # Dice term of the segmentation loss (wrel.methods.losses.DICE_VARIANTS)
     dice: Dice = "foreground-mean-smooth1"
+    # how the loss reduces a batch (wrel.methods.losses.REDUCTIONS): "per-image-mean", or
+    # "batch-sum" (released: CE a weighted mean over the batch's pixels, Dice summed over images)
+    loss_reduction: Literal["per-image-mean", "batch-sum"] = "per-image-mean"
     evaluate: bool = True  # evaluate the student on val after each epoch of this stage
     eval_every: int = 0  # evaluate every N epochs of this stage; 0: train.eval_every
 
@@ -144,6 +147,10 @@ class BankInitConfig(BankStageConfig):
     # mode of the frozen copy the bank is fitted through; "train" (the released code) keeps
     # stochastic depth and BatchNorm batch statistics on (a stochastic teacher)
     frozen_mode: Literal["eval", "train"] = "eval"
+    # the bank handed to the next stage: "last" (the stage's end), or "train-oIoU" (released):
+    # the bank of the epoch whose oIoU on this stage's own (weak training) samples, scored through
+    # the frozen model in eval mode, is best. A selection on the fitted samples (docs/paper-recipe.md)
+    bank_select: Literal["last", "train-oIoU"] = "last"
 
 
 @dataclass
@@ -161,11 +168,18 @@ class JointConfig(BankStageConfig):
     # epoch; k times fewer per epoch and k keeps its horizon in epochs.
     ema_time_scale: float = 1.0
     # each weak sample reads its bare class name, without its bank prompts, in the student
-    # step with this probability (docs/training.md "Bank variants")
+    # step with this probability (docs/variants.md "Bank variants")
     prompt_dropout: float = 0.0
     # what the EMA teacher averages; "segmenter" (the released code) shares the student's live
     # text encoder with the teacher (wrel.methods.ema.EMA_SCOPES)
     ema_scope: Literal["segmenter+text", "segmenter"] = "segmenter+text"
+    # what the EMA does with buffers (BatchNorm statistics): "average" them like parameters
+    # (floats; integer counters copied), or "skip" them (released: the teacher keeps its
+    # stage-1 statistics). The teacher is in eval mode either way (wrel.methods.ema)
+    ema_buffers: Literal["average", "skip"] = "average"
+    # the bank's AdamW state at the stage start: "carry" the bank-init stage's moments and step
+    # counts, or "fresh" (released: a new AdamW; moments and counts start at 0)
+    bank_moments: Literal["carry", "fresh"] = "carry"
     # where the student starts. "handover": the previous stage's model (the teacher warm-up's),
     # as released; "pretrained": the weights as built before any stage (ImageNet backbone,
     # pretrained text encoder, fresh fusion and decoder; the ablation that separates the
@@ -303,6 +317,14 @@ class Stage(nn.Module):
     def handover_info(self) -> dict[str, Any] | None:
         """What :meth:`handover` handed over, for the run's log; None: the stage's last state."""
         return None
+
+    def train_scoring(self) -> tuple[nn.Module, Any] | None:
+        """``(model, bank)`` that the trainer scores on this stage's own training samples after
+        every epoch, passing the metrics to :meth:`observe_train_score`; None (default): none."""
+        return None
+
+    def observe_train_score(self, metrics: dict[str, Any], where: dict[str, Any]) -> None:
+        """The metrics of :meth:`train_scoring`'s model on the stage's samples at ``where``."""
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         """Everything needed to resume: weights, optimizer, scheduler, teacher, bank."""

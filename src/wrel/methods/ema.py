@@ -1,8 +1,10 @@
 """EMA teacher and its dynamic momentum schedule (docs/training.md, the joint stage).
 
-Unlike the reference code, the EMA covers buffers too: BatchNorm running statistics are
-averaged like parameters and integer buffers (``num_batches_tracked``) are copied, so the
-teacher never keeps stale normalisation statistics.
+Buffers (:data:`EMA_BUFFERS`): by default (``average``) the EMA covers buffers too, BatchNorm
+running statistics averaged like parameters and integer buffers (``num_batches_tracked``)
+copied, so the teacher never keeps stale normalisation statistics. ``skip`` is the released
+code: parameters only, the teacher's buffers stay those of the model it was copied from. The
+teacher is in eval mode in both, so its BatchNorm layers always read their running statistics.
 
 Scope (``EMA_SCOPES``): ``segmenter+text`` (default) averages the whole model;
 ``segmenter`` (the released code) averages the backbone, fusion and decoder only, and the
@@ -17,7 +19,10 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["EMA_SCOPES", "ema_momentum", "EmaTeacher"]
+__all__ = ["EMA_BUFFERS", "EMA_SCOPES", "ema_momentum", "EmaTeacher"]
+
+#: What :meth:`EmaTeacher.update` does with buffers: average them, or skip them (as released).
+EMA_BUFFERS = ("average", "skip")
 
 #: EMA scope -> name prefixes of the student that the teacher shares instead of averaging.
 EMA_SCOPES: dict[str, tuple[str, ...]] = {"segmenter+text": (), "segmenter": ("text_encoder",)}
@@ -62,13 +67,19 @@ class EmaTeacher(nn.Module):
             :meth:`update` skips it, and :meth:`averaged_state_dict` leaves it out. Its train /
             eval mode still follows the teacher's ``eval()`` calls, so a student step must set
             ``student.train()`` itself (the stages do).
+        buffers: a value of :data:`EMA_BUFFERS`.
     """
 
-    def __init__(self, student: nn.Module, scope: str = "segmenter+text") -> None:
+    def __init__(
+        self, student: nn.Module, scope: str = "segmenter+text", buffers: str = "average"
+    ) -> None:
         super().__init__()
         if scope not in EMA_SCOPES:
             raise ValueError(f"unknown EMA scope {scope!r}; valid scopes: {sorted(EMA_SCOPES)}")
+        if buffers not in EMA_BUFFERS:
+            raise ValueError(f"unknown EMA buffers {buffers!r}; valid: {list(EMA_BUFFERS)}")
         self.scope = scope
+        self.buffer_mode = buffers
         self.tied = EMA_SCOPES[scope]
         missing = [n for n in self.tied if not isinstance(getattr(student, n, None), nn.Module)]
         if missing:
@@ -107,8 +118,8 @@ class EmaTeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, student: nn.Module, momentum: float) -> None:
-        """``teacher <- momentum * teacher + (1 - momentum) * student`` over params and buffers
-        (tied children excluded: they are the student's own)."""
+        """``teacher <- momentum * teacher + (1 - momentum) * student`` over parameters, and over
+        buffers unless ``buffers == "skip"`` (tied children excluded: they are the student's)."""
         weight = 1.0 - momentum
         t_params = [(n, p) for n, p in self.module.named_parameters() if not self._is_tied(n)]
         s_params = [(n, p) for n, p in student.named_parameters() if not self._is_tied(n)]
@@ -116,6 +127,8 @@ class EmaTeacher(nn.Module):
             raise ValueError("EMA teacher and student have different parameter lists")
         for (_, t), (_, s) in zip(t_params, s_params, strict=True):
             t.lerp_(s.detach().to(t.dtype), weight)
+        if self.buffer_mode == "skip":
+            return
         t_bufs = [b for n, b in self.module.named_buffers() if not self._is_tied(n)]
         s_bufs = [b for n, b in student.named_buffers() if not self._is_tied(n)]
         for tb, sb in zip(t_bufs, s_bufs, strict=True):

@@ -2,9 +2,9 @@
 
 Stage 1 of LRB-WREL (teacher warm-up) is a :class:`~wrel.methods.supervised.SupervisedStage`
 on the accurate samples. Stage 2 (:class:`BankInitStage`) fits only the bank through the frozen
-model, in eval mode (``frozen_mode="train"``: train mode, as the released code); there is no
-selection of the bank on the samples it was fitted to (the reference picks the bank by IoU on
-those same samples). Stage 3 (:class:`JointStage`) alternates bank steps through the frozen EMA
+model, in eval mode (``frozen_mode="train"``: train mode, as the released code); by default it
+hands over its last bank, and with ``bank_select="train-oIoU"`` (the released selection) the bank
+of the epoch with the best oIoU on the very weak samples it was fitted to. Stage 3 (:class:`JointStage`) alternates bank steps through the frozen EMA
 teacher with student steps on detached bank prompts; with ``ema_scope="segmenter"`` the teacher
 shares the student's live text encoder. Bank gradients are taken with ``torch.autograd.grad``
 for the bank rows only, so a bank step never writes ``.grad`` of any model weight (the live text
@@ -24,6 +24,7 @@ from wrel.methods.bank import ReferenceBank, fill_prompts, text_inputs
 from wrel.methods.base import (
     BankInitConfig,
     BankStageConfig,
+    Handover,
     JointConfig,
     PreparedBatch,
     Stage,
@@ -56,6 +57,7 @@ def bank_update(
     lr: float,
     weight_decay: float,
     dice: str,
+    reduction: str = "per-image-mean",
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     check: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
@@ -64,7 +66,10 @@ def bank_update(
     The rows of the batch's weak samples are a leaf; their prompts fill the free text slots
     after the class name; the gradient of the summed per-sample segmentation loss is taken for
     the rows only (``torch.autograd.grad``: no model weight accumulates a ``.grad``) and applied
-    by the bank's optimiser. A collective under torch.distributed (every rank calls it).
+    by the bank's optimiser, which divides it by the (all-rank) count of weak samples: the bank
+    moves along the gradient of the batch loss of ``reduction`` over the weak samples
+    (:func:`~wrel.methods.losses.per_sample_seg_loss`). A collective under torch.distributed
+    (every rank calls it).
 
     Args:
         check: called with the summed loss before the bank moves (e.g. a finiteness check).
@@ -86,7 +91,7 @@ def bank_update(
         )
         with autocast():
             out = net(b.images[weak], inputs_embeds=filled, attention_mask=mask)
-        loss_sum = per_sample_seg_loss(out.logits, b.masks[weak], dice).sum()
+        loss_sum = per_sample_seg_loss(out.logits, b.masks[weak], dice, reduction).sum()
     if check is not None:
         check(loss_sum)
     grads = torch.zeros_like(leaf)
@@ -116,6 +121,7 @@ class _BankStepMixin(Stage):
             lr=lr,
             weight_decay=self.cfg.bank_weight_decay,
             dice=self.cfg.dice,
+            reduction=self.cfg.loss_reduction,
             autocast=self.autocast,
             check=lambda loss: self.check_finite(loss, "bank loss", progress),
         )
@@ -131,6 +137,11 @@ class BankInitStage(_BankStepMixin):
     The copy runs in eval mode, or with ``cfg.frozen_mode == "train"`` in train mode (stochastic
     depth on, BatchNorm on batch statistics; the copy's running statistics then drift, but they
     are never used in train mode and the copy is discarded at the stage end).
+
+    With ``cfg.bank_select == "train-oIoU"`` the trainer scores the copy (eval mode) with the
+    bank on the stage's own samples after every epoch (:meth:`train_scoring`); the rows of the
+    best epoch (strictly best, so the first of a tie) are kept and handed over. The moments stay
+    those of the last step (a ``bank_moments="fresh"`` joint stage drops them, as released).
     """
 
     cfg: BankInitConfig
@@ -141,8 +152,39 @@ class BankInitStage(_BankStepMixin):
             raise ValueError(
                 f"bank_init: frozen_mode must be eval or train, got {cfg.frozen_mode!r}"
             )
+        if cfg.bank_select not in ("last", "train-oIoU"):
+            raise ValueError(
+                f"bank_init: bank_select must be last or train-oIoU, got {cfg.bank_select!r}"
+            )
         self.bank = ensure_bank(ctx)
         self.frozen = EmaTeacher(self.model)  # a frozen copy; the student is untouched
+        self.best_rows: Tensor | None = None  # bank_select=train-oIoU: rows of the best epoch
+        self.best_value = float("-inf")
+        self.best_epoch = -1
+
+    def train_scoring(self) -> tuple[Any, ReferenceBank] | None:
+        """The frozen copy and the bank to score on the stage's samples at epoch ends."""
+        return (self.frozen.module, self.bank) if self.cfg.bank_select == "train-oIoU" else None
+
+    def observe_train_score(self, metrics: dict[str, Any], where: dict[str, Any]) -> None:
+        value = float(metrics["oIoU"])
+        if value > self.best_value:
+            self.best_value, self.best_epoch = value, int(where["epoch"])
+            self.best_rows = self.bank.rows.detach().clone()
+
+    def handover(self) -> Handover:
+        if self.best_rows is not None:
+            self.bank.rows.copy_(self.best_rows)
+        return super().handover()
+
+    def handover_info(self) -> dict[str, Any] | None:
+        if self.cfg.bank_select != "train-oIoU":
+            return None
+        return {
+            "bank_select": "train-oIoU",
+            "epoch": self.best_epoch,
+            "train_oIoU": self.best_value,
+        }
 
     def training_step(self, batch: dict[str, Any], progress: float) -> dict[str, float]:
         b = self.prepare(batch)
@@ -152,12 +194,23 @@ class BankInitStage(_BankStepMixin):
         return {"bank_loss": float(loss), "bank_lr": self.bank_lr(progress)}
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        return {"model": self.model.state_dict(), "bank": self.bank.state_dict()}
+        state = {"model": self.model.state_dict(), "bank": self.bank.state_dict()}
+        if self.best_rows is not None:
+            state["best"] = {
+                "rows": self.best_rows,
+                "value": torch.tensor(self.best_value, dtype=torch.float64),
+                "epoch": torch.tensor(self.best_epoch),
+            }
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         self.model.load_state_dict(state["model"], strict=True)
         self.frozen.module.load_state_dict(state["model"], strict=True)
         self.bank.load_state_dict(state["bank"])
+        if "best" in state:
+            best = state["best"]
+            self.best_rows = best["rows"].to(self.bank.rows)
+            self.best_value, self.best_epoch = float(best["value"]), int(best["epoch"])
 
 
 class JointStage(_BankStepMixin):
@@ -184,7 +237,13 @@ class JointStage(_BankStepMixin):
             )
         self.bank = ensure_bank(ctx)
         # starts from the handed-over (stage-1) weights; "segmenter" ties the text encoder
-        self.teacher = EmaTeacher(self.model, cfg.ema_scope)
+        self.teacher = EmaTeacher(self.model, cfg.ema_scope, cfg.ema_buffers)
+        if cfg.bank_moments == "fresh":  # a new bank AdamW, as released (resume restores it)
+            self.bank.reset_optimizer()
+        elif cfg.bank_moments != "carry":
+            raise ValueError(
+                f"joint stage: bank_moments must be carry or fresh, got {cfg.bank_moments!r}"
+            )
         if cfg.student_init == "pretrained":
             self._reset_student(ctx.initial_state)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -209,7 +268,7 @@ class JointStage(_BankStepMixin):
         )
         with self.autocast():
             out = self.forward_model(b.images, **text)
-        loss = seg_loss(out.logits, b.masks, self.cfg.dice)
+        loss = seg_loss(out.logits, b.masks, self.cfg.dice, self.cfg.loss_reduction)
         logs["seg_loss"] = float(loss.detach())
         if self.cfg.consistency_weight > 0:
             loss = loss + self.cfg.consistency_weight * self._consistency(out.logits, b, progress)

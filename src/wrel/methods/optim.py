@@ -21,7 +21,7 @@ class OptimConfig:
 
     Defaults are for the small models and short (6-epoch) schedules of the synthetic benchmark,
     chosen on its val split (docs/results/README.md); the paper's values for Swin-B/BERT-base on
-    RRSIS-D are 3e-5 for every group (docs/training.md).
+    RRSIS-D are 3e-5 for every group (docs/paper-recipe.md).
     """
 
     lr_backbone: float = 3e-4  # pretrained image tower: lower than the fresh head

@@ -53,7 +53,7 @@ class SupervisedStage(Stage):
             out = self.forward_model(
                 b.images, input_ids=b.input_ids, attention_mask=b.attention_mask
             )
-        loss = seg_loss(out.logits, b.masks, self.cfg.dice)
+        loss = seg_loss(out.logits, b.masks, self.cfg.dice, self.cfg.loss_reduction)
         self.check_finite(loss, "segmentation loss", progress)
         self.optimizer_step(self.optimizer, loss, self.model.parameters())
         lr = self.optimizer.param_groups[0]["lr"]
