@@ -22,6 +22,7 @@ import numpy as np
 
 from wrel.core.paths import require_folder
 from wrel.data.dataset import _dataset_name
+from wrel.data.expression_mix import expression_mix
 from wrel.data.image_reading import GEO_SUFFIXES, ImageScaling, read_raw
 from wrel.data.images import check_image_size, segmentation_area
 from wrel.data.refer import image_dir, read_refer
@@ -132,6 +133,12 @@ def _refer_stats(
         block["ambiguous_class_name_share"] = (
             round(ambiguous / len(chosen), 4) if complete and chosen else None
         )
+        texts = [r.sentences[0].raw for r in chosen if r.quality == "accurate"]
+        if texts:  # what the accurate expressions name (wrel.data.expression_mix's rules)
+            mix = expression_mix(texts)
+            block["expression_mix"] = {
+                k: round(mix[k], 4) for k in ("position", "relation", "colour", "size", "none")
+            }
         splits[split] = block
         if split == "train":
             train_images = sorted({folder / data.images[i].file_name for i in images})
@@ -365,6 +372,13 @@ def format_dataset_stats(stats: dict[str, Any]) -> str:
             lines.append(
                 f"  expression length (words): mean {words['mean']:g}, median {pct['p50']:g}, "
                 f"p10-p90 {pct['p10']:g}-{pct['p90']:g}, max {words['max']:g}"
+            )
+        mix = block.get("expression_mix")
+        if mix:
+            lines.append(
+                "  expressions naming a position / relation / colour / size: "
+                f"{mix['position']:.1%} / {mix['relation']:.1%} / {mix['colour']:.1%} / "
+                f"{mix['size']:.1%}"
             )
         share = block.get("ambiguous_class_name_share")
         if share is not None:
