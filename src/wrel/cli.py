@@ -63,11 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
-    for command in sub.choices.values():  # `wrel train ... --debug` works too
+    _add_debug(sub)  # `wrel train ... --debug` and `wrel data stats ... --debug` work too
+    return parser
+
+
+def _add_debug(sub: argparse._SubParsersAction) -> None:
+    """Add ``--debug`` to every (nested) subcommand parser."""
+    for command in sub.choices.values():
         command.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
         )
-    return parser
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug(action)
 
 
 _DEBUG_HELP = "print the full traceback of an error (default: one line)"
