@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wrel.core.outfiles import check_output_paths, write_file
+from wrel.core.paths import require_folder
 from wrel.core.readfiles import folder_files
 from wrel.studies.bank_decode import (
     decode_bank,
@@ -164,6 +165,7 @@ def run_decode(args: argparse.Namespace) -> int:
 
     if args.show < -1:
         raise ValueError(f"--show must be -1 (all) or >= 0, got {args.show}")
+    require_folder(args.run, "run folder")  # before its report paths are named in errors
     out = Path(args.out) if args.out else Path(args.run) / "bank_decode.json"
     _check_reports(args, out)
     run = Path(args.run)
