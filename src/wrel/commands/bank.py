@@ -65,7 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=10,
         help="samples whose words are printed (default 10; -1: all; the JSON has every one)",
     )
-    d.add_argument("--out", help="JSON report path (default: RUN/bank_decode.json)")
+    d.add_argument(
+        "--out",
+        help="JSON report path (default: RUN/bank_decode.json; an existing file needs --overwrite)",
+    )
     d.add_argument(
         "--summary",
         help="also write a small JSON here: the report without its per-sample entries, plus "

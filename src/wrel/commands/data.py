@@ -80,7 +80,8 @@ def _resolve_name(root: Path, name: str | None) -> str:
 
 def _data_set_files(root: Path) -> dict[Path, str]:
     """The annotation files of every data set under ``root``: never written over."""
-    files = [*root.glob(f"*/{REFS_FILE}"), *root.glob(f"*/{INSTANCES_FILE}")]
+    names = (REFS_FILE, INSTANCES_FILE, "attributes.json", "meta.json")  # what loaders read
+    files = [f for name in names for f in root.glob(f"*/{name}")]
     return {f: f"a file of the data set {f.parent} ({f.name})" for f in sorted(files)}
 
 
