@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import UnidentifiedImageError
 from safetensors import SafetensorError
 
 from wrel.cli import main
@@ -72,6 +73,10 @@ CLASSES = {
         "an allocation of 20.00 GiB failed",
     ),
     "bare memory error": (MemoryError(), 1, "out of memory: an allocation failed"),
+    "truncated pickle": (EOFError("Ran out of input"), 2, "a damaged or truncated file"),
+    "bad pickle": (pickle.UnpicklingError("invalid load key"), 2, "a damaged or truncated"),
+    "unreadable image": (UnidentifiedImageError("cannot identify image file 'x.png'"), 2, "x.png"),
+    "eio": (OSError(errno.EIO, "Input/output error"), 1, "Input/output error"),
     "bug": (ZeroDivisionError("division by zero"), 1, "internal error (ZeroDivisionError"),
 }
 

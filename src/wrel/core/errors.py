@@ -6,7 +6,9 @@
   paths (``FileNotFoundError``, ``PermissionError``, ``NotADirectoryError``, ...), ``KeyError``
   (a key missing from a data file), ``TypeError`` (a value of the wrong type),
   ``OverflowError`` (a number too large), ``RecursionError`` (a file nested too deeply), a
-  damaged safetensors file or tokenizer;
+  damaged safetensors file, pickle (``UnpicklingError``, ``EOFError``) or tokenizer, and an
+  ``OSError`` without an OS error number (a library refusing a file's content, e.g. Pillow's
+  ``UnidentifiedImageError`` or "image file is truncated");
 - 1, a fault of the environment: other ``OSError`` (a full disk: ``ENOSPC``, I/O errors), also
   when safetensors or another library reports it in its own error type; ``MemoryError`` and
   allocation failures of torch (the message says how much memory was asked);
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import re
 
 __all__ = ["describe_error", "memory_asked", "os_error_in"]
@@ -114,6 +117,8 @@ def _input_line(err: BaseException) -> str | None:
         return f"a number is too large: {_one_line(err)}"
     if isinstance(err, TypeError):
         return f"a value has the wrong type: {_one_line(err)}"
+    if isinstance(err, pickle.UnpicklingError | EOFError):
+        return f"a damaged or truncated file: {_one_line(err)}"
     if name == "SafetensorError":
         return f"damaged safetensors file (truncated or corrupt?): {_one_line(err)}"
     if isinstance(err, (ValueError, *INPUT_OS_ERRORS)):
@@ -130,6 +135,8 @@ def describe_error(err: BaseException) -> tuple[int, str]:
         return 1, _memory_line(err)
     if isinstance(err, FloatingPointError):  # non-finite numbers while working
         return 1, _one_line(err)
+    if isinstance(err, OSError) and err.errno is None and not isinstance(err, INPUT_OS_ERRORS):
+        return 2, _one_line(err)  # no OS error code: a library refusing a file's content
     os_error = os_error_in(err)
     if os_error is not None and not isinstance(os_error, INPUT_OS_ERRORS):
         if os_error is err:
