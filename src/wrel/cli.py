@@ -4,13 +4,15 @@ Each subcommand lives in ``wrel.commands.<name>`` and exposes ``add_parser(subpa
 registers its parser and sets ``func``). Commands import the library at module level: building
 the parser already loads torch, and the whole library adds about 0.1 s to that.
 
-Errors: an expected failure prints one line ``wrel: error: <message>`` on stderr, without a
-traceback (``--debug``, before or after the command, prints it too). Exit codes: 0 success;
-2 bad input (argument or config errors, invalid or missing files: ``ValueError``,
-``FileNotFoundError``, ``PermissionError`` and the other path errors); 1 a fault while working
-(a full or read-only disk during a save and other ``OSError``, ``MemoryError``, torch's
-``OutOfMemoryError``, a non-finite loss); 130 interrupted (Ctrl-C). Any other exception is a
-bug and keeps its traceback.
+Errors: every exception prints one line ``wrel: error: <message>`` on stderr, without a
+traceback (``--debug``, before or after the command, prints it too); the mapping is
+:func:`wrel.core.errors.describe_error`. Exit codes: 0 success; 2 bad input (argument or config
+errors, invalid, damaged or missing files: ``ValueError``, ``KeyError``, ``TypeError``,
+``OverflowError``, ``RecursionError``, ``FileNotFoundError``, ``PermissionError`` and the other
+path errors, a damaged safetensors file); 1 a fault while working (a full or read-only disk and
+other ``OSError``, also inside a library's own error type; ``MemoryError`` and torch's
+allocation failures, with the size asked; a non-finite loss) and internal errors (bugs, named as
+such); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import traceback
 from collections.abc import Sequence
 
 from wrel import __version__
+from wrel.core.errors import describe_error
 
 # Order shown in `wrel --help`. Plain list -> modules; a missing module is a bug, not hidden.
 COMMAND_MODULES = [
@@ -60,39 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
-    for command in sub.choices.values():  # `wrel train ... --debug` works too
-        command.add_argument(
-            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
-        )
+    _add_debug(sub)  # `wrel train ... --debug` and `wrel data stats ... --debug` work too
     return parser
 
 
+def _add_debug(sub: argparse._SubParsersAction) -> None:
+    """Add ``--debug`` to every (nested) subcommand parser."""
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug(action)
+
+
 _DEBUG_HELP = "print the full traceback of an error (default: one line)"
-
-#: Path problems of the user's input (exit 2); any other OSError is a fault while working.
-_INPUT_OS_ERRORS = (
-    FileNotFoundError,
-    PermissionError,
-    NotADirectoryError,
-    IsADirectoryError,
-    FileExistsError,
-)
-
-
-def _exit_code(err: BaseException) -> int:
-    code = getattr(err, "exit_code", None)  # e.g. CheckpointWriteError: 1
-    if isinstance(code, int):
-        return code
-    if isinstance(err, (ValueError, *_INPUT_OS_ERRORS)):
-        return 2
-    return 1
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    if isinstance(err, OSError) and not text:
-        text = err.strerror or ""
-    return text or type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,15 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print("wrel: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, MemoryError, FloatingPointError) as err:
+    except Exception as err:  # every error: one line (--debug: the traceback first)
         if args.debug:
             traceback.print_exc()
-        print(f"wrel: error: {_one_line(err)}", file=sys.stderr)
-        return _exit_code(err)
-    except RuntimeError as err:
-        if type(err).__name__ != "OutOfMemoryError":  # torch's; anything else is a bug
-            raise
-        if args.debug:
-            traceback.print_exc()
-        print(f"wrel: error: out of memory: {_one_line(err)}", file=sys.stderr)
-        return 1
+        code, line = describe_error(err)
+        print(f"wrel: error: {line}", file=sys.stderr)
+        return code

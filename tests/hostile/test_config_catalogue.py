@@ -302,11 +302,15 @@ def test_cli_full_disk_is_a_fault_naming_the_folder(
     assert f"wrel: error: cannot write checkpoint {folder}: No space left on device" in err
 
 
-def test_cli_unexpected_exceptions_keep_their_traceback(
-    monkeypatch: pytest.MonkeyPatch,
+def test_cli_unexpected_exceptions_are_one_line_internal_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
+    """A bug is one line too (exit 1, named as such); --debug shows its traceback."""
     import wrel.commands.train
 
-    monkeypatch.setattr(wrel.commands.train, "train", _raising(KeyError("a bug")))
-    with pytest.raises(KeyError, match="a bug"):
-        main(["train", "--method", "naive"])
+    monkeypatch.setattr(wrel.commands.train, "train", _raising(AttributeError("a bug")))
+    code, err = _run(capsys, "train", "--method", "naive")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "internal error (AttributeError: a bug)" in err and "--debug" in err
+    code, err = _run(capsys, "train", "--method", "naive", "--debug")
+    assert code == 1 and "Traceback (most recent call last)" in err

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from wrel.engine.checkpoint import atomic_write_text
+from wrel.core.outfiles import check_output_paths, write_file
+from wrel.core.paths import require_folder
+from wrel.core.readfiles import folder_files
 from wrel.studies.bank_decode import (
     decode_bank,
     decode_expressions,
@@ -63,12 +65,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=10,
         help="samples whose words are printed (default 10; -1: all; the JSON has every one)",
     )
-    d.add_argument("--out", help="JSON report path (default: RUN/bank_decode.json)")
+    d.add_argument(
+        "--out",
+        help="JSON report path (default: RUN/bank_decode.json; an existing file needs --overwrite)",
+    )
     d.add_argument(
         "--summary",
         help="also write a small JSON here: the report without its per-sample entries, plus "
         "the --show samples under samples_shown (the full report of a 10,000-row bank is tens "
         "of MB)",
+    )
+    d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out / --summary file (never a file of the run or model)",
     )
     d.set_defaults(func=run_decode)
     p.set_defaults(func=lambda args: _no_subcommand(p))
@@ -79,18 +89,50 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+#: Files of a run folder that decoding, resuming or evaluating reads: never written over.
+RUN_FILES = (
+    "config.json",
+    "bank.safetensors",
+    "expressions.json",
+    "metrics.jsonl",
+    "final_metrics.json",
+    "paths.json",
+    "risk_trace.jsonl",
+)
+
+
+def _protected(args: argparse.Namespace) -> dict[Path, str]:
+    """The run's and the model's files, which no report may replace."""
+    run = Path(args.run)
+    files = [run / name for name in RUN_FILES]
+    files += folder_files(run / "checkpoints") + folder_files(args.model)
+    return {f: f"a file of the run or model the report reads ({f})" for f in files}
+
+
+def _check_reports(args: argparse.Namespace, out: Path) -> None:
+    """Refuse bad --out / --summary paths before anything is loaded."""
+    check_output_paths(
+        {"--out": out, "--summary": args.summary},
+        inputs=_protected(args),
+        overwrite=args.overwrite,
+    )
+
+
 def _write_reports(
-    report: dict[str, Any], shown: list[dict[str, Any]], out: Path, summary_path: str | None
+    report: dict[str, Any], shown: list[dict[str, Any]], out: Path, args: argparse.Namespace
 ) -> None:
     """The full JSON report, and with ``--summary`` the report without its per-sample entries
-    plus the samples shown."""
-    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+    plus the samples shown (checked again, then written atomically)."""
+    protected = _protected(args)
+    text = json.dumps(report, indent=1) + "\n"
+    write_file(out, text, name="--out", overwrite=args.overwrite, inputs=protected)
     print(f"written: {out}")
-    if summary_path:
+    if args.summary:
         summary = {k: v for k, v in report.items() if k != "samples"}
         summary["samples_shown"] = shown
-        atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
-        print(f"written: {summary_path}")
+        text = json.dumps(summary, indent=1) + "\n"
+        write_file(args.summary, text, name="--summary", overwrite=args.overwrite, inputs=protected)
+        print(f"written: {args.summary}")
 
 
 def _has_retrieve_stage(run: Path) -> bool:
@@ -117,7 +159,7 @@ def _decode_expressions(args: argparse.Namespace, out: Path) -> int:
         f"{100 * (report['kept_class_name'] or 0):.1f} % kept the bare class name"
     )
     print(expression_summary_table(report))
-    _write_reports(report, shown, out, args.summary)
+    _write_reports(report, shown, out, args)
     return 0
 
 
@@ -126,10 +168,9 @@ def run_decode(args: argparse.Namespace) -> int:
 
     if args.show < -1:
         raise ValueError(f"--show must be -1 (all) or >= 0, got {args.show}")
+    require_folder(args.run, "run folder")  # before its report paths are named in errors
     out = Path(args.out) if args.out else Path(args.run) / "bank_decode.json"
-    for flag, path in (("--out", out), ("--summary", args.summary)):
-        if path is not None and Path(path).is_dir():
-            raise ValueError(f"{flag} {path} is a folder; give a file path")
+    _check_reports(args, out)
     run = Path(args.run)
     if not (run / "bank.safetensors").is_file() and _has_retrieve_stage(run):
         return _decode_expressions(args, out)
@@ -157,5 +198,5 @@ def run_decode(args: argparse.Namespace) -> int:
         f"vocabulary ({report['parametrization']} bank)"
     )
     print(summary_table(report))
-    _write_reports(report, shown, out, args.summary)
+    _write_reports(report, shown, out, args)
     return 0

@@ -14,6 +14,7 @@ from wrel.engine.state import find_resume_dir
 from wrel.studies.profiles import PROFILES, get_profile
 from wrel.studies.runner import (
     build_run_config,
+    check_report_paths,
     ensure_benchmark_data,
     load_records,
     plan_runs,
@@ -129,6 +130,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-mixed-versions", action="store_true",
                    help="let a table cell hold runs of different code commits or benchmark "
                    "settings (refused by default); the report lists every such cell")  # fmt: skip
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace report files (results.md, ...) in an --out folder that holds no run "
+        "records; a folder with records is wrel bench's own and its reports are rewritten",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide per-run progress bars")
     p.add_argument(
         "--rerun-stale",
@@ -147,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs:
         profile = profile.with_epochs(args.epochs)
     out = args.out or f"docs/results/{profile.name}"
+    if not args.dry_run:  # before any run: hours of training must not end in a refusal
+        check_report_paths(out, overwrite=args.overwrite)
     if args.report_only:
         for name, diffs in stale_records(profile, out, args.data or profile.data_dir).items():
             print(

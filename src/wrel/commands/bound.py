@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from wrel.studies.bound import bound_markdown, load_traces, measure_bound, write_bound
+from wrel.studies.bound import (
+    bound_markdown,
+    check_bound_paths,
+    load_traces,
+    measure_bound,
+    write_bound,
+)
 from wrel.studies.runner import load_records
 
 
@@ -31,18 +37,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="which seed's runs (default: the first with Full)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--out", help="output folder (default: --runs)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing bound.json/.md/.png files"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the table, write the files."""
 
+    out = args.out or args.runs
+    check_bound_paths(out, args.overwrite)  # before minutes of measuring
     records = load_records(args.runs)
     if not records:
         raise FileNotFoundError(f"no run records under {args.runs}/runs; run `wrel bench` first")
     traces = load_traces(args.runs, [r["name"] for r in records])
     result = measure_bound(records, args.data, traces=traces, seed=args.seed, device=args.device)
     print(bound_markdown(result))
-    paths = write_bound(result, args.out or args.runs)
+    paths = write_bound(result, out, overwrite=args.overwrite)
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -7,8 +7,9 @@ import textwrap
 from pathlib import Path
 
 from wrel.commands import data_synth
+from wrel.core.outfiles import check_output_paths, write_file
 from wrel.data import splits
-from wrel.data.refer import INSTANCES_FILE, REFS_FILE, load_refs, read_refer
+from wrel.data.refer import INSTANCES_FILE, REFS_FILE, load_refs, read_refer, refs_bytes
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +53,8 @@ def _add_split(data_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="data set folder under --data (auto when there is one)")
     p.add_argument("--accurate-ratio", type=float, help="share of train expressions kept, 0-1")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    p.add_argument("--out", help="split file to write (a refs pickle)")
+    p.add_argument("--out", help="split file to write (a refs pickle); never a data set's own file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--published", help="import this published split file and report it")
     p.set_defaults(func=run_split)
 
@@ -76,6 +78,13 @@ def _resolve_name(root: Path, name: str | None) -> str:
     return found[0]
 
 
+def _data_set_files(root: Path) -> dict[Path, str]:
+    """The annotation files of every data set under ``root``: never written over."""
+    names = (REFS_FILE, INSTANCES_FILE, "attributes.json", "meta.json")  # what loaders read
+    files = [f for name in names for f in root.glob(f"*/{name}")]
+    return {f: f"a file of the data set {f.parent} ({f.name})" for f in sorted(files)}
+
+
 def run_split(args: argparse.Namespace) -> int:
     """Build or import a weak split and print per-category accurate / weak counts."""
 
@@ -94,11 +103,15 @@ def run_split(args: argparse.Namespace) -> int:
         )
     root = Path(args.data)
     name = _resolve_name(root, args.name)
+    protected = _data_set_files(root)  # checked before any work, and again when writing
+    check_output_paths({"--out": args.out}, inputs=protected, overwrite=args.overwrite)
     refs = load_refs(root / name / REFS_FILE)
     names = _category_names(root, name)
     built = splits.build_weak_split(refs, names, args.accurate_ratio, args.seed)
     weak = splits.weak_ids_of(built, names)
-    out = splits.write_split(built, args.out)
+    out = write_file(
+        args.out, refs_bytes(built), name="--out", overwrite=args.overwrite, inputs=protected
+    )
     print(f"wrote {out}: accurate ratio {args.accurate_ratio}, seed {args.seed}")
     print(splits.format_counts(splits.split_counts(built, weak, names)))
     return 0

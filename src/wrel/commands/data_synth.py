@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from wrel.core.config_io import apply_overrides
-from wrel.data.preview import render_preview
+from wrel.core.outfiles import check_output_paths
+from wrel.data.preview import preview_protected_folders, render_preview
 from wrel.data.stats import dataset_stats, format_dataset_stats
 from wrel.data.synth import SynthConfig, generate_benchmark
 from wrel.data.synth.config import REGIMES
@@ -46,9 +47,11 @@ def add_subcommands(data_subparsers: argparse._SubParsersAction) -> None:
                        metavar="KEY=VALUE", help="override one config key, e.g. seed=3")  # fmt: skip
     synth.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                        help="rendering processes; the output does not depend on it")  # fmt: skip
-    synth.add_argument("--overwrite", action="store_true", help="replace an existing benchmark")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace an existing benchmark and an existing --preview file")  # fmt: skip
     synth.add_argument("--preview", metavar="PNG",
-                       help="also write a preview grid (image, target outline, expression)")  # fmt: skip
+                       help="also write a preview grid (image, target outline, expression); "
+                       "outside the benchmark's folders")  # fmt: skip
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     synth.set_defaults(func=run_synth)
 
@@ -91,13 +94,20 @@ def run_synth(args: argparse.Namespace) -> int:
         SynthConfig, SynthConfig.for_regime(args.regime), yaml_files=args.config,
         assignments=args.assignments,
     )  # fmt: skip
+    check_output_paths(  # before minutes of rendering
+        {"--preview": args.preview},
+        suffixes={"--preview": (".png",)},
+        overwrite=args.overwrite,
+        folders=preview_protected_folders(args.out),
+    )
     out = generate_benchmark(
         args.out, config, num_workers=args.workers, overwrite=args.overwrite,
         progress=not args.no_progress,
     )  # fmt: skip
     print(f"wrote {out}")
     if args.preview:
-        print(f"wrote {render_preview(args.out, args.preview)}")
+        written = render_preview(args.out, args.preview, overwrite=args.overwrite, name="--preview")
+        print(f"wrote {written}")
     return 0
 
 

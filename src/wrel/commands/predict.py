@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from wrel.core.distributed import resolve_device
+from wrel.core.outfiles import input_files
+from wrel.core.readfiles import folder_files
 from wrel.data.rasters import DEFAULT_MAX_PIXELS
 from wrel.inference import Predictor, PredictorConfig, open_image, write_prediction
 from wrel.inference.outputs import check_prediction_paths
@@ -31,8 +33,9 @@ Large scenes (--mode):
          bounded by the tile size, whatever the scene size.
   auto   whole up to --max-whole-side pixels, tile above (default).
 
-Safety: outputs are checked before anything is computed (never the input image, never a folder,
-a supported suffix, a writable folder, no existing file unless --overwrite) and written
+Safety: outputs are checked before anything is computed (never the input image, its sidecars
+or VRT sources, or a file of the model folder, also with --overwrite; never a folder; a
+supported suffix, a writable folder, no existing file unless --overwrite) and written
 atomically (a temporary file in the same folder, then renamed), so an interrupted run leaves
 any previous output intact. Images declaring more than --max-pixels pixels are refused from
 their header, before the model loads. GeoTIFF nodata pixels are left out of the stretch and
@@ -60,7 +63,7 @@ def _pixels(text: str) -> int:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value >= 0 or value != int(value):
+    if not 0 <= value < float("inf") or value != int(value):  # inf: int() would overflow
         raise argparse.ArgumentTypeError(
             f"--max-pixels expects a whole number of pixels such as 2e9 (0: no limit), got {text!r}"
         )
@@ -142,9 +145,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.text.strip():  # cheap checks first: nothing is opened or loaded for them
         raise ValueError("the expression is empty; describe the object, e.g. 'the red car'")
     image = Path(args.image)
+    # Never written over: the image, its sidecars and VRT sources, and the model's own files.
+    inputs = input_files([image]) | {
+        f: f"a file of the model folder {args.checkpoint} ({f})"
+        for f in folder_files(args.checkpoint)
+    }
 
     def check(**paths: str | Path | None) -> None:
-        check_prediction_paths(**paths, inputs=[image], overwrite=args.overwrite, names=FLAG_NAMES)
+        check_prediction_paths(**paths, inputs=inputs, overwrite=args.overwrite, names=FLAG_NAMES)
 
     # The given outputs are checked before the image is opened; the defaults (which depend on
     # whether the image is georeferenced) right after its header is read, before the model.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from wrel.commands import add_set_argument
 from wrel.engine.experiment import build_experiment, method_names, split_and_ratio_error
@@ -76,6 +77,19 @@ def _base(args: argparse.Namespace) -> dict:
     return base
 
 
+def _check_output_dir(output_dir: str | Path) -> None:
+    """Refuse, before any work, an output folder that is a file (or lies under one)."""
+    folder = Path(output_dir)
+    current = folder
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    if current.exists() and not current.is_dir():
+        raise ValueError(
+            f"--output-dir / train.output_dir {folder}: {current} is a file, not a folder; give "
+            "a folder (run folders are created inside it)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, train, print the final metrics."""
 
@@ -92,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.name:
         cfg.name = args.name  # the preset names the run after the method otherwise
+    _check_output_dir(cfg.train.output_dir)
     if args.epochs is not None:
         for stage in cfg.stages:
             if stage.kind not in ONE_PASS_KINDS:

@@ -87,21 +87,23 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ValueError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
+    if tp in (int, float):  # lists, mappings, dates, bools and inf (for int) are refused
+        what = "an integer" if tp is int else "a number"
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{where}: expected {what}, got {value!r}")
+        if tp is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return tp(value)
+        except (ValueError, OverflowError):
+            raise ValueError(f"{where}: expected {what}, got {value!r}") from None
     if tp is str:
         if not isinstance(value, str | int | float):
             raise ValueError(f"{where}: expected a string, got {value!r}")
         return str(value)
     if tp is Path:
+        if not isinstance(value, str | Path):
+            raise ValueError(f"{where}: expected a path, got {value!r}")
         return Path(value)
     return value
 

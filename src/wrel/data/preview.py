@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from wrel.core.outfiles import write_file
 from wrel.data.images import decode_segmentation, read_rgb
 from wrel.data.refer import image_file
 from wrel.data.synth.stats import read_benchmark
 from wrel.data.synth.writer import DATASET_NAME
 
-__all__ = ["render_preview"]
+__all__ = ["preview_protected_folders", "render_preview"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ def _draw_panel(ax: Any, image: np.ndarray, mask: np.ndarray, info: dict[str, An
     ax.set_title(f"{title}\nclass: {info['class_name']} (\u00d7{count})", fontsize=8)
 
 
+def preview_protected_folders(root: str | Path) -> list[Path]:
+    """The benchmark's folders under ``root``: a preview is never written inside them."""
+    return [Path(root) / DATASET_NAME, Path(root) / "images" / DATASET_NAME]
+
+
 def render_preview(
     root: str | Path,
     out_png: str | Path,
@@ -35,6 +41,8 @@ def render_preview(
     *,
     split: str | None = None,
     columns: int = 4,
+    overwrite: bool = True,
+    name: str = "preview",
 ) -> Path:
     """Draw ``n`` samples of ``<root>/synthetic`` into one PNG.
 
@@ -47,9 +55,12 @@ def render_preview(
         n: number of samples, spread evenly over the refs.
         split: only refs of this split (default: all).
         columns: panels per row.
+        overwrite: replace an existing ``out_png`` (``False``: refuse it).
+        name: how ``out_png`` is named in errors (e.g. ``--preview``).
 
     Returns:
-        The written path.
+        The written path, written atomically (:func:`wrel.core.outfiles.write_file`); never
+        inside the benchmark's own folders (:func:`preview_protected_folders`).
     """
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
@@ -76,8 +87,13 @@ def render_preview(
         image = read_rgb(image_file(image_dir, info["file_name"]))  # (H, W, 3) uint8
         _draw_panel(ax, image, mask, data["attributes"][str(ref["ref_id"])])
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90, metadata={"Software": None})
+    fmt = Path(out_png).suffix.lower().lstrip(".") or "png"
+    out = write_file(
+        out_png,
+        lambda tmp: fig.savefig(tmp, format=fmt, dpi=90, metadata={"Software": None}),
+        name=name,
+        overwrite=overwrite,
+        folders=preview_protected_folders(root),
+    )
     logger.info("wrote preview of %d samples to %s", len(picks), out)
     return out

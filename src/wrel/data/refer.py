@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
+from wrel.core.outfiles import atomic_output
 from wrel.data.images import check_image_size, validate_segmentation
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "ReferSentence",
     "check_ref",
     "dump_refs",
+    "refs_bytes",
     "image_dir",
     "image_file",
     "is_weak_ref",
@@ -553,14 +555,18 @@ def _plain_segmentation(segmentation: Any) -> Any:
     return segmentation
 
 
-def dump_refs(refs: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write a refs pickle (protocol 4) after checking it holds plain data only."""
+def refs_bytes(refs: list[dict[str, Any]]) -> bytes:
+    """A refs pickle (protocol 4) of ``refs``, after checking it holds plain data only."""
     _check_plain(refs)
+    return pickle.dumps(refs, protocol=4)
+
+
+def dump_refs(refs: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write a refs pickle (protocol 4) atomically (no temporary file is left on a failure)."""
+    data = refs_bytes(refs)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(refs, protocol=4))
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from wrel.core.config_io import from_dict, to_dict
+from wrel.core.errors import os_error_in
 from wrel.core.outfiles import fsync_file
 from wrel.core.paths import require_folder
 from wrel.data.image_reading import ImageScaling
@@ -101,6 +102,13 @@ class CheckpointWriteError(OSError):
         super().__init__(err.errno, reason)
         self.target = Path(target)
         self.original = err
+        if err.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder must be
+            self.exit_code = 2  # bad input: the output folder given
+            self.message = (
+                f"cannot write checkpoint {self.target}: a part of that path is a file, not a "
+                f"folder ({reason}); give a folder (train.output_dir / --output-dir)"
+            )
+            return
         self.message = (
             f"cannot write checkpoint {self.target}: {reason}; the previous checkpoint (if "
             "any) was left intact. Free disk space or make the folder writable, then retry (a "
@@ -122,6 +130,11 @@ def write_errors(target: str | Path) -> Iterator[None]:
         raise CheckpointWriteError(Path(target), err.original) from err.original
     except OSError as err:
         raise CheckpointWriteError(Path(target), err) from err
+    except Exception as err:  # a library's own type, e.g. safetensors' on a full disk
+        os_error = os_error_in(err)
+        if os_error is None:
+            raise
+        raise CheckpointWriteError(Path(target), os_error) from err
 
 
 def sha256_file(path: str | Path) -> str:

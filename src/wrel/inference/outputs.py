@@ -8,14 +8,20 @@ files only after every one of them was written, and never writes over the input 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wrel.core.outfiles import OutputWriteError, StagedOutputs, atomic_output, check_output_paths
+from wrel.core.outfiles import (
+    Inputs,
+    OutputWriteError,
+    StagedOutputs,
+    atomic_output,
+    check_output_paths,
+)
 from wrel.inference.geo import _write_geojson, _write_mask_geotiff
 from wrel.inference.inputs import Raster
 
@@ -136,14 +142,14 @@ def check_prediction_paths(
     overlay_path: str | Path | None = None,
     geojson_path: str | Path | None = None,
     probs_path: str | Path | None = None,
-    inputs: Sequence[str | Path | None] = (),
+    inputs: Inputs = (),
     overwrite: bool = False,
     names: dict[str, str] | None = None,
 ) -> PredictionFiles:
     """Validate the output paths of :func:`write_prediction` before any work is done.
 
-    Refuses an output that is one of ``inputs`` (also through symlinks, relative paths or hard
-    links), a folder, an unsupported suffix, an unwritable location, two outputs on one file
+    Refuses an output that is one of ``inputs`` or a file they read (sidecars, VRT sources; also
+    through symlinks, relative paths or hard links), a folder, an unsupported suffix, an unwritable location, two outputs on one file
     and, unless ``overwrite``, an existing file. ``names`` maps argument names to the names
     used in messages (e.g. ``{"mask_path": "--out"}``).
 

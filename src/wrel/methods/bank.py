@@ -585,11 +585,21 @@ class ReferenceBank:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"reference bank file {path} does not exist")
-        state = load_file(str(path))
+        try:  # safetensors' own error type, or bad JSON metadata: one clear ValueError
+            state = load_file(str(path))
+            with safe_open(str(path), framework="pt") as fh:
+                saved = json.loads((fh.metadata() or {}).get("bank_config", "{}"))
+        except (OSError, MemoryError):
+            raise
+        except Exception as err:
+            raise ValueError(
+                f"reference bank file {path} is damaged (truncated or corrupt?): "
+                f"{' '.join(str(err).split())}; use the run's own bank.safetensors or retrain"
+            ) from err
         if "rows" not in state or "ids" not in state:
             raise ValueError(f"{path} is not a reference bank file (no 'rows' / 'ids' tensors)")
-        with safe_open(str(path), framework="pt") as fh:
-            saved = json.loads((fh.metadata() or {}).get("bank_config", "{}"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path}: the bank_config metadata is not a JSON object")
         known = {f.name for f in fields(BankConfig)}
         values = {**(cfg or BankConfig()).__dict__}
         values.update({k: v for k, v in saved.items() if k in known})

@@ -142,7 +142,15 @@ class TextEncoder(nn.Module):
 def _load_tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, MemoryError):  # missing files keep their own message
+        raise
+    except Exception as err:  # tokenizers raises a bare Exception on a damaged tokenizer.json
+        raise ValueError(
+            f"cannot read the tokenizer in {folder} (tokenizer.json / vocab.txt damaged?): "
+            f"{' '.join(str(err).split())[:300]}"
+        ) from err
 
 
 def _load_pretrained(folder: Path) -> nn.Module:

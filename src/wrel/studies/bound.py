@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from wrel.core.outfiles import check_output_paths, write_file
 from wrel.data.dataset import load_samples
 from wrel.data.splits import split_file_info
 from wrel.engine.checkpoint import load_model
@@ -471,21 +472,41 @@ def plot_bound(result: dict[str, Any], out_png: str | Path) -> Path:
         ax.legend(fontsize=8)
     ax.set_title("effective Delta with the reference bank")
     ax.grid(alpha=0.3, axis="y")
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    try:
+        return write_file(
+            out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=120), overwrite=True
+        )
+    finally:
+        plt.close(fig)
 
 
-def write_bound(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """``bound.json``, ``bound.md`` and ``bound.png`` under ``out_dir``."""
+BOUND_FILES = ("bound.json", "bound.md", "bound.png")
+
+
+def check_bound_paths(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse existing ``bound.*`` files in ``out_dir`` unless ``overwrite`` (before measuring).
+
+    Raises:
+        ValueError: naming the file and ``--overwrite``.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bound.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "bound.md").write_text("# The bound on the benchmark runs\n\n" + bound_markdown(result))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; give a folder")
+    check_output_paths({f"--out ({n})": out / n for n in BOUND_FILES}, overwrite=overwrite)
+
+
+def write_bound(
+    result: dict[str, Any], out_dir: str | Path, overwrite: bool = True
+) -> dict[str, Path]:
+    """``bound.json``, ``bound.md`` and ``bound.png`` under ``out_dir``, each atomically.
+
+    ``overwrite=False`` refuses existing files (:func:`check_bound_paths`).
+    """
+    out = Path(out_dir)
+    check_bound_paths(out, overwrite)
+    text = "# The bound on the benchmark runs\n\n" + bound_markdown(result)
     return {
-        "json": out / "bound.json",
-        "md": out / "bound.md",
+        "json": write_file(out / "bound.json", json.dumps(result, indent=1) + "\n", overwrite=True),
+        "md": write_file(out / "bound.md", text, overwrite=True),
         "png": plot_bound(result, out / "bound.png"),
     }

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wrel.core.outfiles import write_file
+
 #: Bench methods the paper does not have: its table holds Only-Accurate, Naive-WREL, LRB-WREL
 #: (our ``lrb-paper``) and Full. Their labels carry ``BEYOND_PAPER`` (docs/variants.md).
 BEYOND_PAPER_METHODS = frozenset(
@@ -151,6 +153,15 @@ def markdown_table(records: Sequence[dict[str, Any]], split: str = "test") -> st
     return "\n".join(lines)
 
 
+def save_figure(fig: Any, out_png: str | Path, dpi: int = 120) -> Path:
+    """Write a matplotlib figure as PNG atomically (:func:`wrel.core.outfiles.write_file`).
+
+    A report is rewritten from its records, so an existing file is replaced: commands check
+    their report paths (and ``--overwrite``) before they start.
+    """
+    return write_file(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), overwrite=True)
+
+
 def plot_ratio_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
     """mIoU and oIoU against the accurate ratio per method, mean with seed spread (± std)."""
     import matplotlib
@@ -188,9 +199,7 @@ def plot_ratio_curves(records: Sequence[dict[str, Any]], out_png: str | Path) ->
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("WREL on the embedded synthetic benchmark (dots: seeds; bars: ± std)")
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
+    out_png = save_figure(fig, out_png)
     plt.close(fig)
     return out_png
 
@@ -242,9 +251,7 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
         ax.grid(alpha=0.3)
     if axes[1].get_legend_handles_labels()[0]:  # records without val curves draw no lines
         axes[1].legend(fontsize=7)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
+    out_png = save_figure(fig, out_png)
     plt.close(fig)
     return out_png
 
@@ -306,10 +313,7 @@ def plot_leakage(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path
         else "Leakage monitor: fixed weak training samples scored three ways",
         fontsize=10,
     )
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def wall_time_table(records: Sequence[dict[str, Any]]) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from wrel.core.config_io import flatten, from_dict, to_dict
+from wrel.core.outfiles import check_output_paths, write_file
 from wrel.data.splits import split_file_info
 from wrel.data.synth import generate_benchmark
 from wrel.data.synth.config import SynthConfig
@@ -364,9 +365,37 @@ def load_records(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Replace ``path`` atomically; no temporary file is left on a failure."""
+    write_file(path, text, overwrite=True)
+
+
+#: The files write_report rewrites in the --out folder of wrel bench.
+REPORT_FILES = (
+    "results.json",
+    "results.md",
+    "miou_vs_ratio.png",
+    "training_curves.png",
+    "leakage.png",
+)
+
+
+def check_report_paths(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before any run, report files in ``out_dir`` that wrel bench did not write.
+
+    A folder holding run records (``runs/*.json``) is wrel bench's own: its reports are
+    rewritten from the records on every run. Elsewhere an existing report file needs
+    ``overwrite`` (``--overwrite``).
+
+    Raises:
+        ValueError: naming the file and the fix.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; give a folder for the report")
+    if any((out / "runs").glob("*.json")):
+        return
+    reports = {f"report file ({name})": out / name for name in REPORT_FILES}
+    check_output_paths(reports, overwrite=overwrite)
 
 
 def record_version(record: dict[str, Any]) -> str:

@@ -33,7 +33,39 @@ def read_benchmark(root: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {"refs": load_refs(ann_dir / names["refs"])}
     for key in ("instances", "attributes", "meta"):
         out[key] = json.loads((ann_dir / names[key]).read_text())
+    _check_links(out, ann_dir)
     return out
+
+
+_ATTRIBUTE_KEYS = ("expression", "class_name", "num_same_class", "attributes")
+
+
+def _check_links(data: dict[str, Any], ann_dir: Path) -> None:
+    """Every ref's annotation and attributes exist (a ValueError naming the file and key)."""
+    instances, attributes = data["instances"], data["attributes"]
+    if not isinstance(instances, dict) or not isinstance(attributes, dict):
+        raise ValueError(f"{ann_dir}: instances.json and attributes.json must hold JSON objects")
+    anns = instances.get("annotations")
+    if not isinstance(anns, list) or not all(
+        isinstance(a, dict) and {"id", "area", "image_id"} <= a.keys() for a in anns
+    ):
+        raise ValueError(
+            f"{ann_dir / 'instances.json'}: 'annotations' must be a list of objects with "
+            "'id', 'area' and 'image_id'"
+        )
+    ann_ids = {a["id"] for a in anns}
+    for r in data["refs"]:
+        if r["ann_id"] not in ann_ids:
+            raise ValueError(
+                f"{ann_dir / 'refs(unc).p'}: ref {r['ref_id']} has ann_id {r['ann_id']}, which "
+                f"{ann_dir / 'instances.json'} does not hold; re-render with wrel data synth"
+            )
+        entry = attributes.get(str(r["ref_id"]))
+        if not isinstance(entry, dict) or not all(k in entry for k in _ATTRIBUTE_KEYS):
+            raise ValueError(
+                f"{ann_dir / 'attributes.json'}: ref {r['ref_id']} has no entry with "
+                f"{', '.join(_ATTRIBUTE_KEYS)}; re-render with wrel data synth"
+            )
 
 
 def _summary(values: list[float]) -> dict[str, float]:
