@@ -56,6 +56,7 @@ from wrel.engine.experiment import ExperimentConfig, validate_experiment
 from wrel.engine.leakage import measure_leakage, monitored_bank
 from wrel.engine.loaders import StageData, eval_loader, load_split_samples, stage_data
 from wrel.engine.progress import Progress
+from wrel.engine.resume_checks import check_iteration, check_loop_state
 from wrel.engine.stages import build_stage
 from wrel.engine.state import (
     capture_rng,
@@ -186,6 +187,12 @@ class Trainer:
                 self._start_fresh(saved)
                 return None
             _check_resume_state(state, source)
+            check_loop_state(
+                state["loop"],
+                source,
+                [(st.name or f"{i}-{st.kind}", st.epochs) for i, st in enumerate(self.cfg.stages)],
+                self.run_dir / "metrics.jsonl",
+            )
             # resumed from last.prev: the first save moves the damaged last to last.damaged
             # instead of rotating it into last.prev (which stays the good fallback until then)
             self._last_is_damaged = source.name != "last"
@@ -261,6 +268,8 @@ class Trainer:
             data = stage_data(self.cfg, stage_cfg, self.samples["train"], self.dist)
             stage = build_stage(stage_cfg, self._context(handover, data))
             if resumed is not None and index == resumed["loop"]["stage_index"]:
+                if state.epoch < stage_cfg.epochs:
+                    check_iteration(resumed["loop"], self.ckpt_dir / "last", data.iters_per_epoch)
                 stage.load_state_dict(resumed["stage"])
                 restore_rng(resumed["rng"])
             self._run_stage(stage, stage_cfg, data, state)
