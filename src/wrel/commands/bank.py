@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wrel.core.bounded import load_json
 from wrel.engine.checkpoint import atomic_write_text
 from wrel.studies.bank_decode import (
     decode_bank,
@@ -95,7 +96,7 @@ def _write_reports(
 
 def _has_retrieve_stage(run: Path) -> bool:
     try:
-        config = json.loads((run / "config.json").read_text())
+        config = load_json(run / "config.json", "run config")
     except (OSError, ValueError):
         return False
     return any(

@@ -33,7 +33,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wrel.data.images import MAX_IMAGE_PIXELS, ImageTooLargeError, _open_checked, decode_checked
+from wrel.data.images import (
+    MAX_DECODE_BYTES,
+    MAX_IMAGE_PIXELS,
+    ImageTooLargeError,
+    _open_checked,
+    check_decode_budget,
+    decode_checked,
+)
 from wrel.data.rasters import GeoRaster, apply_stretch, compute_stretch, select_bands
 
 __all__ = [
@@ -247,6 +254,10 @@ def _read_geotiff(path: Path, scaling: ImageScaling) -> np.ndarray:
             ) from err
         raise ValueError(f"image {path} is not a readable image ({err}); re-export it") from err
     try:
+        check_decode_budget(
+            f"image {path}", raster.width, raster.height, raster.dtype.name, MAX_DECODE_BYTES,
+            "tile it into smaller training images or convert it to 8 bits", bands=3,
+        )  # fmt: skip
         return raster.read_rgb()
     finally:
         raster.close()

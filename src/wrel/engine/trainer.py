@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from wrel.core.bounded import load_json
 from wrel.core.config_io import dumps, to_dict
 from wrel.core.distributed import (
     DistInfo,
@@ -164,7 +165,7 @@ class Trainer:
             if not saved.is_file():
                 raise FileNotFoundError(f"nothing to resume: {saved} does not exist")
             try:
-                previous = json.loads(saved.read_text(encoding="utf-8"))
+                previous = load_json(saved, "run config")
                 same = _comparable(previous) == _comparable(json.loads(dumps(self.cfg)))
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 raise ValueError(

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wrel.core.bounded import load_json
 from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
 from wrel.data.preprocessing import (
+    check_normalisation,
     DEFAULT_IMAGE_SIZE,
     IMAGE_MEAN_KEY,
     IMAGE_SIZE_KEY,
@@ -84,14 +86,16 @@ def read_checkpoint_scaling(path: str | Path) -> ImageScaling | None:
     """:func:`scaling_from_metadata` of a model folder's ``config.json``, read without loading
     the weights (``wrel predict`` opens the image before the model). ``None`` when the file is
     missing or unreadable: loading the model then reports the problem."""
-    import json
-
     config = Path(path) / "config.json"
     try:
-        data = json.loads(config.read_text(encoding="utf-8"))
+        data = load_json(config, "checkpoint config")
     except (OSError, ValueError):
         return None
     return scaling_from_metadata(data if isinstance(data, dict) else {})
+
+
+class NonFiniteOutputError(ValueError):
+    """The model's scores are NaN or infinite (broken weights, input or normalisation)."""
 
 
 class Predictor:
@@ -128,6 +132,7 @@ class Predictor:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.config = config or PredictorConfig()
         _validate(self.config)
+        check_normalisation(mean, std, "Predictor")  # a std of 0 would empty every mask
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
@@ -209,6 +214,14 @@ class Predictor:
         if ids.shape[0] == 1 and x.shape[0] > 1:
             ids, attn = ids.expand(x.shape[0], -1), attn.expand(x.shape[0], -1)
         logits = self.model(x, input_ids=ids, attention_mask=attn).logits  # (B, 2, H, W)
+        if not bool(torch.isfinite(logits).all()):
+            # NaN / inf would become an all-empty mask with exit 0: a silent wrong result
+            raise NonFiniteOutputError(
+                "the model produced NaN or infinite scores for this image "
+                f"(non-finite input: {not bool(torch.isfinite(x).all())}); the weights, the "
+                "input or the checkpoint's image_mean / image_std are broken. Use another "
+                "checkpoint or check the input image"
+            )
         return logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
 
     def _probs_at(self, rgb: torch.Tensor, tokens: Any, size: tuple[int, int]) -> torch.Tensor:
