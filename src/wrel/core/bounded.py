@@ -29,6 +29,7 @@ __all__ = [
     "MAX_NESTING_DEPTH",
     "DATA_FILE_ENV",
     "check_depth",
+    "check_range",
     "data_file_limit",
     "load_json",
     "loads_json",
@@ -58,6 +59,16 @@ def data_file_limit() -> int:
     if mib < 1:
         raise ValueError(f"{DATA_FILE_ENV}={text!r} must be a whole number of MiB >= 1")
     return mib * 1024 * 1024
+
+
+def check_range(name: str, value: Any, low: int, high: int) -> None:
+    """Refuse a command-line size outside ``[low, high]`` (``None`` passes: a default).
+
+    Raises:
+        ValueError: ``name must be in [low, high], got value``.
+    """
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low:,}, {high:,}], got {value:,}")
 
 
 def read_limited(path: str | Path, max_bytes: int, what: str = "file", hint: str = "") -> bytes:

@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from wrel.core.bounded import load_json
 from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
 from wrel.data.preprocessing import (
-    check_normalisation,
     DEFAULT_IMAGE_SIZE,
     IMAGE_MEAN_KEY,
     IMAGE_SIZE_KEY,
     IMAGE_STD_KEY,
     Preprocessing,
+    check_normalisation,
     image_size_from_metadata,
     scaling_from_metadata,
 )
@@ -416,19 +416,33 @@ class Predictor:
         return out
 
 
+#: Upper bounds of the predictor's sizes: a tile or batch past them would allocate gigabytes
+#: per forward pass; max_pixels past MAX_PIXELS_LIMIT (200 GB of output) is a typo.
+MAX_TILE_SIZE = 8192
+MAX_BATCH_SIZE = 1024
+MAX_SIDE = 65536
+MAX_PIXELS_LIMIT = 100_000_000_000
+
+
 def _validate(cfg: PredictorConfig) -> None:
     if cfg.mode not in ("auto", "whole", "tile"):
         raise ValueError(f"mode must be auto, whole or tile, got {cfg.mode!r}")
-    if cfg.tile_size < 16:
-        raise ValueError(f"tile_size must be at least 16 pixels, got {cfg.tile_size}")
+    if not 16 <= cfg.tile_size <= MAX_TILE_SIZE:
+        raise ValueError(f"tile_size must be in [16, {MAX_TILE_SIZE}] pixels, got {cfg.tile_size}")
     if not 0 <= cfg.overlap < cfg.tile_size:
         raise ValueError(f"overlap must be in [0, tile_size={cfg.tile_size}), got {cfg.overlap}")
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not 1 <= cfg.batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be in [1, {MAX_BATCH_SIZE}], got {cfg.batch_size}")
+    for key in ("max_whole_side", "whole_read_side"):
+        if not 1 <= getattr(cfg, key) <= MAX_SIDE:
+            raise ValueError(f"{key} must be in [1, {MAX_SIDE}] pixels, got {getattr(cfg, key)}")
     if not 0.0 < cfg.threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {cfg.threshold}")
-    if cfg.max_pixels is not None and cfg.max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1 (or None for no limit), got {cfg.max_pixels}")
+    if cfg.max_pixels is not None and not 1 <= cfg.max_pixels <= MAX_PIXELS_LIMIT:
+        raise ValueError(
+            f"max_pixels must be in [1, {MAX_PIXELS_LIMIT:.0e}] (or None for no limit), got "
+            f"{cfg.max_pixels}"
+        )
 
 
 def _as_raster(

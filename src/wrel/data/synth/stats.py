@@ -32,9 +32,7 @@ def read_benchmark(root: str | Path) -> dict[str, Any]:
             )
     out: dict[str, Any] = {"refs": load_refs(ann_dir / names["refs"])}
     for key in ("instances", "attributes", "meta"):
-        out[key] = load_json(
-            ann_dir / names[key], "annotation file", max_bytes=data_file_limit()
-        )
+        out[key] = load_json(ann_dir / names[key], "annotation file", max_bytes=data_file_limit())
     return out
 
 
