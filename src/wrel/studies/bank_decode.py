@@ -248,6 +248,7 @@ def decode_bank(
     table = word_embedding_table(model).detach().to(device)  # (V_all, D)
     word_ids, vocab = word_vocabulary(tokenizer, table.shape[0])
     bank = ReferenceBank.load(bank_file, device=device)
+    _check_finite_bank(bank, bank_file)
     vocabulary = "table"
     if bank.vocab_ids.numel():  # a vocab bank / projected bank: decode within its vocabulary
         inside = torch.isin(word_ids, bank.vocab_ids.cpu())
@@ -359,6 +360,24 @@ def expression_recovery(
             "chance": chance / n if n else None,
         }
     return out
+
+
+def _check_finite_bank(bank: ReferenceBank, path: Path) -> None:
+    """Refuse a bank whose prompts hold NaN or infinity: their nearest words would be noise.
+
+    Raises:
+        ValueError: naming the file and how many rows are affected.
+    """
+    with torch.no_grad():
+        prompts = bank.prompts(torch.arange(bank.num_rows, device=bank.rows.device))
+    bad = ~torch.isfinite(prompts.reshape(prompts.shape[0], -1)).all(dim=1)  # (N,)
+    if bool(bad.any()):
+        first = int(bank.ids[bad.nonzero()[0, 0]].item())
+        raise ValueError(
+            f"{path}: {int(bad.sum())} of {bank.num_rows} bank rows hold NaN or infinite values "
+            f"(first: sample id {first}); the run diverged or the file is damaged, so no "
+            "words can be decoded. Decode the bank of another run or checkpoint"
+        )
 
 
 def decode_expressions(
