@@ -10,6 +10,7 @@ the bands and value mapping are exactly those of training (:mod:`wrel.data.image
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -92,7 +93,10 @@ def _decode_raw(data: bytes | str | Path, max_pixels: int | None) -> np.ndarray:
     name = "the upload" if isinstance(data, bytes) else str(data)
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with Image.open(source) as img:
+        with warnings.catch_warnings():  # the pixel cap and decode budget below decide
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+        with img:
             width, height = img.size
             if width == 0 or height == 0:
                 raise ValueError(f"{name} is an empty image ({width} x {height})")
