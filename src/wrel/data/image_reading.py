@@ -41,7 +41,13 @@ from wrel.data.images import (
     check_decode_budget,
     decode_checked,
 )
-from wrel.data.rasters import GeoRaster, apply_stretch, compute_stretch, select_bands
+from wrel.data.rasters import (
+    GeoRaster,
+    NonFiniteImageError,
+    apply_stretch,
+    compute_stretch,
+    select_bands,
+)
 
 __all__ = [
     "GEO_SUFFIXES",
@@ -221,6 +227,11 @@ def scale_to_rgb8(
         array = array.astype(np.uint8) * 255
     idx = [b - 1 for b in scaling.select_bands(array.shape[2], bands)]
     rgb = array[:, :, idx]  # (H, W, 3)
+    if rgb.dtype.kind in "fc" and not np.isfinite(rgb).any():
+        raise NonFiniteImageError(
+            "the image holds no finite pixel value in the selected bands (all NaN or "
+            "infinite): the model would see a blank image and predict nothing"
+        )
     return apply_stretch(rgb, scaling.limits(rgb))
 
 
