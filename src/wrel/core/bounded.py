@@ -86,9 +86,10 @@ def read_limited(path: str | Path, max_bytes: int, what: str = "file", hint: str
             + (hint or "it is not a file wrel wrote, or it is damaged")
         )
     with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)  # the file may have grown since stat()
-    if len(data) > max_bytes:
-        raise ValueError(f"{what} {path} grew past the limit of {max_bytes:,} bytes while read")
+        data = handle.read(size)  # read() allocates what it is asked for: the checked size
+        grown = handle.read(1)  # the file may have grown since stat()
+    if grown or len(data) > max_bytes:
+        raise ValueError(f"{what} {path} changed while it was read; retry when it is complete")
     return data
 
 
