@@ -21,6 +21,9 @@ from wrel.cli import main
 from wrel.engine.checkpoint import CheckpointError, config_seal, file_record, save_model
 from wrel.models import ModelConfig, build_model
 
+# The float TIFFs written here carry no geotransform; that is not what is tested.
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
@@ -155,6 +158,30 @@ def test_stats_skip_a_few_nan_pixels_and_say_how_many(tmp_path: Path) -> None:
     assert all(100 <= v <= 200 for v in stats["band_low"] + stats["band_high"])
     assert "6 NaN, infinite or nodata pixels of 256 sampled were left out" in stats["note"]
     assert "nan" not in " ".join(stats["image_scaling_sets"]).lower()
+
+
+def test_wrel_data_stats_on_float_tiffs_with_nan_pixels(tmp_path: Path, capsys) -> None:
+    """The whole command on a RefSegRS folder of float GeoTIFFs holding a few NaN pixels."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "output_phrase_train.txt").write_text("1 the red roof\n2 a road\n")
+    rng = np.random.default_rng(2)
+    for index in ("1", "2"):
+        values = rng.uniform(0.1, 0.6, (3, 12, 12))
+        values[:, :2, :2] = np.nan  # 4 NaN pixels per image
+        _float_tiff(tmp_path / "images" / f"{index}.tif", values)
+        mask = np.zeros((12, 12), np.uint8)
+        mask[4:8, 4:8] = 255
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{index}.png")
+    assert main(["data", "stats", "--data", str(tmp_path), "--json"]) == 0
+    px = json.loads(capsys.readouterr().out)["pixels"]
+    assert px["nonfinite_skipped"] == 8 and "8 NaN" in px["note"]
+    assert all(0.1 <= v <= 0.6 for v in px["band_low"] + px["band_high"])
+    assert main(["data", "stats", "--data", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text.lower().replace("8 nan,", "") and "band_low=[0." in text
 
 
 def test_stats_leave_nodata_out(tmp_path: Path) -> None:
