@@ -360,3 +360,17 @@ def test_untampered_finished_run_still_resumes(
     cfg, run = _copy_run(finished_run, tmp_path, tiny_bench, tiny_model_sets)
     result = train(cfg, resume=True)  # the loop state is consistent: nothing left to train
     assert Path(result["run_dir"]) == run
+
+
+def test_a_deeply_nested_log_line_does_not_break_resume(
+    finished_run: Path, tmp_path: Path, tiny_bench, tiny_model_sets
+) -> None:
+    from wrel.engine.trainer import train
+
+    cfg, run = _copy_run(finished_run, tmp_path, tiny_bench, tiny_model_sets)
+    step = _loop(run / "checkpoints" / "last")["global_step"]
+    deep = "[" * 100_000 + "]" * 100_000
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write(f'{{"step": {step}, "event": "train", "x": {deep}}}\n')
+    train(cfg, resume=True)  # the line is dropped with a warning, never a RecursionError
+    assert deep not in (run / "metrics.jsonl").read_text()

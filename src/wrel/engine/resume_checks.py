@@ -21,12 +21,12 @@ The rules (``E`` = epochs of the stage ``stage_index`` in the run's config):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wrel.core.bounded import loads_json
 from wrel.engine.checkpoint import CheckpointError
 
 __all__ = ["check_iteration", "check_loop_state"]
@@ -94,8 +94,8 @@ def _has_epoch_record(records: Path, name: str, epoch: int, step: int) -> bool:
             if f'"step": {step}' not in line:
                 continue  # cheap filter; the record is parsed only when it may match
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = loads_json(line, str(records))
+            except ValueError:  # a line cut short by a kill, or nested too deeply
                 continue
             if (
                 isinstance(record, dict)

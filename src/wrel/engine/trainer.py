@@ -581,7 +581,7 @@ class Trainer:
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     record = json.loads(line) if line.strip() else None
-                except ValueError:  # a line cut short by a kill
+                except (ValueError, RecursionError):  # a line cut short by a kill
                     log.warning("dropping an unreadable line of %s: %.60s", path, line)
                     continue
                 if not isinstance(record, dict) or record.get("step", 0) > global_step:
