@@ -10,6 +10,7 @@ import torch
 
 from wrel.engine.checkpoint import (
     atomic_write_text,
+    config_seal,
     file_record,
     load_model,
     load_tensors,
@@ -72,6 +73,7 @@ def test_another_models_config_fails_listing_keys(saved: Path) -> None:
     data = json.loads((saved / "config.json").read_text())
     data["model"]["decoder"]["dim"] = 8
     data["model"]["fusion"]["num_heads"] = 2
+    data["config_sha256"] = config_seal(data)  # a deliberate edit, re-sealed
     (saved / "config.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="wrong shapes.*decoder"):
         load_model(saved)
@@ -81,6 +83,7 @@ def _rehash(folder: Path) -> None:
     """Record the current weights' checksum, as a deliberate (not accidental) edit would."""
     data = json.loads((folder / "config.json").read_text())
     data["files"]["model.safetensors"] = file_record(folder / "model.safetensors")
+    data["config_sha256"] = config_seal(data)
     (folder / "config.json").write_text(json.dumps(data))
 
 

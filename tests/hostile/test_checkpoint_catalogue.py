@@ -22,6 +22,7 @@ import torch
 from wrel.engine.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
+    config_seal,
     file_record,
     load_model,
     load_tensors,
@@ -239,8 +240,10 @@ def best(tmp_path: Path, tiny_model) -> Path:
 
 
 def _edit_config(folder: Path, edit) -> None:
+    """A deliberate edit: the config's seal is recomputed, so the later checks are reached."""
     data = json.loads((folder / "config.json").read_text())
     edit(data)
+    data["config_sha256"] = config_seal(data)
     (folder / "config.json").write_text(json.dumps(data))
 
 

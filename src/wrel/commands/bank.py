@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wrel.core.bounded import load_json
 from wrel.core.outfiles import check_output_paths, write_file
 from wrel.core.paths import require_folder
 from wrel.core.readfiles import folder_files
@@ -137,7 +138,7 @@ def _write_reports(
 
 def _has_retrieve_stage(run: Path) -> bool:
     try:
-        config = json.loads((run / "config.json").read_text())
+        config = load_json(run / "config.json", "run config")
     except (OSError, ValueError):
         return False
     return any(

@@ -7,8 +7,10 @@ import json
 import os
 from pathlib import Path
 
+from wrel.core.bounded import check_range
 from wrel.core.config_io import apply_overrides
 from wrel.core.outfiles import check_output_paths
+from wrel.data.preprocessing import MAX_INPUT_SIDE
 from wrel.data.preview import preview_protected_folders, render_preview
 from wrel.data.stats import dataset_stats, format_dataset_stats
 from wrel.data.synth import SynthConfig, generate_benchmark
@@ -90,6 +92,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: use 1 or more processes")
+    check_range("--workers", args.workers, 1, 256)
     config = apply_overrides(
         SynthConfig, SynthConfig.for_regime(args.regime), yaml_files=args.config,
         assignments=args.assignments,
@@ -128,6 +131,7 @@ def run_stats(args: argparse.Namespace) -> int:
     root = Path(args.data)
     name = getattr(args, "name", None)
     split_file = getattr(args, "split_file", None)
+    check_range("--input-size", args.input_size, 8, MAX_INPUT_SIDE)
     if _is_synthetic(root, name) and not split_file:
         stats = benchmark_stats(args.data, input_size=args.input_size)
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
@@ -143,6 +147,7 @@ def run_stats(args: argparse.Namespace) -> int:
     pixel_images = getattr(args, "pixel_images", 64)
     if pixel_images < 0:
         raise ValueError(f"--pixel-images must be 0 or more, got {pixel_images}")
+    check_range("--pixel-images", pixel_images, 0, 100_000)
     stats = dataset_stats(
         root,
         name=name,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from wrel.core.bounded import check_range
 from wrel.core.distributed import resolve_device
 from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
-from wrel.data.preprocessing import Preprocessing
+from wrel.data.preprocessing import MAX_INPUT_SIDE, Preprocessing
 from wrel.engine.checkpoint import load_model
 from wrel.engine.validation import evaluate_model
 
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     from torch.utils.data import DataLoader
 
+    check_range("--image-size", args.image_size, 8, MAX_INPUT_SIDE)  # before any allocation
+    check_range("--batch-size", args.batch_size, 1, 1024)
     device = resolve_device(args.device)
     model, metadata = load_model(args.checkpoint, device=device)
     pre = Preprocessing.from_metadata(metadata)  # the training input (scaling None: older)

@@ -63,9 +63,10 @@ def _pixels(text: str) -> int:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 <= value < float("inf") or value != int(value):  # inf: int() would overflow
+    if not 0 <= value <= 1e11 or value != int(value):  # NaN, inf, fractions, > 1e11
         raise argparse.ArgumentTypeError(
-            f"--max-pixels expects a whole number of pixels such as 2e9 (0: no limit), got {text!r}"
+            f"--max-pixels expects a whole number of pixels up to 1e11, such as 2e9 (0: no limit), "
+            f"got {text!r}"
         )
     return int(value)
 

@@ -18,6 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from wrel.core.bounded import MAX_CONFIG_BYTES, read_limited, safe_yaml_load
+
 T = TypeVar("T")
 
 __all__ = [
@@ -152,7 +154,7 @@ def parse_assignment(text: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ValueError(f"--set: bad key in {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ValueError(f"--set {key}: {_yaml_problem(err)}") from err
     out: dict[str, Any] = {}
@@ -166,18 +168,23 @@ def parse_assignment(text: str) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML overrides file (a mapping at the top level)."""
+    """Read a YAML overrides file (a mapping at the top level).
+
+    Bounded (:mod:`wrel.core.bounded`): at most 16 MiB, nesting at most 64 levels, and no
+    aliases (``*name``), so a small file cannot expand into gigabytes.
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
+    raw = read_limited(path, MAX_CONFIG_BYTES, "config file", "a config holds overrides only")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"config file {path} is not UTF-8 text: {err}") from err
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_yaml_load(text) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"config file {path}: {_yaml_problem(err)}") from err
     if not isinstance(data, dict):

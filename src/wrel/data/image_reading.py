@@ -33,8 +33,21 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wrel.data.images import MAX_IMAGE_PIXELS, ImageTooLargeError, _open_checked, decode_checked
-from wrel.data.rasters import GeoRaster, apply_stretch, compute_stretch, select_bands
+from wrel.data.images import (
+    MAX_DECODE_BYTES,
+    MAX_IMAGE_PIXELS,
+    ImageTooLargeError,
+    _open_checked,
+    check_decode_budget,
+    decode_checked,
+)
+from wrel.data.rasters import (
+    GeoRaster,
+    NonFiniteImageError,
+    apply_stretch,
+    compute_stretch,
+    select_bands,
+)
 
 __all__ = [
     "GEO_SUFFIXES",
@@ -214,6 +227,11 @@ def scale_to_rgb8(
         array = array.astype(np.uint8) * 255
     idx = [b - 1 for b in scaling.select_bands(array.shape[2], bands)]
     rgb = array[:, :, idx]  # (H, W, 3)
+    if rgb.dtype.kind in "fc" and not np.isfinite(rgb).any():
+        raise NonFiniteImageError(
+            "the image holds no finite pixel value in the selected bands (all NaN or "
+            "infinite): the model would see a blank image and predict nothing"
+        )
     return apply_stretch(rgb, scaling.limits(rgb))
 
 
@@ -247,6 +265,10 @@ def _read_geotiff(path: Path, scaling: ImageScaling) -> np.ndarray:
             ) from err
         raise ValueError(f"image {path} is not a readable image ({err}); re-export it") from err
     try:
+        check_decode_budget(
+            f"image {path}", raster.width, raster.height, raster.dtype.name, MAX_DECODE_BYTES,
+            "tile it into smaller training images or convert it to 8 bits", bands=3,
+        )  # fmt: skip
         return raster.read_rgb()
     finally:
         raster.close()

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "MAX_DECODE_BYTES",
     "MAX_IMAGE_PIXELS",
+    "check_decode_budget",
+    "decode_cost",
     "ImageTooLargeError",
     "POLYGON_PERIMETER_FACTOR",
     "POLYGON_TOLERANCE",
@@ -60,8 +63,73 @@ _RLE_MAX_GROUP = 6
 _RLE_LOW, _RLE_HIGH = 48, 48 + 63
 
 
+#: Most bytes one training image may cost to decode whole and map to 8-bit RGB (see
+#: :func:`decode_cost`): 8-bit RGB up to the pixel cap fits, a 16-bit image of 8192 x 8192
+#: does not (about 4 GB with the stretch's float buffers); tile such images.
+MAX_DECODE_BYTES = 2 * 1024**3
+# Peak bytes per pixel of the float32 buffers that map non-8-bit values to 8 bits (the band
+# copy as float, its finite subset, the percentile's working copy, the scaled result).
+_STRETCH_BYTES_PER_PIXEL = 48
+_EIGHT_BIT = frozenset({"1", "L", "P", "LA", "PA", "La", "RGB", "RGBA", "RGBa", "RGBX",
+                        "CMYK", "YCbCr", "LAB", "HSV", "uint8", "int8", "bool"})  # fmt: skip
+_CONVERTED = frozenset({"1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"})  # decoded via RGB(A)
+
+
 class ImageTooLargeError(ValueError):
     """An image or mask file over :data:`MAX_IMAGE_PIXELS` (decompression bombs included)."""
+
+
+def _mode_bytes(mode: str, bands: int) -> tuple[int, int]:
+    """``(bytes per pixel of one band, bands)`` of a Pillow mode or a numpy dtype name."""
+    from PIL import ImageMode
+
+    try:
+        info = ImageMode.getmode(mode)
+        return np.dtype(info.typestr).itemsize, len(info.bands)
+    except (KeyError, TypeError, ValueError):
+        pass
+    try:
+        return np.dtype(mode).itemsize, bands
+    except TypeError:
+        return 8, max(bands, 4)  # unknown: assume the widest
+
+
+def decode_cost(width: int, height: int, mode: str, bands: int = 1) -> int:
+    """Estimated peak bytes of decoding a ``width x height`` image whole and mapping it to
+    8-bit RGB (the decoded pixels, their array copy, the RGB result and, for data that is not
+    8-bit, the stretch's float32 buffers). Computed from the header alone.
+
+    Args:
+        mode: a Pillow mode (``RGB``, ``I;16``, ``F``, ...) or a numpy dtype name (``uint16``)
+            of a raster with ``bands`` bands.
+    """
+    itemsize, count = _mode_bytes(mode, bands)
+    decoded = itemsize * count
+    per_pixel = 2 * decoded + 3  # the decoder's buffer, its numpy copy, the RGB result
+    if mode in _CONVERTED:
+        per_pixel += 8  # converted to RGB(A) first
+    if mode not in _EIGHT_BIT:
+        per_pixel += 3 * itemsize + _STRETCH_BYTES_PER_PIXEL
+    return int(width) * int(height) * per_pixel
+
+
+def check_decode_budget(
+    name: str, width: int, height: int, mode: str, budget: int | None, advice: str, bands: int = 1
+) -> None:
+    """Refuse, from the header, an image whose whole decode (:func:`decode_cost`) exceeds
+    ``budget`` bytes (``None``: no budget).
+
+    Raises:
+        ImageTooLargeError: naming the image, its size, mode, the cost and ``advice``.
+    """
+    if budget is None:
+        return
+    cost = decode_cost(width, height, mode, bands)
+    if cost > budget:
+        raise ImageTooLargeError(
+            f"{name} is {width} x {height} pixels of mode {mode}: decoding it whole needs about "
+            f"{cost / 2**20:,.0f} MiB, over the budget of {budget / 2**20:,.0f} MiB; {advice}"
+        )
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -146,6 +214,14 @@ def _open_checked(path: Path, what: str) -> Any:
             f"{what} {path} is {width} x {height} pixels, over the cap of {MAX_IMAGE_PIXELS:,} "
             "(8192 x 8192); tile it into smaller training images"
         )
+    try:
+        check_decode_budget(
+            f"{what} {path}", width, height, img.mode, MAX_DECODE_BYTES,
+            "tile it into smaller training images or convert it to 8 bits",
+        )  # fmt: skip
+    except ImageTooLargeError:
+        img.close()
+        raise
     return img
 
 

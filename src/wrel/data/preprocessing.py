@@ -11,6 +11,7 @@ did.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ __all__ = [
     "IMAGE_SIZE_KEY",
     "IMAGE_STD_KEY",
     "Preprocessing",
+    "MAX_INPUT_SIDE",
+    "check_normalisation",
     "checkpoint_metadata",
     "image_size_from_metadata",
     "scaling_from_metadata",
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: Square network input side used when nothing else says (the experiment's default).
 DEFAULT_IMAGE_SIZE = 64
+#: Largest network input side accepted from checkpoint metadata (one 4096 x 4096 input is
+#: already 200 MB of activations per channel of 4 bytes); larger values are refused on load,
+#: before anything is allocated.
+MAX_INPUT_SIDE = 4096
 
 # Checkpoint metadata keys (written by the trainer, read by the predictor and `wrel eval`).
 IMAGE_SIZE_KEY = "image_size"  # [H, W] (or an int) of the training input
@@ -76,10 +83,13 @@ class Preprocessing:
             ValueError: the recorded image scaling is malformed (names the key).
         """
         meta = checkpoint_metadata(metadata)
+        mean = _triple(meta.get(IMAGE_MEAN_KEY, IMAGENET_MEAN), IMAGE_MEAN_KEY)
+        std = _triple(meta.get(IMAGE_STD_KEY, IMAGENET_STD), IMAGE_STD_KEY)
+        check_normalisation(mean, std, "checkpoint metadata")
         return cls(
             image_size=image_size_from_metadata(meta),
-            mean=_triple(meta.get(IMAGE_MEAN_KEY, IMAGENET_MEAN)),
-            std=_triple(meta.get(IMAGE_STD_KEY, IMAGENET_STD)),
+            mean=mean,
+            std=std,
             scaling=scaling_from_metadata(meta),
         )
 
@@ -95,9 +105,35 @@ class Preprocessing:
         return out
 
 
-def _triple(values: Sequence[float]) -> tuple[float, float, float]:
+def _triple(values: Any, key: str = "value") -> tuple[float, float, float]:
+    if (
+        not isinstance(values, list | tuple)
+        or len(values) != 3
+        or any(type(v) not in (int, float) for v in values)
+    ):
+        raise ValueError(f"{key} must be a list of 3 numbers (R, G, B), got {values!r}")
     a, b, c = (float(v) for v in values)
     return a, b, c
+
+
+def check_normalisation(mean: Sequence[float], std: Sequence[float], where: str) -> None:
+    """Refuse a normalisation that makes every input NaN, infinite or constant.
+
+    ``mean`` and ``std`` (0..1 scale, one per channel) must be finite, ``std`` > 0: a std of 0
+    divides by zero and the model then predicts an empty mask for every image.
+
+    Raises:
+        ValueError: naming ``where`` and the key.
+    """
+    for key, values in ((IMAGE_MEAN_KEY, mean), (IMAGE_STD_KEY, std)):
+        if not all(math.isfinite(float(v)) for v in values):
+            raise ValueError(f"{where}: {key} = {list(values)} holds NaN or infinity")
+    if not all(float(v) > 0 for v in std):
+        raise ValueError(
+            f"{where}: {IMAGE_STD_KEY} = {list(std)} must be > 0 for every channel (a std of 0 "
+            "makes every prediction empty); use the training data's std, e.g. ImageNet's "
+            f"{list(IMAGENET_STD)}"
+        )
 
 
 def image_size_from_metadata(metadata: Any) -> tuple[int, int]:
@@ -109,9 +145,18 @@ def image_size_from_metadata(metadata: Any) -> tuple[int, int]:
     if size is None:
         log.warning("checkpoint metadata has no %r; using %d", IMAGE_SIZE_KEY, DEFAULT_IMAGE_SIZE)
         size = DEFAULT_IMAGE_SIZE
-    if isinstance(size, int | float):
-        return int(size), int(size)
-    return int(size[0]), int(size[1])
+    if type(size) is int:
+        size = [size, size]
+    if (
+        not isinstance(size, list | tuple)
+        or len(size) != 2
+        or any(type(v) is not int or not 1 <= v <= MAX_INPUT_SIDE for v in size)
+    ):
+        raise ValueError(
+            f"checkpoint metadata: {IMAGE_SIZE_KEY} = {size!r} must be an int or [height, "
+            f"width] of ints in [1, {MAX_INPUT_SIDE}] (the training input size)"
+        )
+    return size[0], size[1]
 
 
 def scaling_from_metadata(metadata: Any) -> ImageScaling | None:

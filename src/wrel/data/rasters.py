@@ -36,6 +36,7 @@ __all__ = [
     "GeoRaster",
     "DEFAULT_MAX_PIXELS",
     "check_pixel_count",
+    "NonFiniteImageError",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class Tile:
     col: int
     height: int
     width: int
+
+
+class NonFiniteImageError(ValueError):
+    """An image whose selected bands hold no finite value (all NaN / infinite)."""
 
 
 StretchMode = Literal["auto", "percentile", "none"]
@@ -128,6 +133,11 @@ def compute_stretch(
         return np.zeros(3, np.float32), np.full(3, hi, np.float32)
     flat = sample.reshape(-1, sample.shape[-1]).astype(np.float32)  # (h*w, 3)
     finite = np.isfinite(flat).all(axis=1)
+    if valid is None and not finite.any():
+        raise NonFiniteImageError(
+            "the image holds no finite pixel value in the selected bands (all NaN or "
+            "infinite): the model would see a blank image and predict nothing"
+        )
     if valid is not None:
         finite &= valid.reshape(-1)
     flat = flat[finite] if finite.any() else np.zeros((1, flat.shape[1]), np.float32)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
+from wrel.core.bounded import DATA_FILE_ENV, check_depth, data_file_limit, read_limited
 from wrel.core.outfiles import atomic_output
 from wrel.data.images import check_image_size, validate_segmentation
 
@@ -59,6 +60,11 @@ REFS_FILE = "refs(unc).p"
 INSTANCES_FILE = "instances.json"
 Quality = Literal["accurate", "weak"]
 _PLAIN = (list, dict, str, int, float, bool, type(None))
+# Advice when an annotation file is over the size limit (checked before it is read).
+_BIG = (
+    f"if this is a real data set, raise the limit with {DATA_FILE_ENV}=<MiB> (the RRSIS-D "
+    "refs file is 2.5 MB)"
+)
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -156,7 +162,7 @@ def load_refs(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"refs file {path} does not exist; check --data / the name")
-    refs = restricted_loads(path.read_bytes(), str(path))
+    refs = restricted_loads(read_limited(path, data_file_limit(), "refs file", _BIG), str(path))
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise ValueError(f"{path} must hold a list of ref dicts, got {type(refs).__name__}")
     for position, ref in enumerate(refs):
@@ -452,8 +458,9 @@ def _read_instances(path: Path) -> tuple[dict, dict, dict]:
             f"{path} does not exist; the refer layout needs <root>/<name>/{INSTANCES_FILE} "
             "beside refs(unc).p (images, annotations, categories)"
         )
+    raw = read_limited(path, data_file_limit(), "annotation file", _BIG)
     try:
-        data = json.loads(path.read_bytes())
+        data = check_depth(json.loads(raw), str(path))
     except RecursionError as err:
         raise ValueError(
             f"{path} nests lists or objects too deeply to parse; an instances.json nests only "

@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from wrel.core.bounded import data_file_limit, read_limited
 from wrel.data.samples import Sample
 
 __all__ = ["DEFAULT_VOCABULARY", "IMAGE_EXTENSIONS", "category_of", "load_refsegrs_samples"]
@@ -102,7 +103,8 @@ def _check_index(index: str, path: Path, number: int) -> None:
 
 def _parse_lines(path: Path) -> list[tuple[int, str, str]]:
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = read_limited(path, data_file_limit(), "phrase file").decode("utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

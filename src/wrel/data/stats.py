@@ -228,8 +228,10 @@ def _raw_pixels(path: Path, bands: Any) -> np.ndarray:
             chosen = scaling.select_bands(src.count)
             step = max(1, -(-max(src.height, src.width) // _PIXEL_SIDE))
             shape = (3, -(-src.height // step), -(-src.width // step))
-            data = src.read(list(chosen), out_shape=shape)  # (3, h, w), nearest
-        array = np.moveaxis(data, 0, -1)
+            data = src.read(list(chosen), out_shape=shape, masked=True)  # (3, h, w), nearest
+        if np.ma.is_masked(data):  # nodata pixels: left out, as the readers do
+            data = data.astype(np.float64).filled(np.nan)
+        array = np.moveaxis(np.asarray(data), 0, -1)
     else:
         raw = read_raw(path)
         raw = raw[:, :, None] if raw.ndim == 2 else raw
@@ -260,6 +262,15 @@ def pixel_stats(
         dtypes[str(pixels.dtype)] += 1
         parts.append(pixels.astype(np.float64))
     values = np.concatenate(parts)  # (N, 3)
+    finite = np.isfinite(values).all(axis=1)  # NaN / inf / nodata pixels are left out
+    skipped = int(values.shape[0] - finite.sum())
+    if not finite.any():
+        raise ValueError(
+            f"every sampled pixel of the {len(picks)} train images read is NaN, infinite or "
+            "nodata: no band range can be measured; check the images (e.g. "
+            f"{images[int(picks[0])]}) and their nodata value"
+        )
+    values = values[finite]
     lo, hi = np.percentile(values, percentiles, axis=0)
     band_names = list(bands) if bands else "default (1-3, or 1 replicated)"
     out: dict[str, Any] = {
@@ -274,6 +285,7 @@ def pixel_stats(
         "min": [float(v) for v in values.min(axis=0)],
         "max": [float(v) for v in values.max(axis=0)],
         "median": [float(v) for v in np.median(values, axis=0)],
+        "nonfinite_skipped": skipped,
     }
     low = ",".join(f"{v:g}" for v in out["band_low"])
     high = ",".join(f"{v:g}" for v in out["band_high"])
@@ -282,6 +294,9 @@ def pixel_stats(
         f"data.image_scaling.band_low=[{low}]",
         f"data.image_scaling.band_high=[{high}]",
     ]
+    if any(a >= b for a, b in zip(out["band_low"], out["band_high"], strict=True)):
+        out["image_scaling_sets"] = []  # a constant band: dataset_stats would be refused
+        out["note"] = "a band is constant over the sampled pixels: no dataset_stats range fits"
     if "uint16" in dtypes:
         top = max(out["max"])
         median = max(out["median"])
@@ -291,6 +306,11 @@ def pixel_stats(
             f"{median / 257:.0f}/255 (near black); auto, per_image_percentile or dataset_stats "
             "use the values' real range"
         )
+    if skipped:
+        out["note"] = (
+            f"{skipped:,} NaN, infinite or nodata pixels of {skipped + len(values):,} sampled were "
+            "left out of these statistics. " + str(out.get("note", ""))
+        ).strip()
     return out
 
 
@@ -404,7 +424,8 @@ def format_dataset_stats(stats: dict[str, Any]) -> str:
         )
         if px.get("note"):
             lines.append(f"  {px['note']}")
-        lines.append("  to train with these limits: " + " ".join(
-            f"--set {s}" for s in px["image_scaling_sets"]
-        ))  # fmt: skip
+        if px["image_scaling_sets"]:
+            lines.append("  to train with these limits: " + " ".join(
+                f"--set {s}" for s in px["image_scaling_sets"]
+            ))  # fmt: skip
     return "\n".join(lines)

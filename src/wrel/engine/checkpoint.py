@@ -4,7 +4,8 @@ An exported model folder holds::
 
     model.safetensors     every parameter and buffer of the RefSegModel
     config.json           {"format_version", "model": ModelConfig, "metadata": {...},
-                           "files": {relative path: {"sha256", "bytes"}}}
+                           "files": {relative path: {"sha256", "bytes"}},
+                           "config_sha256": SHA-256 of the rest of this document}
     text_encoder/         tokenizer + Hugging Face config (the folder is self-contained)
     MODEL_CARD.md         a human-readable summary generated from config.json (not in "files")
 
@@ -13,7 +14,11 @@ resume checkpoints, :mod:`wrel.engine.state`). :func:`update_model_metadata` add
 an exported folder (the trainer adds the test metrics) and regenerates the card; it rewrites
 only ``config.json`` and ``MODEL_CARD.md``, so the recorded SHA-256s stay valid.
 
-:func:`load_model` checks, before building anything, that every file listed in ``files`` has
+:func:`load_model` checks, before building anything, that ``config.json`` matches its own
+``config_sha256`` (so the metadata, like the weights, is covered by a checksum), that its
+preprocessing metadata is valid (``image_size`` ints within
+:data:`~wrel.data.preprocessing.MAX_INPUT_SIDE`, ``image_mean`` / ``image_std`` finite, std
+> 0), that every file listed in ``files`` has
 its recorded SHA-256 and that the tensor shapes in the safetensors header are the shapes the
 config implies (the config's model is built on the ``meta`` device, which allocates nothing);
 it then rebuilds the model from ``config.json`` without pretrained files (the backbone package
@@ -43,12 +48,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from wrel.core.bounded import load_json
 from wrel.core.config_io import from_dict, to_dict
 from wrel.core.errors import os_error_in
 from wrel.core.outfiles import fsync_file
 from wrel.core.paths import require_folder
 from wrel.data.image_reading import ImageScaling
-from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE, MAX_INPUT_SIDE, Preprocessing
 from wrel.models import ModelConfig, build_model
 
 if TYPE_CHECKING:
@@ -71,6 +77,8 @@ __all__ = [
     "update_model_metadata",
     "model_card",
     "software_versions",
+    "config_seal",
+    "SEAL_KEY",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +88,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "MODEL_CARD.md"
 TEXT_DIR = "text_encoder"
+#: ``config.json`` key holding the SHA-256 of the rest of the document (model, metadata and
+#: the ``files`` manifest), so the metadata is covered like the weights.
+SEAL_KEY = "config_sha256"
 _HASH_CHUNK = 1 << 20
 
 
@@ -149,6 +160,50 @@ def sha256_file(path: str | Path) -> str:
 def file_record(path: Path) -> dict[str, Any]:
     """``{"sha256", "bytes"}`` of one file, as stored in checkpoint manifests."""
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def config_seal(document: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint ``config.json`` document without its :data:`SEAL_KEY` (canonical
+    JSON: sorted keys, no spaces), so any edit of the model, metadata or manifest shows."""
+    body = {k: v for k, v in document.items() if k != SEAL_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _check_seal(data: dict[str, Any], path: Path) -> None:
+    """Refuse a ``config.json`` edited after export (exports without a seal get a warning)."""
+    recorded = data.get(SEAL_KEY)
+    if recorded is None:
+        if "files" in data:
+            logger.warning(
+                "%s carries no %s (written by an older wrel): its metadata is validated but "
+                "not checksummed",
+                path,
+                SEAL_KEY,
+            )
+        return
+    if recorded != config_seal(data):
+        raise CheckpointError(
+            f"{path} was edited after export: its {SEAL_KEY} does not match its content "
+            "(model, metadata or file manifest); restore the model folder from its source or "
+            "re-export it"
+        )
+
+
+def _check_metadata(data: dict[str, Any], path: Path) -> None:
+    """Validate the preprocessing metadata and input size before anything is allocated."""
+    meta = data.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: 'metadata' must be a mapping, got {type(meta).__name__}")
+    try:
+        Preprocessing.from_metadata(meta)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    size = data["model"].get("input_size")
+    if size is not None and (type(size) is not int or not 1 <= size <= MAX_INPUT_SIDE):
+        raise CheckpointError(
+            f"{path}: model.input_size = {size!r} must be null or an int in [1, {MAX_INPUT_SIDE}]"
+        )
 
 
 def verify_files(root: Path, files: Any, manifest: Path) -> None:
@@ -506,9 +561,12 @@ def update_model_metadata(directory: str | Path, updates: dict[str, Any]) -> dic
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     data = _read_config(config_path)
+    _check_seal(data, config_path)  # never re-seal an edited config
     meta = {**(data.get("metadata") or {}), **updates}
     data["metadata"] = meta
     try:
+        if SEAL_KEY in data:
+            data[SEAL_KEY] = config_seal(data)
         text = json.dumps(data, indent=2)
     except TypeError as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
@@ -558,6 +616,7 @@ def save_model(directory: str | Path, model: RefSegModel, metadata: dict[str, An
                 if p.is_file() and p.name != CARD_FILE
             )
             document["files"] = {rel: file_record(tmp / rel) for rel in files}
+            document[SEAL_KEY] = config_seal(document)
             atomic_write_text(tmp / CONFIG_FILE, json.dumps(document, indent=2))
             _replace_dir(tmp, directory)
         except BaseException:
@@ -589,9 +648,9 @@ def _read_config(path: Path) -> dict[str, Any]:
             f"{path} does not exist; a model folder is written by wrel.engine.checkpoint.save_model"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+        data = load_json(path, "checkpoint config")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise CheckpointError(f"{path} lacks the 'model' section of a wrel checkpoint config")
     version = data.get("format_version")
@@ -658,6 +717,8 @@ def load_model(
     )
     config_path = directory / CONFIG_FILE
     data = _read_config(config_path)
+    _check_seal(data, config_path)
+    _check_metadata(data, config_path)
     text_dir = directory / TEXT_DIR
     if not (text_dir / "config.json").is_file():
         raise FileNotFoundError(

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from wrel.core.config_io import apply_overrides, from_dict, merge, parse_assignment, to_dict
 from wrel.core.distributed import check_device_name
 from wrel.data.image_reading import ImageScaling
-from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE
+from wrel.data.preprocessing import DEFAULT_IMAGE_SIZE, MAX_INPUT_SIDE
 from wrel.data.splits import SplitFileInfo, split_file_info
 from wrel.data.transforms import CUTOUT_KINDS, check_cutout, check_squares
 from wrel.methods.bank import BankConfig
@@ -450,6 +450,14 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     need(t.val_every_steps >= 0, "train.val_every_steps", t.val_every_steps, "0 (off) or more")
     need(bool(str(t.output_dir).strip()), "train.output_dir", t.output_dir, "must not be empty")
     need(d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8 pixels")
+    need(
+        d.image_size <= MAX_INPUT_SIDE,
+        "data.image_size",
+        d.image_size,
+        f"must be <= {MAX_INPUT_SIDE}",
+    )
+    for key in ("batch_size", "eval_batch_size"):
+        need(getattr(t, key) <= 4096, f"train.{key}", getattr(t, key), "must be <= 4096")
     need(d.num_workers >= 0, "data.num_workers", d.num_workers, "0 or more")
     ratio = d.accurate_ratio
     need(ratio is None or 0 <= ratio <= 1, "data.accurate_ratio", ratio, "must be in [0, 1]")

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from wrel.core.bounded import load_json
 from wrel.core.config_io import dumps, flatten, from_dict, to_dict
 from wrel.engine.checkpoint import atomic_write_text
 from wrel.engine.experiment import ExperimentConfig
@@ -111,7 +112,7 @@ def find_shared_prefix(cfg: Any, runs_dir: str | Path) -> tuple[Path, int] | Non
         return None
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != cfg.name):
         try:
-            other = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            other = load_json(folder / "config.json", "run config")
         except (OSError, ValueError):
             continue
         count = _shared_stages(mine, other)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wrel.core.bounded import MAX_CONFIG_BYTES, load_json
 from wrel.core.outfiles import fsync_file
 from wrel.engine.checkpoint import (
     CheckpointError,
@@ -58,6 +59,10 @@ _TENSORS = "tensors.safetensors"
 _JSON = "state.json"
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = 1
+#: Largest ``state.json`` read (the skeleton: tensors live in the safetensors file).
+MAX_STATE_BYTES = 4 * MAX_CONFIG_BYTES
+# A state skeleton nests deeper than a config: every dict adds {"__dict__": [[k, v]]}.
+_STATE_DEPTH = 256
 
 
 def flatten_state(obj: Any, prefix: str = "s") -> tuple[dict[str, Tensor], Any]:
@@ -300,9 +305,9 @@ def _read_one(folder: Path) -> dict[str, Any]:
     manifest = folder / _MANIFEST
     if manifest.is_file():
         try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{manifest} is not valid JSON (corrupt?): {err}") from err
+            data = load_json(manifest, "resume manifest")
+        except ValueError as err:
+            raise CheckpointError(f"{err} (corrupt?)") from err
         files = data.get("files") if isinstance(data, dict) else None
         if not isinstance(files, dict) or set(files) != {_JSON, _TENSORS}:
             raise CheckpointError(f"{manifest} does not list {_JSON} and {_TENSORS} (corrupt?)")
@@ -316,10 +321,13 @@ def _read_one(folder: Path) -> dict[str, Any]:
             f"{folder / _TENSORS} is not a valid safetensors file (truncated or corrupt?): {err}"
         ) from err
     try:
-        skeleton = json.loads((folder / _JSON).read_text(encoding="utf-8"))
+        skeleton = load_json(
+            folder / _JSON, "resume state", max_bytes=MAX_STATE_BYTES, max_depth=_STATE_DEPTH
+        )
+    except ValueError as err:
+        raise CheckpointError(f"{err} (corrupt?)") from err
+    try:
         state = unflatten_state(skeleton, tensors)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{folder / _JSON} is not valid JSON (corrupt?): {err}") from err
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(
             f"{folder / _JSON} does not match {folder / _TENSORS} (corrupt?): {err!r}"

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from wrel.core.bounded import load_json
 from wrel.core.config_io import dumps, from_dict, to_dict
 from wrel.core.distributed import (
     DistInfo,
@@ -58,6 +59,7 @@ from wrel.engine.experiment import ExperimentConfig, validate_experiment
 from wrel.engine.leakage import measure_leakage, monitored_bank
 from wrel.engine.loaders import StageData, eval_loader, load_split_samples, stage_data
 from wrel.engine.progress import Progress
+from wrel.engine.resume_checks import check_iteration, check_loop_state
 from wrel.engine.stages import build_stage
 from wrel.engine.state import (
     capture_rng,
@@ -165,7 +167,7 @@ class Trainer:
             if not saved.is_file():
                 raise FileNotFoundError(f"nothing to resume: {saved} does not exist")
             try:
-                previous = json.loads(saved.read_text(encoding="utf-8"))
+                previous = load_json(saved, "run config")
                 # keys added since the run started read as their defaults (what it ran)
                 previous = json.loads(dumps(from_dict(ExperimentConfig, previous)))
                 same = _comparable(previous) == _comparable(json.loads(dumps(self.cfg)))
@@ -190,6 +192,12 @@ class Trainer:
                 self._start_fresh(saved)
                 return None
             _check_resume_state(state, source)
+            check_loop_state(
+                state["loop"],
+                source,
+                [(st.name or f"{i}-{st.kind}", st.epochs) for i, st in enumerate(self.cfg.stages)],
+                self.run_dir / "metrics.jsonl",
+            )
             # resumed from last.prev: the first save moves the damaged last to last.damaged
             # instead of rotating it into last.prev (which stays the good fallback until then)
             self._last_is_damaged = source.name != "last"
@@ -265,6 +273,8 @@ class Trainer:
             data = stage_data(self.cfg, stage_cfg, self.samples["train"], self.dist)
             stage = build_stage(stage_cfg, self._context(handover, data))
             if resumed is not None and index == resumed["loop"]["stage_index"]:
+                if state.epoch < stage_cfg.epochs:
+                    check_iteration(resumed["loop"], self.ckpt_dir / "last", data.iters_per_epoch)
                 stage.load_state_dict(resumed["stage"])
                 restore_rng(resumed["rng"])
             self._run_stage(stage, stage_cfg, data, state)
@@ -611,7 +621,7 @@ class Trainer:
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     record = json.loads(line) if line.strip() else None
-                except ValueError:  # a line cut short by a kill
+                except (ValueError, RecursionError):  # a line cut short by a kill
                     log.warning("dropping an unreadable line of %s: %.60s", path, line)
                     continue
                 if not isinstance(record, dict) or record.get("step", 0) > global_step:

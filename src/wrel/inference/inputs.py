@@ -10,12 +10,14 @@ the bands and value mapping are exactly those of training (:mod:`wrel.data.image
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
 
 from wrel.data.image_reading import ImageScaling, decode_array, scale_to_rgb8
+from wrel.data.images import check_decode_budget
 from wrel.data.rasters import DEFAULT_MAX_PIXELS, ArrayRaster, GeoRaster, StretchMode, to_rgb8
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "PICTURE_SUFFIXES",
     "open_image",
     "decode_picture",
+    "picture_budget",
 ]
 
 ImageInput: TypeAlias = "str | Path | np.ndarray | Any"  # Any: a PIL.Image.Image
@@ -35,6 +38,13 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
 
 _pil_to_array = decode_array  # one decoder for training and prediction
+#: Memory per pixel that ``max_pixels`` promises (the predictor's probabilities and mask).
+BYTES_PER_PIXEL = 2
+_PICTURE_ADVICE = (
+    "picture formats are decoded whole; convert it to a tiled GeoTIFF, which is read window by "
+    "window (gdal_translate -co TILED=YES in.png out.tif), or raise --max-pixels if the machine "
+    "has the memory"
+)
 
 
 def _to_rgb8(
@@ -65,14 +75,28 @@ def decode_picture(
     return _to_rgb8(_decode_raw(data, max_pixels), bands, stretch, scaling)
 
 
+def picture_budget(max_pixels: int | None) -> int | None:
+    """Decode budget in bytes of a picture decoded whole under ``max_pixels``: the memory
+    ``max_pixels`` admits for a raster read in windows (about 2 bytes per pixel)."""
+    return None if max_pixels is None else BYTES_PER_PIXEL * max_pixels
+
+
 def _decode_raw(data: bytes | str | Path, max_pixels: int | None) -> np.ndarray:
-    """Raw pixel values ``(H, W[, C])`` of a picture file or its bytes (checked)."""
+    """Raw pixel values ``(H, W[, C])`` of a picture file or its bytes (checked).
+
+    Picture formats cannot be read in windows: besides ``max_pixels``, the whole decode's
+    cost (:func:`wrel.data.images.decode_cost`, from the header) must fit
+    :func:`picture_budget`, so a small file of many 16-bit pixels is refused before decoding.
+    """
     from PIL import Image, UnidentifiedImageError
 
     name = "the upload" if isinstance(data, bytes) else str(data)
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with Image.open(source) as img:
+        with warnings.catch_warnings():  # the pixel cap and decode budget below decide
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+        with img:
             width, height = img.size
             if width == 0 or height == 0:
                 raise ValueError(f"{name} is an empty image ({width} x {height})")
@@ -82,6 +106,9 @@ def _decode_raw(data: bytes | str | Path, max_pixels: int | None) -> np.ndarray:
                     "pixels; downscale it, or for large scenes use a tiled GeoTIFF with "
                     "`wrel predict` (its limit is --max-pixels)"
                 )
+            check_decode_budget(
+                name, width, height, img.mode, picture_budget(max_pixels), _PICTURE_ADVICE
+            )
             img.load()
             array = _pil_to_array(img)
     except UnidentifiedImageError as err:

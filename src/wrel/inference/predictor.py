@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wrel.core.bounded import load_json
 from wrel.data.image_reading import IMAGE_SCALING_KEY, ImageScaling
 from wrel.data.preprocessing import (
     DEFAULT_IMAGE_SIZE,
@@ -29,6 +30,7 @@ from wrel.data.preprocessing import (
     IMAGE_SIZE_KEY,
     IMAGE_STD_KEY,
     Preprocessing,
+    check_normalisation,
     image_size_from_metadata,
     scaling_from_metadata,
 )
@@ -84,14 +86,16 @@ def read_checkpoint_scaling(path: str | Path) -> ImageScaling | None:
     """:func:`scaling_from_metadata` of a model folder's ``config.json``, read without loading
     the weights (``wrel predict`` opens the image before the model). ``None`` when the file is
     missing or unreadable: loading the model then reports the problem."""
-    import json
-
     config = Path(path) / "config.json"
     try:
-        data = json.loads(config.read_text(encoding="utf-8"))
+        data = load_json(config, "checkpoint config")
     except (OSError, ValueError):
         return None
     return scaling_from_metadata(data if isinstance(data, dict) else {})
+
+
+class NonFiniteOutputError(ValueError):
+    """The model's scores are NaN or infinite (broken weights, input or normalisation)."""
 
 
 class Predictor:
@@ -128,6 +132,7 @@ class Predictor:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.config = config or PredictorConfig()
         _validate(self.config)
+        check_normalisation(mean, std, "Predictor")  # a std of 0 would empty every mask
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
@@ -209,6 +214,14 @@ class Predictor:
         if ids.shape[0] == 1 and x.shape[0] > 1:
             ids, attn = ids.expand(x.shape[0], -1), attn.expand(x.shape[0], -1)
         logits = self.model(x, input_ids=ids, attention_mask=attn).logits  # (B, 2, H, W)
+        if not bool(torch.isfinite(logits).all()):
+            # NaN / inf would become an all-empty mask with exit 0: a silent wrong result
+            raise NonFiniteOutputError(
+                "the model produced NaN or infinite scores for this image "
+                f"(non-finite input: {not bool(torch.isfinite(x).all())}); the weights, the "
+                "input or the checkpoint's image_mean / image_std are broken. Use another "
+                "checkpoint or check the input image"
+            )
         return logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
 
     def _probs_at(self, rgb: torch.Tensor, tokens: Any, size: tuple[int, int]) -> torch.Tensor:
@@ -403,19 +416,33 @@ class Predictor:
         return out
 
 
+#: Upper bounds of the predictor's sizes: a tile or batch past them would allocate gigabytes
+#: per forward pass; max_pixels past MAX_PIXELS_LIMIT (200 GB of output) is a typo.
+MAX_TILE_SIZE = 8192
+MAX_BATCH_SIZE = 1024
+MAX_SIDE = 65536
+MAX_PIXELS_LIMIT = 100_000_000_000
+
+
 def _validate(cfg: PredictorConfig) -> None:
     if cfg.mode not in ("auto", "whole", "tile"):
         raise ValueError(f"mode must be auto, whole or tile, got {cfg.mode!r}")
-    if cfg.tile_size < 16:
-        raise ValueError(f"tile_size must be at least 16 pixels, got {cfg.tile_size}")
+    if not 16 <= cfg.tile_size <= MAX_TILE_SIZE:
+        raise ValueError(f"tile_size must be in [16, {MAX_TILE_SIZE}] pixels, got {cfg.tile_size}")
     if not 0 <= cfg.overlap < cfg.tile_size:
         raise ValueError(f"overlap must be in [0, tile_size={cfg.tile_size}), got {cfg.overlap}")
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not 1 <= cfg.batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be in [1, {MAX_BATCH_SIZE}], got {cfg.batch_size}")
+    for key in ("max_whole_side", "whole_read_side"):
+        if not 1 <= getattr(cfg, key) <= MAX_SIDE:
+            raise ValueError(f"{key} must be in [1, {MAX_SIDE}] pixels, got {getattr(cfg, key)}")
     if not 0.0 < cfg.threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {cfg.threshold}")
-    if cfg.max_pixels is not None and cfg.max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1 (or None for no limit), got {cfg.max_pixels}")
+    if cfg.max_pixels is not None and not 1 <= cfg.max_pixels <= MAX_PIXELS_LIMIT:
+        raise ValueError(
+            f"max_pixels must be in [1, {MAX_PIXELS_LIMIT:.0e}] (or None for no limit), got "
+            f"{cfg.max_pixels}"
+        )
 
 
 def _as_raster(

@@ -14,7 +14,6 @@ uniformly random words per slot from the same vocabulary.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wrel.core.bounded import data_file_limit, load_json
 from wrel.core.paths import require_folder
 from wrel.data.synth.categories import spoken_name
 from wrel.engine.checkpoint import load_model
@@ -241,7 +241,7 @@ def decode_bank(
         raise ValueError(f"k must be in [1, 100], got {k}")
     config: dict[str, Any] = {}
     if (run_dir / "config.json").is_file():
-        config = json.loads((run_dir / "config.json").read_text())
+        config = load_json(run_dir / "config.json", "run config")
     data_cfg = config.get("data") or {}
     model, _ = load_model(model_dir, device=device)
     tokenizer = getattr(getattr(model, "text_encoder", None), "tokenizer", None)
@@ -250,6 +250,7 @@ def decode_bank(
     table = word_embedding_table(model).detach().to(device)  # (V_all, D)
     word_ids, vocab = word_vocabulary(tokenizer, table.shape[0])
     bank = ReferenceBank.load(bank_file, device=device)
+    _check_finite_bank(bank, bank_file)
     vocabulary = "table"
     if bank.vocab_ids.numel():  # a vocab bank / projected bank: decode within its vocabulary
         inside = torch.isin(word_ids, bank.vocab_ids.cpu())
@@ -285,7 +286,7 @@ def decode_bank(
     attr_file = _attributes_file(root, data_cfg.get("name"))
     attrs: dict[str, Any] = {}
     if attr_file.is_file():
-        attrs = json.loads(attr_file.read_text())
+        attrs = load_json(attr_file, "attributes file", max_bytes=data_file_limit())
     ids = bank.ids.cpu().tolist()
     samples: list[dict[str, Any]] = []
     for r, sample_id in enumerate(ids):  # report assembly, one entry per row
@@ -363,6 +364,24 @@ def expression_recovery(
     return out
 
 
+def _check_finite_bank(bank: ReferenceBank, path: Path) -> None:
+    """Refuse a bank whose prompts hold NaN or infinity: their nearest words would be noise.
+
+    Raises:
+        ValueError: naming the file and how many rows are affected.
+    """
+    with torch.no_grad():
+        prompts = bank.prompts(torch.arange(bank.num_rows, device=bank.rows.device))
+    bad = ~torch.isfinite(prompts.reshape(prompts.shape[0], -1)).all(dim=1)  # (N,)
+    if bool(bad.any()):
+        first = int(bank.ids[bad.nonzero()[0, 0]].item())
+        raise ValueError(
+            f"{path}: {int(bad.sum())} of {bank.num_rows} bank rows hold NaN or infinite values "
+            f"(first: sample id {first}); the run diverged or the file is damaged, so no "
+            "words can be decoded. Decode the bank of another run or checkpoint"
+        )
+
+
 def decode_expressions(
     run_dir: str | Path, *, data_root: str | Path | None = None
 ) -> dict[str, Any]:
@@ -384,14 +403,18 @@ def decode_expressions(
         )
     bank = ExpressionBank.from_state(saved)
     config = (
-        json.loads((run_dir / "config.json").read_text())
+        load_json(run_dir / "config.json", "run config")
         if (run_dir / "config.json").is_file()
         else {}
     )
     data_cfg = config.get("data") or {}
     root = Path(data_root) if data_root is not None else Path(data_cfg.get("root") or "data")
     attr_file = _attributes_file(root, data_cfg.get("name"))
-    attrs: dict[str, Any] = json.loads(attr_file.read_text()) if attr_file.is_file() else {}
+    attrs: dict[str, Any] = (
+        load_json(attr_file, "attributes file", max_bytes=data_file_limit())
+        if attr_file.is_file()
+        else {}
+    )
     ids = bank.ids.tolist()
     names = [str((attrs.get(str(i)) or {}).get("class_name") or "") for i in ids]
     rows = torch.arange(len(ids))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from wrel.core.bounded import data_file_limit, loads_json, read_limited
 from wrel.core.outfiles import check_output_paths, write_file
 from wrel.data.dataset import load_samples
 from wrel.data.splits import split_file_info
@@ -88,7 +89,8 @@ def load_traces(runs_dir: str | Path, names: list[str]) -> dict[str, list[dict[s
     for name in names:
         path = Path(runs_dir) / "traces" / f"{name}.jsonl"
         if path.is_file():
-            lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+            text = read_limited(path, data_file_limit(), "trace file").decode("utf-8")
+            lines = [loads_json(ln, str(path)) for ln in text.splitlines() if ln.strip()]
             if lines:
                 out[name] = lines
     return out

@@ -28,6 +28,12 @@ REGIMES: dict[str, dict[str, Any]] = {
 }
 
 FLOOR_SIZE = 96  # min_object_pixels is given at this image size
+#: Upper bounds of the sizes (a typo such as num_train=1e12 or image_size=100000 is refused
+#: at once instead of running out of memory or disk hours later).
+MAX_SYNTH_IMAGE_SIZE = 4096
+MAX_SYNTH_IMAGES = 1_000_000  # per split
+MAX_REFS_PER_IMAGE = 64
+MAX_INSTANCES = 256
 
 
 @dataclass
@@ -91,11 +97,15 @@ class SynthConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad value and the fix."""
-        if self.image_size < 32:
-            raise ValueError(f"image_size={self.image_size} is too small; use 32 or more")
+        if not 32 <= self.image_size <= MAX_SYNTH_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size={self.image_size} must be in [32, {MAX_SYNTH_IMAGE_SIZE}]"
+            )
         for name in ("num_train", "num_val", "num_test"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+            if not 0 <= getattr(self, name) <= MAX_SYNTH_IMAGES:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} must be in [0, {MAX_SYNTH_IMAGES:,}] images"
+                )
         if not 0.25 <= self.object_scale <= 4.0:
             raise ValueError(f"object_scale={self.object_scale} must be in [0.25, 4]")
         if not 0 <= self.min_object_pixels <= FLOOR_SIZE**2 // 16:
@@ -107,15 +117,17 @@ class SynthConfig:
             raise ValueError(f"clutter={self.clutter} must be in [0, 50]")
         if not 0.0 <= self.illumination <= 0.5:
             raise ValueError(f"illumination={self.illumination} must be in [0, 0.5]")
-        if self.refs_per_image < 1:
-            raise ValueError(f"refs_per_image={self.refs_per_image} must be >= 1")
-        if not 1 <= self.min_instances <= self.max_instances:
+        if not 1 <= self.refs_per_image <= MAX_REFS_PER_IMAGE:
             raise ValueError(
-                f"need 1 <= min_instances <= max_instances, got {self.min_instances}, "
-                f"{self.max_instances}"
+                f"refs_per_image={self.refs_per_image} must be in [1, {MAX_REFS_PER_IMAGE}]"
             )
-        if self.max_per_class < 2:
-            raise ValueError(f"max_per_class={self.max_per_class} must be >= 2")
+        if not 1 <= self.min_instances <= self.max_instances <= MAX_INSTANCES:
+            raise ValueError(
+                f"need 1 <= min_instances <= max_instances <= {MAX_INSTANCES}, got "
+                f"{self.min_instances}, {self.max_instances}"
+            )
+        if not 2 <= self.max_per_class <= MAX_INSTANCES:
+            raise ValueError(f"max_per_class={self.max_per_class} must be in [2, {MAX_INSTANCES}]")
         if not 0.0 <= self.single_prob <= 1.0:
             raise ValueError(f"single_prob={self.single_prob} must be in [0, 1]")
         unknown = [c for c in self.categories if c not in CATEGORY_SPECS]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wrel.core.bounded import data_file_limit, load_json
 from wrel.data.refer import load_refs
 from wrel.data.synth.writer import DATASET_NAME
 
@@ -32,7 +32,7 @@ def read_benchmark(root: str | Path) -> dict[str, Any]:
             )
     out: dict[str, Any] = {"refs": load_refs(ann_dir / names["refs"])}
     for key in ("instances", "attributes", "meta"):
-        out[key] = json.loads((ann_dir / names[key]).read_text())
+        out[key] = load_json(ann_dir / names[key], "annotation file", max_bytes=data_file_limit())
     _check_links(out, ann_dir)
     return out
 
