@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from wrel.engine.progress import Progress, format_duration, progress_mode
+from wrel.core.progress import Progress, format_duration, progress_mode
 
 
 class _Tty(io.StringIO):

@@ -94,6 +94,13 @@ class TrainConfig:
     # (checkpoints/stage-<i>/): another run that shares this run's first stages starts from it
     # (`wrel bench` does; storage only, the numbers do not change)
     keep_stage_checkpoints: bool = False
+    # keep the training state when the run finishes (checkpoints/last, last.prev: optimizer
+    # and bank moments, for training on); false keeps what a user needs: checkpoints/best, the
+    # compact bank, config, logs, metrics (docs/training.md "Run folder")
+    keep_training_state: bool = False
+    # also write the metrics.jsonl scalars (train, val, leakage) as TensorBoard event files
+    # under <run>/tensorboard (needs the tensorboard package: pip install 'wrel[tensorboard]')
+    tensorboard: bool = False
     eval_every: int = 1  # evaluate on val every N epochs of a stage (and at its last epoch)
     # also evaluate on val every N optimizer steps inside epochs (0: off): the val curve of a
     # run with few long epochs, for the plateau check; no class-name trace at these points
