@@ -148,7 +148,7 @@ PAPER_DICE = "both-classes-sum-smooth1e-6"
 PAPER_TEACHER_EPOCHS = 15
 #: Bank learning rates of the paper recipe (row-sparse AdamW), matched to the per-visit row
 #: movement of the released dense AdamW at 1e-5 (bank init) and 1e-6 (joint): 30x, between the
-#: measured 26.8x (constant gradient) and 31.3x (noisy) of benchmarks/bank_movement.py
+#: measured 26.8x (constant gradient) and 31.3x (noisy) of research/bank_movement.py
 #: (figures in docs/training.md "Paper recipe").
 PAPER_BANK_LR = {"bank-init": 3e-4, "joint": 3e-5}
 #: Epochs of the released stages on RRSIS-D (the teacher's on the accurate share).
