@@ -148,7 +148,8 @@ class Trainer:
             resumed = self._prepare_run_dir()
             self._record_paths()
             if self.cfg.train.tensorboard and self.dist.is_main:
-                step = int(resumed["loop"]["global_step"]) if resumed else None
+                # events after the resumed step go, as the lines metrics.jsonl drops
+                step = int(resumed["loop"]["global_step"]) + 1 if resumed else None
                 self._tb = TensorBoardLog(self.run_dir / "tensorboard", purge_step=step)
             handover = self._run_stages(resumed)
             return self._finish(handover)
@@ -620,6 +621,22 @@ class Trainer:
             tmp.write_text("".join(ln + "\n" for ln in kept))
             os.replace(tmp, path)
 
+    def _remove_training_state(self) -> None:
+        """Drop what only resuming reads (``wrel.engine.state.remove_training_state``); the
+        run is complete, so a failure to delete is a warning, not an error."""
+        try:
+            removed = remove_training_state(
+                self.ckpt_dir, keep_stage_ends=self.cfg.train.keep_stage_checkpoints
+            )
+        except OSError as err:
+            log.warning("could not remove the training state in %s: %s", self.ckpt_dir, err)
+            return
+        if removed:
+            log.info(
+                "removed the training state %s (keep it with --keep-training-state)",
+                ", ".join(p.name for p in removed),
+            )
+
     def _finish(self, handover: Handover) -> dict[str, Any]:
 
         best = self.ckpt_dir / "best"
@@ -669,15 +686,7 @@ class Trainer:
             log.info("final metrics written to %s", path)
             if not self.cfg.train.keep_training_state:  # after final_metrics.json: a kill
                 # before this point resumes from last and finishes again
-                with write_errors(self.ckpt_dir):
-                    removed = remove_training_state(
-                        self.ckpt_dir, keep_stage_ends=self.cfg.train.keep_stage_checkpoints
-                    )
-                if removed:
-                    log.info(
-                        "removed the training state %s (keep it with --keep-training-state)",
-                        ", ".join(p.name for p in removed),
-                    )
+                self._remove_training_state()
         barrier(self.dist)
         return result
 
