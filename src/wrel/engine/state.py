@@ -13,6 +13,10 @@ saves (two during a save), and no fallback for a ``last/`` damaged later.
 :func:`load_resume_state` verifies the manifest; a missing, truncated or corrupt ``last/``
 falls back to ``last.prev/`` with a warning, and every error names the file. Folders without a
 manifest (written by wrel before checksums) load with a warning. Nothing is unpickled.
+
+A stage end kept for runs that share the first stages (``stage-<i>/``, :func:`keep_stage_end`)
+leaves out what only that stage's own steps read (:func:`finished_stage_state`);
+:func:`remove_training_state` drops ``last`` and its siblings once a run has finished.
 """
 
 from __future__ import annotations
