@@ -218,3 +218,39 @@ def test_tensorboard_without_the_package_is_a_one_line_error(
         Trainer(cfg)
     assert "\n" not in str(err.value)
     assert not (tmp_path / cfg.name).exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("keep_stage_ends", [False, True])
+def test_remove_training_state_leaves_the_best_model_and_what_the_runner_asked_for(
+    tmp_path: Path, keep_stage_ends: bool
+) -> None:
+    from wrel.engine.state import (
+        complete_stage_state,
+        finished_stage_state,
+        remove_training_state,
+        save_resume_state,
+    )
+
+    ckpt = tmp_path / "checkpoints"
+    state = {"loop": {"global_step": 1}, "stage": {"model": {"w": torch.ones(2)}}}
+    for name in ("last", "last.prev", "last.damaged", "stage-0", "stage-1"):
+        save_resume_state(ckpt / name, state)
+    (ckpt / "best").mkdir()
+    (ckpt / "best" / "model.safetensors").write_bytes(b"weights")
+    removed = remove_training_state(ckpt, keep_stage_ends=keep_stage_ends)
+    kept = sorted(p.name for p in ckpt.iterdir())  # no temporaries either
+    assert kept == (["best", "stage-0", "stage-1"] if keep_stage_ends else ["best"])
+    assert {p.name for p in removed} | set(kept) == {
+        "best", "last", "last.prev", "last.damaged", "stage-0", "stage-1"
+    }  # fmt: skip
+    assert remove_training_state(tmp_path / "absent") == []
+
+    # a finished stage keeps what the next stages read; a resume fills in the rest
+    full = {"model": 1, "bank": 2, "optimizer": 3, "scheduler": 4}
+    trimmed = finished_stage_state(full)
+    assert trimmed == {"model": 1, "bank": 2}
+    fresh = {"model": 0, "bank": 0, "optimizer": "fresh", "scheduler": "fresh"}
+    assert complete_stage_state(trimmed, fresh) == {
+        "model": 1, "bank": 2, "optimizer": "fresh", "scheduler": "fresh"
+    }  # fmt: skip
+    assert complete_stage_state(full, fresh) == full  # a full state is loaded as saved
