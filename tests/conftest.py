@@ -63,18 +63,27 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def benchmark_script() -> Callable[[str], ModuleType]:
-    """Import a script of ``benchmarks/`` (not a package) by name, e.g. ``"bank_movement"``."""
-
+def _script_loader(folder: str) -> Callable[[str], ModuleType]:
     def load(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / folder / f"{name}.py")
         assert spec is not None and spec.loader is not None, name
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
 
     return load
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Import a script of ``benchmarks/`` (not a package) by name, e.g. ``"bench_throughput"``."""
+    return _script_loader("benchmarks")
+
+
+@pytest.fixture(scope="session")
+def research_script() -> Callable[[str], ModuleType]:
+    """Import a script of ``research/`` (not a package) by name, e.g. ``"bank_movement"``."""
+    return _script_loader("research")
 
 
 @pytest.fixture(scope="session")

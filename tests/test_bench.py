@@ -799,3 +799,22 @@ def test_runs_from_30_percent_accurate_train_as_long_as_full(tmp_path: Path) -> 
     bad = Profile(**{**TINY.__dict__, "method_epochs": {"naive": {"naive": "nothing"}}})
     with pytest.raises(ValueError, match="runs as long as nothing"):
         bad.stage_epochs("naive", 0.1)
+
+
+def test_a_finished_run_without_its_record_is_recorded_from_its_final_metrics(
+    tmp_path: Path,
+) -> None:
+    """A run killed after it finished (training state removed) but before its record was
+    written: the record is made from final_metrics.json, nothing is trained again."""
+    specs = plan_runs(["naive"], [0.1], [0])
+    kwargs = dict(data_root=tmp_path, out_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
+    result = _fake_train([], {"naive": 20.0})(
+        build_run_config(TINY, specs[0], tmp_path, tmp_path / "runs")
+    )
+    (Path(result["run_dir"]) / "final_metrics.json").write_text(json.dumps(result))
+    calls: list[str] = []
+    lines: list[str] = []
+    run_benchmark(TINY, specs, echo=lines.append, train_fn=_fake_train(calls, {}), **kwargs)
+    assert calls == [] and any("is finished: its record is made from" in x for x in lines)
+    (record,) = load_records(tmp_path / "out")
+    assert record["test"]["mIoU"] == 20.0 and math.isnan(record["wall_time_s"])

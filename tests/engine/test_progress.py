@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from wrel.engine.progress import Progress, format_duration, progress_mode
+from wrel.core.progress import Progress, format_duration, progress_mode
 
 
 class _Tty(io.StringIO):
@@ -77,3 +77,23 @@ def test_resumed_progress_starts_at_initial(monkeypatch: pytest.MonkeyPatch) -> 
 def test_format_duration() -> None:
     assert format_duration(59.6) == "1:00"
     assert format_duration(3725) == "1:02:05"
+
+
+def test_synthesis_writes_plain_lines_into_a_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`wrel data synth` reports through the same helper: plain lines, no carriage returns,
+    when its output is not a terminal (a log file)."""
+    from wrel.data.synth import generate_benchmark
+    from wrel.data.synth.config import SynthConfig
+
+    monkeypatch.delenv("WREL_PROGRESS", raising=False)
+    monkeypatch.setenv("WREL_PROGRESS_INTERVAL", "0")
+    cfg = SynthConfig(image_size=32, num_train=3, num_val=1, num_test=1, refs_per_image=1)
+    generate_benchmark(tmp_path, cfg)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("[wrel] synth")]
+    assert lines[0].startswith("[wrel] synth: 1/5 (20%)") and "\r" not in err
+    assert lines[-1].startswith("[wrel] synth: 5/5 (100%)")
+    generate_benchmark(tmp_path / "quiet", cfg, progress=False)
+    assert "[wrel]" not in capsys.readouterr().err

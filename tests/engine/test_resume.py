@@ -32,6 +32,7 @@ def _cfg(tmp_path: Path, data: Path, model_sets: list[str], name: str):
             "data.image_size=16",
             "data.accurate_ratio=0.5",
             "train.trace_class_names=true",  # its log is truncated on resume like metrics.jsonl
+            "train.keep_training_state=true",  # the final resume states are compared
             f"data.root={data}",
             *model_sets,
         ],

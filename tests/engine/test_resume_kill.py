@@ -39,6 +39,7 @@ def _cmd(tmp: Path, data: Path, model_sets: list[str], name: str, *extra: str) -
         "train.progress=false",
         "--set",
         "data.num_workers=0",
+        "--keep-training-state",  # the final resume states are compared
         *[x for kv in model_sets for x in ("--set", kv)],
         *extra,
     ]

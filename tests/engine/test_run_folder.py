@@ -127,7 +127,9 @@ def test_exported_model_is_weights_only_and_metadata_updates_keep_checksums(
 def test_run_folder_card_and_keep_previous_option(
     tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str]
 ) -> None:
-    """Two tiny training runs: the default keeps last.prev, the option only last; the model
+    """Three tiny training runs: by default a finished run keeps checkpoints/best only; with
+    train.keep_training_state it keeps last and last.prev, or only last with
+    keep_previous_checkpoint=false; the model
     card of checkpoints/best names data set, split, counts, method, preprocessing and the val
     and test metrics, and its checksums stay valid after the test metrics are added."""
     from wrel.engine.experiment import build_experiment
@@ -153,11 +155,13 @@ def test_run_folder_card_and_keep_previous_option(
         result = train(cfg)
         return result, Path(result["run_dir"]) / "checkpoints"
 
-    _, kept = run("default")
+    result, ckpt = run("default")  # a finished run keeps its best model only
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best"]
+    _, kept = run("kept", "train.keep_training_state=true")
     assert sorted(p.name for p in kept.iterdir()) == ["best", "last", "last.prev"]
-    result, ckpt = run("lean", "train.keep_previous_checkpoint=false")
-    assert sorted(p.name for p in ckpt.iterdir()) == ["best", "last"]
-    assert read_resume_state(ckpt / "last")[1].name == "last"
+    _, lean = run("lean", "train.keep_training_state=true", "train.keep_previous_checkpoint=false")
+    assert sorted(p.name for p in lean.iterdir()) == ["best", "last"]
+    assert read_resume_state(lean / "last")[1].name == "last"
 
     _, metadata = load_model(ckpt / "best")  # the checksums are valid after the card update
     assert metadata["test"] == result["test"] and metadata["val"] == result["best"]["val"]

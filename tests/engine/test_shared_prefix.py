@@ -22,6 +22,7 @@ def _cfg(root: Path, data: Path, model_sets: list[str], name: str, *sets: str):
             "train.eval_batch_size=4",
             "train.progress=false",
             "train.keep_stage_checkpoints=true",
+            "train.keep_training_state=true",  # the final resume states are compared
             "data.image_size=16",
             "data.accurate_ratio=0.5",
             "train.trace_class_names=true",
@@ -48,10 +49,14 @@ def test_a_run_started_after_a_shared_prefix_equals_the_run_trained_whole(
     from wrel.engine.trainer import train
 
     shared, whole = tmp_path / "shared", tmp_path / "whole"
-    donor = _cfg(shared, tiny_bench, tiny_model_sets, "donor")
+    donor = _cfg(shared, tiny_bench, tiny_model_sets, "donor", "train.keep_training_state=false")
     train(donor)  # teacher, bank initialisation, joint stage; keeps the ends of the first two
-    kept = sorted(p.name for p in (shared / "donor" / "checkpoints").glob("stage-*"))
-    assert kept == ["stage-0", "stage-1"]
+    kept = sorted(p.name for p in (shared / "donor" / "checkpoints").iterdir())
+    assert kept == ["best", "stage-0", "stage-1"]  # its own training state is gone
+    # a stage end keeps what the next stages read: no optimizer or schedule of the stage
+    for index in (0, 1):
+        end = load_resume_state(shared / "donor" / "checkpoints" / f"stage-{index}")
+        assert "model" in end["stage"] and not {"optimizer", "scheduler"} & set(end["stage"])
 
     # the same teacher and bank initialisation, another joint stage (its bank stays fixed)
     variant = ("stages.joint.bank_steps=0",)

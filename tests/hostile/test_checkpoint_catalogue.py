@@ -457,7 +457,7 @@ def test_kill_in_first_save_then_restart_end_to_end(
     make_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Real runs: interrupted in the first checkpoint write (the export of ``best``), started
-    again without --resume; a finished run then refuses a plain restart."""
+    again without --resume; a finished run then refuses a plain restart and a resume."""
     import safetensors.torch
 
     from wrel.engine.trainer import train
@@ -478,9 +478,12 @@ def test_kill_in_first_save_then_restart_end_to_end(
     with caplog.at_level(logging.WARNING, logger="wrel.engine.trainer"):
         result = train(cfg)
     assert "holds no complete checkpoint" in caplog.text and not stale.exists()
-    assert "test" in result and (ckpts / "last" / "manifest.json").is_file()
+    assert "test" in result and sorted(p.name for p in ckpts.iterdir()) == ["best"]
     with pytest.raises(ValueError, match="already has checkpoints; pass --resume"):
         train(cfg)
+    # its training state was removed at the end: --resume names the finished run
+    with pytest.raises(ValueError, match="is a finished run .* nothing to resume"):
+        train(cfg, resume=True)
 
 
 def _loop_state(step: int) -> dict:

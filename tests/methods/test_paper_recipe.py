@@ -63,10 +63,10 @@ def test_paper_preset_values() -> None:
     assert cfg.data.cutout == "squares" and cfg.data.cutout_stages is None
 
 
-def test_paper_bank_lrs_match_the_released_per_visit_movement(benchmark_script) -> None:
+def test_paper_bank_lrs_match_the_released_per_visit_movement(research_script) -> None:
     """Our sparse rates are the released dense ones times the dense/sparse per-visit movement
     at RRSIS-D's visit period (12,181 samples / batch 8)."""
-    movement = benchmark_script("bank_movement")
+    movement = research_script("bank_movement")
     factor = movement.dense_over_sparse(12181 / 8)
     assert 25 < factor < 31
     for name, released in (("bank-init", 1e-5), ("joint", 1e-6)):
@@ -139,12 +139,12 @@ def test_rows_outside_the_batch_move_under_dense_not_under_sparse() -> None:
 
 
 def test_documented_per_visit_movement_on_a_toy(
-    request: pytest.FixtureRequest, benchmark_script
+    request: pytest.FixtureRequest, research_script
 ) -> None:
     """Sparse AdamW moves a row by lr per coordinate per visit (a constant gradient); dense
     AdamW by the closed-form factor of docs/paper-recipe.md in steady state (beta2 = 0.99 here so
     that the bias corrections reach 1 within a few hundred steps)."""
-    movement = benchmark_script("bank_movement")
+    movement = research_script("bank_movement")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # hundreds of tiny steps: threads only add overhead
     request.addfinalizer(lambda: torch.set_num_threads(threads))

@@ -1,4 +1,4 @@
-"""benchmarks/pool_coverage.py: what a pool of retrieved expressions can say at all."""
+"""research/pool_coverage.py: what a pool of retrieved expressions can say at all."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 
-def test_pool_hits_counts_chance_and_coverage_by_hand(benchmark_script) -> None:
-    cov = benchmark_script("pool_coverage")
+def test_pool_hits_counts_chance_and_coverage_by_hand(research_script) -> None:
+    cov = research_script("pool_coverage")
     pool = [
         "The leftmost white ship",  # 0: position + colour
         "The red ship",  # 1: another colour
@@ -40,8 +40,8 @@ def test_pool_hits_counts_chance_and_coverage_by_hand(benchmark_script) -> None:
     assert out["every"]["chance"] == pytest.approx((0 + 1 / 2 + 0) / 3)
 
 
-def test_every_needs_one_candidate_naming_all_kinds(benchmark_script) -> None:
-    cov = benchmark_script("pool_coverage")
+def test_every_needs_one_candidate_naming_all_kinds(research_script) -> None:
+    cov = research_script("pool_coverage")
     pool = ["The leftmost ship", "The white ship", "The leftmost white ship"]
     kinds = [{"position": {"leftmost"}, "colour": {"white"}}] * 2
     out = cov.pool_hits(pool, kinds, [[0, 1], [0, 2]])
@@ -53,8 +53,8 @@ def test_every_needs_one_candidate_naming_all_kinds(benchmark_script) -> None:
     assert out["every"]["chance"] == pytest.approx((0 + 1 / 2) / 2)
 
 
-def test_coverage_on_a_tiny_benchmark(benchmark_script, tiny_bench, tmp_path) -> None:
-    cov = benchmark_script("pool_coverage")
+def test_coverage_on_a_tiny_benchmark(research_script, tiny_bench, tmp_path) -> None:
+    cov = research_script("pool_coverage")
     attributes = json.loads((tiny_bench / "synthetic" / "attributes.json").read_text())
     out = cov.coverage_for(tiny_bench, 0.5, 0, [2], attributes)
     assert out["weak"] > 0 and out["pool"] > 0

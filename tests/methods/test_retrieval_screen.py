@@ -1,4 +1,4 @@
-"""benchmarks/retrieval_screen.py: the relative (mutual-information) choice.
+"""research/retrieval_screen.py: the relative (mutual-information) choice.
 
 Each candidate's loss is centred by that text's mean loss over every sample it was scored on
 (the class name by its category's mean), so a text that fits every sample equally is no longer
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 
-def test_relative_scores_centre_each_text_by_its_own_mean(benchmark_script) -> None:
-    screen = benchmark_script("retrieval_screen")
+def test_relative_scores_centre_each_text_by_its_own_mean(research_script) -> None:
+    screen = research_script("retrieval_screen")
     # 3 samples of one category, K = 2 candidates from a pool of 3 texts; -1 = no candidate
     candidates = torch.tensor([[0, 1], [0, 2], [1, -1]])
     losses = torch.tensor(
@@ -40,8 +40,8 @@ def test_relative_scores_centre_each_text_by_its_own_mean(benchmark_script) -> N
     assert losses.equal(before)  # the input is not modified
 
 
-def test_class_names_are_centred_per_category(benchmark_script) -> None:
-    screen = benchmark_script("retrieval_screen")
+def test_class_names_are_centred_per_category(research_script) -> None:
+    screen = research_script("retrieval_screen")
     losses = torch.tensor([[0.2, 0.5], [0.4, 0.5], [0.9, 0.5]])
     out = screen.relative_scores(losses, torch.tensor([[0], [0], [1]]), ["a", "a", "b"])
     torch.testing.assert_close(out[:, 0], torch.tensor([-0.1, 0.1, 0.0]))

@@ -1,4 +1,4 @@
-"""benchmarks/word_search_screen.py: one greedy slot of the discrete word search.
+"""research/word_search_screen.py: one greedy slot of the discrete word search.
 
 Every candidate text of a sample is scored in one batched pass; the loss of a candidate must be
 the loss of that text scored alone, and the choice must be the candidate with the lowest loss
@@ -13,14 +13,14 @@ from tiny_model import TinyRefSeg
 from wrel.methods.losses import per_sample_seg_loss
 
 
-def test_candidate_texts_are_sample_major(benchmark_script) -> None:
-    screen = benchmark_script("word_search_screen")
+def test_candidate_texts_are_sample_major(research_script) -> None:
+    screen = research_script("word_search_screen")
     texts = screen.candidate_texts(["ship", "bridge"], ["left", "red"])
     assert texts == ["ship", "ship left", "ship red", "bridge", "bridge left", "bridge red"]
 
 
-def test_batched_losses_match_single_texts_and_choice_is_the_minimum(benchmark_script) -> None:
-    screen = benchmark_script("word_search_screen")
+def test_batched_losses_match_single_texts_and_choice_is_the_minimum(research_script) -> None:
+    screen = research_script("word_search_screen")
     torch.manual_seed(0)
     model = TinyRefSeg().eval()
     images = torch.randn(3, 3, 16, 16)

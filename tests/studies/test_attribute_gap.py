@@ -1,4 +1,4 @@
-"""benchmarks/attribute_gap.py: val IoU per kind of attribute, from the bench's val traces."""
+"""research/attribute_gap.py: val IoU per kind of attribute, from the bench's val traces."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def _write_run(root: Path, name: str, method: str, ratio: float, seed: int, trac
 
 
 def test_groups_shares_and_the_val_choice_among_traced_checkpoints(
-    tmp_path: Path, benchmark_script
+    tmp_path: Path, research_script
 ) -> None:
-    gap = benchmark_script("attribute_gap")
+    gap = research_script("attribute_gap")
     attributes = {
         "0": {"attributes": {"colour": "red"}, "num_same_class": 2},
         "1": {"attributes": {"extreme": "leftmost", "next_to": "ship"}, "num_same_class": 3},

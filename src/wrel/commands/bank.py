@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "samples' words and a summary table; writes everything to a JSON report. A run of "
             "the retrieve method has an expression bank instead (no bank.safetensors): its "
             "chosen expressions are listed and scored the same way, against a random candidate "
-            "of the same sample (read from RUN/checkpoints/last)."
+            "of the same sample (read from RUN/expression_bank, or RUN/checkpoints/last "
+            "while the run trains)."
         ),
         epilog=(
             "example: wrel bank decode runs/lrb --k 5 --show 5   "

@@ -67,6 +67,8 @@ def _status(spec, done, profile, args, runs_dir: Path) -> str:  # type: ignore[n
         return f"stale ({'; '.join(diffs[:3])})" if diffs else "done"
     if find_resume_dir(runs_dir / spec.name / "checkpoints" / "last") is not None:
         return f"to resume ({runs_dir / spec.name})"
+    if (runs_dir / spec.name / "final_metrics.json").is_file():
+        return f"finished, to record from {runs_dir / spec.name / 'final_metrics.json'}"
     if (shared := find_shared_prefix(cfg, runs_dir)) is not None:
         donor, count = shared
         return f"to train after the first {count} stage(s) of {donor.name} (shared prefix)"

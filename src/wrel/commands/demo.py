@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     spec = RunSpec(args.method, 1.0 if args.method == "full" else args.accurate_ratio, args.seed)
     cfg = build_run_config(profile, spec, args.data, args.out, args.assignments)
     cfg.name = f"demo-{spec.name}"
+    # one run: no other run starts from its stage ends (the bench profiles keep them)
+    cfg.train.keep_stage_checkpoints = False
     run_dir = Path(args.out) / cfg.name
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)

@@ -52,6 +52,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", action="append", default=[], help="YAML overrides (repeatable)")
     add_set_argument(p, "override one config key, e.g. train.amp=bf16")
     p.add_argument("--resume", action="store_true", help="continue the run from checkpoints/last")
+    p.add_argument(
+        "--keep-training-state",
+        action="store_true",
+        help="keep checkpoints/last (optimizer and bank moments) when the run finishes, to "
+        "train it on; sets train.keep_training_state (default: removed, docs/training.md)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write the metrics as TensorBoard event files in <run>/tensorboard; sets "
+        "train.tensorboard (needs: pip install 'wrel[tensorboard]')",
+    )
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=run)
 
@@ -72,6 +84,9 @@ def _base(args: argparse.Namespace) -> dict:
     ):
         if value is not None:
             base["train"][key] = value
+    for key in ("keep_training_state", "tensorboard"):
+        if getattr(args, key, False):
+            base["train"][key] = True
     if args.name:
         base["name"] = args.name
     return base

@@ -104,6 +104,13 @@ class TrainConfig:
     # (checkpoints/stage-<i>/): another run that shares this run's first stages starts from it
     # (`wrel bench` does; storage only, the numbers do not change)
     keep_stage_checkpoints: bool = False
+    # keep the training state when the run finishes (checkpoints/last, last.prev: optimizer
+    # and bank moments, for training on); false keeps what a user needs: checkpoints/best, the
+    # compact bank, config, logs, metrics (docs/training.md "Run folder")
+    keep_training_state: bool = False
+    # also write the metrics.jsonl scalars (train, val, leakage) as TensorBoard event files
+    # under <run>/tensorboard (needs the tensorboard package: pip install 'wrel[tensorboard]')
+    tensorboard: bool = False
     eval_every: int = 1  # evaluate on val every N epochs of a stage (and at its last epoch)
     # also evaluate on val every N optimizer steps inside epochs (0: off): the val curve of a
     # run with few long epochs, for the plateau check; no class-name trace at these points
@@ -165,7 +172,7 @@ PAPER_CUTOUT: dict[str, Any] = {
 PAPER_TEACHER_EPOCHS = 16
 #: Bank learning rates of the paper recipe (row-sparse AdamW), matched to the per-visit row
 #: movement of the released dense AdamW at 1e-5 (bank init) and 1e-6 (joint): 30x, between the
-#: measured 26.8x (constant gradient) and 31.3x (noisy) of benchmarks/bank_movement.py
+#: measured 26.8x (constant gradient) and 31.3x (noisy) of research/bank_movement.py
 #: (figures in docs/paper-recipe.md "Paper recipe").
 PAPER_BANK_LR = {"bank-init": 3e-4, "joint": 3e-5}
 #: Epochs of the released stages on RRSIS-D (the teacher's on the accurate share).

@@ -43,6 +43,8 @@ STORAGE_KEYS = frozenset(
         "train.checkpoint_every",
         "train.keep_previous_checkpoint",
         "train.keep_stage_checkpoints",
+        "train.keep_training_state",
+        "train.tensorboard",
         "data.num_workers",
     }
 )

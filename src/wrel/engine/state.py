@@ -13,6 +13,10 @@ saves (two during a save), and no fallback for a ``last/`` damaged later.
 :func:`load_resume_state` verifies the manifest; a missing, truncated or corrupt ``last/``
 falls back to ``last.prev/`` with a warning, and every error names the file. Folders without a
 manifest (written by wrel before checksums) load with a warning. Nothing is unpickled.
+
+A stage end kept for runs that share the first stages (``stage-<i>/``, :func:`keep_stage_end`)
+leaves out what only that stage's own steps read (:func:`finished_stage_state`);
+:func:`remove_training_state` drops ``last`` and its siblings once a run has finished.
 """
 
 from __future__ import annotations
@@ -45,7 +49,12 @@ __all__ = [
     "load_resume_state",
     "read_resume_state",
     "find_resume_dir",
-    "keep_stage_checkpoint",
+    "STEP_STATE_KEYS",
+    "TRAINING_STATE_DIRS",
+    "finished_stage_state",
+    "complete_stage_state",
+    "keep_stage_end",
+    "remove_training_state",
     "link_tree",
     "stage_checkpoint_dir",
     "resume_candidates",
@@ -199,27 +208,63 @@ def _write_synced(path: Path, text: str) -> None:
 
 
 def stage_checkpoint_dir(ckpt_dir: str | Path, stage_index: int) -> Path:
-    """Where :func:`keep_stage_checkpoint` keeps the resume checkpoint of a stage's end."""
+    """Where :func:`keep_stage_end` keeps the resume checkpoint of a stage's end."""
     return Path(ckpt_dir) / f"stage-{stage_index}"
 
 
-def keep_stage_checkpoint(ckpt_dir: str | Path, stage_index: int) -> Path:
-    """Keep the current ``last/`` (saved at the end of stage ``stage_index``) as
-    ``stage-<i>/``: hard links where the file system allows (a save never rewrites a file in
-    place, it writes a new folder), copies otherwise; atomic by a rename of a temporary."""
+#: Top-level keys of a stage's state that only its own training steps read (the network's
+#: optimizer moments and learning-rate schedule): a finished stage's state leaves them out.
+STEP_STATE_KEYS = ("optimizer", "scheduler")
 
-    source = Path(ckpt_dir) / "last"
-    if not _has_files(source):
-        raise FileNotFoundError(f"no resume checkpoint in {source} to keep as a stage end")
+
+def finished_stage_state(stage_state: dict[str, Any]) -> dict[str, Any]:
+    """What the end of a finished stage must keep for the stages after it: its state without
+    :data:`STEP_STATE_KEYS` (the next stage builds its own optimizer; the bank keeps its
+    moments, which the joint stage continues)."""
+    return {k: v for k, v in stage_state.items() if k not in STEP_STATE_KEYS}
+
+
+def complete_stage_state(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """A finished stage's saved state (:func:`finished_stage_state`) with the keys it left out
+    taken from ``fresh``, the state of the same stage just built (no step will use them)."""
+    return {**{k: fresh[k] for k in STEP_STATE_KEYS if k in fresh and k not in saved}, **saved}
+
+
+def keep_stage_end(ckpt_dir: str | Path, stage_index: int, state: dict[str, Any]) -> Path:
+    """Write the resume state at the end of stage ``stage_index`` (``state["stage"]`` already
+    trimmed by :func:`finished_stage_state`) as ``stage-<i>/``, for the runs that share this
+    run's first stages (:mod:`wrel.engine.shared_prefix`); atomic, as every resume save."""
     target = stage_checkpoint_dir(ckpt_dir, stage_index)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    link_tree(source, tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-    return target
+    return save_resume_state(target, state, keep_previous=False)
+
+
+#: Folders of ``checkpoints/`` that only resuming reads (``stage-<i>`` apart).
+TRAINING_STATE_DIRS = ("last", "last.prev", "last.damaged")
+
+
+def remove_training_state(ckpt_dir: str | Path, *, keep_stage_ends: bool = False) -> list[Path]:
+    """Remove what only resuming reads from a finished run's ``checkpoints/``: ``last``,
+    ``last.prev``, ``last.damaged`` and, unless ``keep_stage_ends``, the ``stage-<i>`` ends.
+
+    Each folder is first renamed to a temporary (``.<name>.old-<pid>``), so a kill never
+    leaves a half-deleted checkpoint under a real name. Returns the removed folders.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    names = [n for n in TRAINING_STATE_DIRS if (ckpt_dir / n).exists()]
+    if not keep_stage_ends:
+        names += sorted(
+            p.name for p in ckpt_dir.glob("stage-*") if p.is_dir() and p.name[6:].isdigit()
+        )
+    removed = []
+    for name in names:
+        aside = _move_aside(ckpt_dir / name)
+        removed.append(ckpt_dir / name)
+        shutil.rmtree(aside, ignore_errors=True)
+    if removed:
+        _fsync_dir(ckpt_dir)
+    return removed
 
 
 def link_tree(source: str | Path, target: str | Path) -> None:

@@ -6,6 +6,17 @@ Anatomy of a run (``runs/<name>/``)::
     metrics.jsonl        one JSON object per logged train step / evaluation
     risk_trace.jsonl     with train.trace_class_names: per-sample val losses (1 - IoU) with
                          accurate expressions and with class names, one line per evaluation
+    checkpoints/best/    exported student (save_model: weights only, MODEL_CARD.md), best on
+                         val over the final stage; its card gets the test metrics at the end
+    bank.safetensors     the reference bank with its id mapping (methods that use one), compact:
+                         half precision, no optimizer moments (ReferenceBank.save)
+    expressions.json     per weak sample, the expression a retrieve stage chose (if any)
+    expression_bank/     that bank's candidates and choices, read by `wrel bank decode`
+    final_metrics.json   test metrics of the best model, evaluated once at the end
+    tensorboard/         with train.tensorboard: the metrics.jsonl scalars as event files
+
+    Training state, while the run trains (removed when it finishes, unless
+    train.keep_training_state / --keep-training-state):
     checkpoints/last/    resume state (safetensors + JSON + SHA-256 manifest), rewritten atomically
     checkpoints/last.prev/  the previous resume state (the fallback of a damaged last/);
                          not kept with train.keep_previous_checkpoint=false
@@ -16,6 +27,8 @@ Anatomy of a run (``runs/<name>/``)::
     bank.safetensors     the reference bank with its id mapping (methods that use one)
     expressions.json     per weak sample, the expression a retrieve stage chose (if any)
     final_metrics.json   test metrics of the best model, evaluated once at the end
+    checkpoints/stage-<i>/  with train.keep_stage_checkpoints (`wrel bench`): the end of stage i
+                         without its optimizer, for runs sharing the first stages (kept at the end)
 
 The loop never looks at the method's name: it builds each stage from its config, feeds it
 batches of the stage's sample view, and hands the result (student + bank) to the next stage.
@@ -42,6 +55,7 @@ from wrel.core.distributed import (
     resolve_device,
     shutdown,
 )
+from wrel.core.progress import Progress
 from wrel.data.dataset import class_name_view
 from wrel.data.preprocessing import Preprocessing
 from wrel.engine.checkpoint import (
@@ -58,17 +72,20 @@ from wrel.engine.checkpoint import (
 from wrel.engine.experiment import ExperimentConfig, validate_experiment
 from wrel.engine.leakage import measure_leakage, monitored_bank
 from wrel.engine.loaders import StageData, eval_loader, load_split_samples, stage_data
-from wrel.engine.progress import Progress
 from wrel.engine.resume_checks import check_iteration, check_loop_state
 from wrel.engine.stages import build_stage
 from wrel.engine.state import (
     capture_rng,
+    complete_stage_state,
     find_resume_dir,
-    keep_stage_checkpoint,
+    finished_stage_state,
+    keep_stage_end,
     read_resume_state,
+    remove_training_state,
     restore_rng,
     save_resume_state,
 )
+from wrel.engine.tensorboard import TensorBoardLog, require_tensorboard
 from wrel.engine.validation import evaluate_model, metric_value
 from wrel.evaluation.per_sample import paired_losses
 from wrel.methods.base import (
@@ -81,12 +98,15 @@ from wrel.methods.base import (
 )
 from wrel.models import build_model
 
-__all__ = ["train", "Trainer", "LoopState", "TRACE_FILE"]
+__all__ = ["train", "Trainer", "LoopState", "TRACE_FILE", "EXPRESSION_BANK_DIR"]
 
 log = logging.getLogger(__name__)
 
 #: Per-evaluation accurate vs class-name val losses (``train.trace_class_names``).
 TRACE_FILE = "risk_trace.jsonl"
+#: A finished retrieve run's expression bank (candidates, choices, pool), as a resume-format
+#: folder (``wrel bank decode`` reads it once ``checkpoints/last`` is gone).
+EXPRESSION_BANK_DIR = "expression_bank"
 
 
 @dataclass
@@ -110,6 +130,8 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, *, resume: bool = False) -> None:
         validate_experiment(cfg)  # before any data is read or any model is built
+        if cfg.train.tensorboard:
+            require_tensorboard()
         self.cfg = cfg
         self.resume = resume
         self.device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -118,6 +140,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self._last_is_damaged = False  # set when --resume fell back to last.prev
         self._initial_state: dict[str, torch.Tensor] | None = None  # student_init=pretrained
+        self._tb: TensorBoardLog | None = None  # train.tensorboard, rank 0
 
     # -- top level ----------------------------------------------------------------------------
 
@@ -133,9 +156,16 @@ class Trainer:
             self.samples = load_split_samples(self.cfg.data)
             resumed = self._prepare_run_dir()
             self._record_paths()
+            if self.cfg.train.tensorboard and self.dist.is_main:
+                # events after the resumed step go, as the lines metrics.jsonl drops
+                step = int(resumed["loop"]["global_step"]) + 1 if resumed else None
+                self._tb = TensorBoardLog(self.run_dir / "tensorboard", purge_step=step)
             handover = self._run_stages(resumed)
             return self._finish(handover)
         finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
             shutdown(self.dist)
 
     def _prepare_run_dir(self) -> dict[str, Any] | None:
@@ -184,6 +214,12 @@ class Trainer:
             try:
                 state, source = read_resume_state(self.ckpt_dir / "last")
             except FileNotFoundError:
+                if (self.run_dir / "final_metrics.json").is_file():
+                    raise ValueError(
+                        f"{self.run_dir} is a finished run (final_metrics.json) whose training "
+                        "state was removed at its end: nothing to resume. Train a new --name "
+                        "(keep the state of a run with --keep-training-state)"
+                    ) from None
                 log.warning(
                     "%s holds no resume checkpoint (the run stopped before its first one): "
                     "starting it from the beginning",
@@ -275,7 +311,10 @@ class Trainer:
             if resumed is not None and index == resumed["loop"]["stage_index"]:
                 if state.epoch < stage_cfg.epochs:
                     check_iteration(resumed["loop"], self.ckpt_dir / "last", data.iters_per_epoch)
-                stage.load_state_dict(resumed["stage"])
+                saved = resumed["stage"]
+                if state.epoch >= stage_cfg.epochs and state.iteration == 0:  # a stage end
+                    saved = complete_stage_state(saved, stage.state_dict())
+                stage.load_state_dict(saved)
                 restore_rng(resumed["rng"])
             self._run_stage(stage, stage_cfg, data, state)
             handover = stage.handover()
@@ -370,7 +409,9 @@ class Trainer:
                 self._save_state(stage, state)
         if self.cfg.train.keep_stage_checkpoints and state.stage_index < len(self.cfg.stages) - 1:
             if self.dist.is_main:  # the stage's end, for runs that share this prefix
-                keep_stage_checkpoint(self.ckpt_dir, state.stage_index)
+                stage_state = finished_stage_state(stage.state_dict())
+                end = {"loop": asdict(state), "stage": stage_state, "rng": capture_rng()}
+                keep_stage_end(self.ckpt_dir, state.stage_index, end)
             barrier(self.dist)
 
     def _score_train_samples(
@@ -554,6 +595,8 @@ class Trainer:
         if self.dist.is_main:
             if file == "metrics.jsonl":  # wall-clock time of the line, ISO-8601 UTC, last key
                 record = {**record, "time": _utc_now()}
+                if self._tb is not None:
+                    self._tb.write(record)
             with (self.run_dir / file).open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
@@ -633,6 +676,22 @@ class Trainer:
             tmp.write_text("".join(ln + "\n" for ln in kept))
             os.replace(tmp, path)
 
+    def _remove_training_state(self) -> None:
+        """Drop what only resuming reads (``wrel.engine.state.remove_training_state``); the
+        run is complete, so a failure to delete is a warning, not an error."""
+        try:
+            removed = remove_training_state(
+                self.ckpt_dir, keep_stage_ends=self.cfg.train.keep_stage_checkpoints
+            )
+        except OSError as err:
+            log.warning("could not remove the training state in %s: %s", self.ckpt_dir, err)
+            return
+        if removed:
+            log.info(
+                "removed the training state %s (keep it with --keep-training-state)",
+                ", ".join(p.name for p in removed),
+            )
+
     def _finish(self, handover: Handover) -> dict[str, Any]:
 
         best = self.ckpt_dir / "best"
@@ -640,11 +699,17 @@ class Trainer:
             self._export_best(handover.model, {"stage": "final", "step": None, "val": None})
         result: dict[str, Any] = {"run_dir": str(self.run_dir), "method": self.cfg.method}
         if self.dist.is_main:
-            if handover.bank is not None:
-                handover.bank.save(self.run_dir / "bank.safetensors")
+            if handover.bank is not None:  # compact: fp16 rows, no moments
+                with write_errors(self.run_dir / "bank.safetensors"):
+                    handover.bank.save(self.run_dir / "bank.safetensors", compact=True)
             if handover.expressions is not None:
                 names = {s.sample_id: s.text for s in self.samples["train"] if s.is_weak}
                 handover.expressions.save(self.run_dir / "expressions.json", names)
+                save_resume_state(
+                    self.run_dir / EXPRESSION_BANK_DIR,
+                    {"expressions": handover.expressions.state_dict()},
+                    keep_previous=False,
+                )
             model, metadata = load_model(best, device=self.device)
             result.update(protocol=self.cfg.train.protocol, best=_best_info(metadata))
             if self.samples.get("test"):
@@ -674,6 +739,9 @@ class Trainer:
             path.with_suffix(".tmp").write_text(json.dumps(result, indent=2, sort_keys=True))
             os.replace(path.with_suffix(".tmp"), path)
             log.info("final metrics written to %s", path)
+            if not self.cfg.train.keep_training_state:  # after final_metrics.json: a kill
+                # before this point resumes from last and finishes again
+                self._remove_training_state()
         barrier(self.dist)
         return result
 
@@ -700,6 +768,8 @@ def _comparable(data: dict[str, Any]) -> dict[str, Any]:
     data["train"].pop("progress", None)
     data["train"].pop("keep_previous_checkpoint", None)  # storage only; older runs lack it
     data["train"].pop("keep_stage_checkpoints", None)  # storage only
+    data["train"].pop("keep_training_state", None)  # storage only
+    data["train"].pop("tensorboard", None)  # logging only
     data["data"].pop("num_workers", None)
     return data
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from wrel.engine.progress import Progress
+from wrel.core.progress import Progress
 from wrel.evaluation import Evaluator
 from wrel.methods.bank import ReferenceBank, text_inputs
 

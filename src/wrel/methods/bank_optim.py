@@ -7,7 +7,7 @@ the same size at ``beta1 = 0.9``), its second moment decays as ``beta2 ** k`` (t
 ~1,500 iterations between visits on RRSIS-D), and weight decay shrinks every row at every step.
 So a visit moves a row much further under dense AdamW than under the row-sparse AdamW of
 :class:`~wrel.methods.bank.ReferenceBank` at the same learning rate
-(``benchmarks/bank_movement.py`` measures the factor; docs/paper-recipe.md records it).
+(``research/bank_movement.py`` measures the factor; docs/paper-recipe.md records it).
 
 This module reproduces those dynamics without the dense gradient tensor the released code
 allocates: moments are decayed in place and the batch's rows receive their gradient by

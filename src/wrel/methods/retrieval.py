@@ -16,7 +16,7 @@ per-sample key to the mask (docs/training.md, "Leakage monitor"). The expression
 A choice among ``K + 1`` fluent texts carries at most ``log2(K + 1)`` bits, and what the
 student reads is an expression a person wrote, so the bank can be read as it is
 (``expressions.json`` in the run folder). Whether the chosen text describes the target depends
-on how well the teacher reads expressions; ``benchmarks/retrieval_screen.py`` measures it.
+on how well the teacher reads expressions; ``research/retrieval_screen.py`` measures it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from wrel.core.bounded import data_file_limit, load_json
 from wrel.core.paths import require_folder
 from wrel.data.synth.categories import spoken_name
 from wrel.engine.checkpoint import load_model
-from wrel.engine.state import load_resume_state
+from wrel.engine.state import find_resume_dir, load_resume_state
+from wrel.engine.trainer import EXPRESSION_BANK_DIR
 from wrel.methods.bank import ReferenceBank, word_embedding_table
 from wrel.methods.retrieval import ExpressionBank
 
@@ -387,15 +388,19 @@ def decode_expressions(
 ) -> dict[str, Any]:
     """Read the expression bank of a ``retrieve`` run (wrel.methods.retrieval) and score it.
 
-    The bank (candidates, choices, expression pool) is read from the run's last resume state,
-    which a finished run keeps; per weak sample the report lists the chosen text beside the
-    true expression and attributes (``attributes.json``), and scores how often the chosen text
-    names the left-out attribute against a random candidate of the same sample.
+    The bank (candidates, choices, expression pool) is read from the run's ``expression_bank``
+    folder, written when the run finishes, else from its last resume state (an unfinished
+    run); per weak sample the report lists the chosen text beside the true expression and
+    attributes (``attributes.json``), and scores how often the chosen text names the left-out
+    attribute against a random candidate of the same sample.
     """
     run_dir = require_folder(run_dir, "run folder")
-    last = run_dir / "checkpoints" / "last"
-    state = load_resume_state(last)
-    saved = (state.get("stage") or {}).get("expressions")
+    last = run_dir / EXPRESSION_BANK_DIR
+    if find_resume_dir(last) is not None:
+        saved = load_resume_state(last).get("expressions")
+    else:
+        last = run_dir / "checkpoints" / "last"
+        saved = (load_resume_state(last).get("stage") or {}).get("expressions")
     if saved is None:
         raise ValueError(
             f"{last} holds no expression bank: the run has not reached its retrieve stage, "

@@ -281,7 +281,7 @@ def _bank_lr_sets(lrs: dict[str, float]) -> tuple[str, ...]:
 
 #: Bank learning rate of ``lrb-words``' initialisation visit: its rows are mixture logits over
 #: the vocabulary, whose step sizes are not the free bank's. Chosen with
-#: ``benchmarks/bank_screen.py`` (weak training samples through an Only-Accurate teacher;
+#: ``research/bank_screen.py`` (weak training samples through an Only-Accurate teacher;
 #: docs/variants.md "Screening bank variants"): one visit at 0.3 lifts the teacher from 28.0
 #: (class name) to 41.7 mIoU, below the true expressions' 53.6; a third visit passes them.
 WORDS_BANK_LR = 0.3

@@ -684,8 +684,14 @@ def run_benchmark(
             echo(f"    resuming the unfinished run in {run_dir}")
         elif run_dir.exists():  # stopped before its first checkpoint: the trainer starts over
             echo(f"    starting {run_dir} over: it holds no checkpoint yet")
+        final = run_dir / "final_metrics.json"
         start = time.perf_counter()
-        result = train_fn(cfg, resume=resume)
+        if shared is None and not resume and final.is_file():
+            # finished (and its training state removed) but killed before its record
+            echo(f"    {run_dir} is finished: its record is made from {final.name}")
+            result, resume = json.loads(final.read_text(encoding="utf-8")), True
+        else:
+            result = train_fn(cfg, resume=resume)
         elapsed = time.perf_counter() - start
         if resume:  # the killed part's time is unknown; say so rather than under-report
             elapsed = float("nan")

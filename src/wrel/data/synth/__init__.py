@@ -29,9 +29,8 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
-
 from wrel.core.config_io import to_dict
+from wrel.core.progress import Progress
 from wrel.data.synth.categories import CATEGORY_SPECS, DEFAULT_CATEGORIES, RRSISD_CATEGORY_IDS
 from wrel.data.synth.config import SynthConfig
 from wrel.data.synth.generate import ImageRecord, build_image
@@ -111,7 +110,7 @@ def generate_benchmark(
         config: what to render; defaults to ``SynthConfig()``.
         num_workers: processes rendering images; does not change the output.
         overwrite: replace an existing ``<root>/synthetic`` (and its images).
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal, a line every 30 s in a log).
 
     Raises:
         ValueError: the benchmark already exists and ``overwrite`` is false.
@@ -124,11 +123,10 @@ def generate_benchmark(
     tasks = [(s, i) for s, n in enumerate(counts) for i in range(n)]
     writer = BenchmarkWriter(root, list(config.categories))
     records = _records(config, tasks, num_workers)
-    for (split_index, _), record in tqdm(
-        zip(tasks, records, strict=True), total=len(tasks), desc="synth", unit="img",
-        disable=not progress,
-    ):  # fmt: skip
-        writer.add(SPLITS[split_index], record, config.image_size)
+    with Progress(len(tasks), "synth", unit="img", enabled=progress) as bar:
+        for (split_index, _), record in zip(tasks, records, strict=True):
+            writer.add(SPLITS[split_index], record, config.image_size)
+            bar.update(1)
     out = writer.close(_meta(config, writer, counts))
     logger.info("wrote %d images, %d refs to %s", len(writer.images), len(writer.refs), out)
     return out

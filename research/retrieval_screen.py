@@ -30,7 +30,7 @@ scored on several samples: with 16 candidates a pool text is scored on about
 
 It reads no val or test sample and chooses nothing by itself::
 
-    HF_HUB_OFFLINE=1 python benchmarks/retrieval_screen.py runs/bench/lrb-paper-r10-s2 \\
+    HF_HUB_OFFLINE=1 python research/retrieval_screen.py runs/bench/lrb-paper-r10-s2 \\
         --checkpoint stage-0 --judge runs/bench/naive-r30-s0 --samples 64 --candidates 16 \\
         --json docs/results/screen/retrieval.json
 """

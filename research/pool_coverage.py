@@ -17,7 +17,7 @@ Candidates are drawn as the retrieve stage draws them (``ExpressionBank.for_samp
 category without replacement), for each ``K`` of ``--candidates`` and for the whole category
 pool (``all``), at each ratio and seed of the weak split::
 
-    python benchmarks/pool_coverage.py --data data --ratios 0.1,0.3,0.5 --seeds 0,1,2 \\
+    python research/pool_coverage.py --data data --ratios 0.1,0.3,0.5 --seeds 0,1,2 \\
         --json docs/results/cpu/pool_coverage.json --md docs/results/cpu/pool_coverage.md
 
 Read against the decode of finished ``retrieve`` runs (``chosen`` there): the distance from
@@ -131,7 +131,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Retrieval pool coverage",
         "",
-        "Written by `python benchmarks/pool_coverage.py` (data only: no model, no val or test "
+        "Written by `python research/pool_coverage.py` (data only: no model, no val or test "
         "sample). Per weak training sample: whether some of its candidates names what its class "
         "name left out (**coverage**, the best a perfect chooser could do), and in brackets the "
         "share of candidates that do (**chance**, a random pick). `every`: one candidate names "

@@ -17,7 +17,7 @@ bank moves towards a per-sample key, at which step size, before a full training 
 it. The frozen model should be a teacher (a model trained on accurate expressions only), e.g.
 the best checkpoint of an Only-Accurate run on the same data::
 
-    HF_HUB_OFFLINE=1 python benchmarks/bank_screen.py RUN_DIR --samples 256 --visits 4 \\
+    HF_HUB_OFFLINE=1 python research/bank_screen.py RUN_DIR --samples 256 --visits 4 \\
         --json docs/results/bank_screen.json
 
 ``RUN_DIR`` is a run folder (``config.json`` + ``checkpoints/best``); its data root, split and

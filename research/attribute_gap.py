@@ -16,7 +16,7 @@ Per run it takes the traced checkpoint with the lowest mean val loss (the traces
 ends, so this is the val choice among them, not always the run's chosen checkpoint). It reads
 val only; no test sample and no training::
 
-    python benchmarks/attribute_gap.py docs/results/cpu --data data --ratio 0.1 \\
+    python research/attribute_gap.py docs/results/cpu --data data --ratio 0.1 \\
         --json docs/results/cpu/attribute_gap.json --md docs/results/cpu/attribute_gap.md
 """
 
@@ -147,7 +147,7 @@ def markdown(means: dict[str, dict[str, dict[str, Any]]], ratio: float) -> str:
         "",
         "Cells: val mIoU with the expression / share of the Only-Accurate -> Full gap closed "
         "in that group / reading gain (mIoU with the expression minus with the class name); "
-        "mean over the seeds listed. Written by `benchmarks/attribute_gap.py` from the val "
+        "mean over the seeds listed. Written by `research/attribute_gap.py` from the val "
         "traces; the traced checkpoint with the lowest val loss per run.",
         "",
         f"| method (seeds) | {head} |",

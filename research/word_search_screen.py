@@ -19,7 +19,7 @@ It reports on the same weak training samples:
 
 It reads no val or test sample and chooses nothing by itself::
 
-    HF_HUB_OFFLINE=1 python benchmarks/word_search_screen.py RUN_DIR --checkpoint stage-0 \\
+    HF_HUB_OFFLINE=1 python research/word_search_screen.py RUN_DIR --checkpoint stage-0 \\
         --samples 128 --slots 3 --json docs/results/screen/word_search.json
 
 ``RUN_DIR`` is a run folder whose ``checkpoints/<name>`` holds the teacher (an Only-Accurate

