@@ -5,7 +5,8 @@ Anatomy of a run (``runs/<name>/``)::
     config.json          resolved ExperimentConfig
     metrics.jsonl        one JSON object per logged train step / evaluation
     risk_trace.jsonl     with train.trace_class_names: per-sample val losses (1 - IoU) with
-                         accurate expressions and with class names, one line per evaluation
+                         accurate expressions and with class names, one line per epoch-end
+                         evaluation (not the mid-epoch ones)
     checkpoints/last/    resume state (safetensors + JSON + SHA-256 manifest), rewritten atomically
     checkpoints/last.prev/  the previous resume state (the fallback of a damaged last/);
                          not kept with train.keep_previous_checkpoint=false
@@ -83,7 +84,7 @@ __all__ = ["train", "Trainer", "LoopState", "TRACE_FILE"]
 
 log = logging.getLogger(__name__)
 
-#: Per-evaluation accurate vs class-name val losses (``train.trace_class_names``).
+#: Per epoch-end evaluation: accurate vs class-name val losses (``train.trace_class_names``).
 TRACE_FILE = "risk_trace.jsonl"
 
 
