@@ -79,7 +79,8 @@ def test_leakage_subset_is_fixed_weak_and_paired() -> None:
 
 
 def test_leakage_curve_reaches_the_run_record_and_the_plot(lrb_run: Path, tmp_path: Path) -> None:
-    from wrel.studies.report import leakage_curves, plot_leakage
+    from wrel.studies.plots import plot_leakage
+    from wrel.studies.report import leakage_curves
     from wrel.studies.runner import _curve
 
     record = {"name": "tiny-lrb", "method": "lrb", "accurate_ratio": 0.1, "seed": 0}

@@ -5,7 +5,8 @@ Anatomy of a run (``runs/<name>/``)::
     config.json          resolved ExperimentConfig
     metrics.jsonl        one JSON object per logged train step / evaluation
     risk_trace.jsonl     with train.trace_class_names: per-sample val losses (1 - IoU) with
-                         accurate expressions and with class names, one line per evaluation
+                         accurate expressions and with class names, one line per epoch-end
+                         evaluation (not the mid-epoch ones)
     checkpoints/best/    exported student (save_model: weights only, MODEL_CARD.md), best on
                          val over the final stage; its card gets the test metrics at the end
     bank.safetensors     the reference bank with its id mapping (methods that use one), compact:
@@ -102,7 +103,7 @@ __all__ = ["train", "Trainer", "LoopState", "TRACE_FILE", "EXPRESSION_BANK_DIR"]
 
 log = logging.getLogger(__name__)
 
-#: Per-evaluation accurate vs class-name val losses (``train.trace_class_names``).
+#: Per epoch-end evaluation: accurate vs class-name val losses (``train.trace_class_names``).
 TRACE_FILE = "risk_trace.jsonl"
 #: A finished retrieve run's expression bank (candidates, choices, pool), as a resume-format
 #: folder (``wrel bank decode`` reads it once ``checkpoints/last`` is gone).

@@ -1,10 +1,10 @@
-"""Aggregate benchmark run records into the result table, gap figures and plots.
+"""Aggregate benchmark run records into the result table and gap figures.
 
 A run record is the JSON object the runner writes for one (method, accurate ratio, seed):
 ``{"method", "accurate_ratio", "seed", "wall_time_s", "val": {...}, "test": {...},
 "curve": [{"step", "epoch", "stage", "loss", "val_mIoU", ...}], "config": {...}}`` where
 ``val``/``test`` hold the evaluator's metrics (percentages). Everything here is pure: records in,
-numbers, markdown and PNG files out.
+numbers and markdown out. The plots are in :mod:`wrel.studies.plots`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from wrel.core.outfiles import write_file
@@ -162,100 +161,6 @@ def save_figure(fig: Any, out_png: str | Path, dpi: int = 120) -> Path:
     return write_file(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), overwrite=True)
 
 
-def plot_ratio_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
-    """mIoU and oIoU against the accurate ratio per method, mean with seed spread (± std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, metric in zip(axes, ("mIoU", "oIoU"), strict=True):
-        groups = group_records(records, "test", metric)
-        for method, label in METHOD_LABELS.items():
-            if method == "full":
-                if ("full", 1.0) in groups:
-                    s = summarize(groups[("full", 1.0)])
-                    ax.axhline(s.mean, color="k", linestyle="--", label=f"{label} (100%)")
-                    ax.axhspan(s.mean - s.std, s.mean + s.std, color="k", alpha=0.08)
-                continue
-            pts = sorted((r, summarize(v)) for (m, r), v in groups.items() if m == method)
-            if not pts:
-                continue
-            xs = [100 * r for r, _ in pts]
-            line = ax.errorbar(
-                xs,
-                [s.mean for _, s in pts],
-                yerr=[s.std for _, s in pts],
-                marker="o",
-                capsize=3,
-                label=label,
-            )
-            for r, _ in pts:
-                vals = groups[(method, r)]
-                ax.scatter([100 * r] * len(vals), vals, s=8, alpha=0.4, color=line[0].get_color())
-        ax.set_xlabel("accurate expressions in train (%)")
-        ax.set_ylabel(f"test {metric} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("WREL on the embedded synthetic benchmark (dots: seeds; bars: ± std)")
-    out_png = save_figure(fig, out_png)
-    plt.close(fig)
-    return out_png
-
-
-def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
-    """Training loss and val mIoU against step, one line per method (first seed, one ratio each)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    seen: set[tuple[str, float]] = set()
-    for rec in sorted(records, key=lambda r: (r["method"], r["accurate_ratio"], r["seed"])):
-        key = (rec["method"], rec["accurate_ratio"])
-        if key in seen or not rec.get("curve"):
-            continue
-        seen.add(key)
-        label = f"{METHOD_LABELS.get(rec['method'], rec['method'])} @ {rec['accurate_ratio']:.0%}"
-        loss: list[tuple[float, float]] = []
-        stage = None
-        for p in rec["curve"]:
-            if p.get("loss") is None:
-                continue
-            if loss and p.get("stage") != stage:  # break the line between stages (no model
-                loss.append((p["step"], math.nan))  # loss in bank initialisation)
-            stage = p.get("stage")
-            loss.append((p["step"], p["loss"]))
-        val = [(p["step"], p["val_mIoU"]) for p in rec["curve"] if p.get("val_mIoU") is not None]
-        if loss:
-            axes[0].plot(*zip(*loss, strict=True), label=label, alpha=0.8)
-        if val:
-            (line,) = axes[1].plot(*zip(*val, strict=True), marker=".", label=label)
-            verdict = rec.get("plateau") or {}
-            start = verdict.get("window_start_step")
-            if start is not None:  # the plateau check's window: thick, marked at its start
-                inside = [(x, y) for x, y in val if x >= start]
-                before = [(x, y) for x, y in val if x < start]
-                if inside and before:
-                    window = [before[-1], *inside]
-                    axes[1].plot(*zip(*window, strict=True), color=line.get_color(), lw=3.5,
-                                 alpha=0.45)  # fmt: skip
-    axes[1].set_title("val mIoU; thick: the last 20 % of steps (plateau check)", fontsize=8)
-    axes[0].set_ylabel("training loss")
-    axes[0].set_yscale("log")
-    axes[1].set_ylabel("val mIoU (%)")
-    for ax in axes:
-        ax.set_xlabel("optimizer step (all stages)")
-        ax.grid(alpha=0.3)
-    if axes[1].get_legend_handles_labels()[0]:  # records without val curves draw no lines
-        axes[1].legend(fontsize=7)
-    out_png = save_figure(fig, out_png)
-    plt.close(fig)
-    return out_png
-
-
 def leakage_curves(record: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     """``(step, mIoU)`` of the leakage monitor's three scores in one run record's curve
     (``"bank"``, ``"class_name"``, ``"expression"``; empty lists for a run without a bank)."""
@@ -269,51 +174,6 @@ def leakage_curves(record: dict[str, Any]) -> dict[str, list[tuple[int, float]]]
             if value is not None:
                 out[key].append((int(point["step"]), float(value)))
     return out
-
-
-def plot_leakage(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
-    """One panel per run with a bank: the leakage monitor's weak-sample mIoU against step,
-    scored with class name + bank, class name alone and the true expression.
-
-    A bank curve far above the expression curve means the bank stores the masks. Drawn on a
-    ``matplotlib.figure.Figure`` (no pyplot state). Raises ``ValueError`` when no record has
-    leakage points.
-    """
-    from matplotlib.figure import Figure
-
-    runs = [(r, leakage_curves(r)) for r in records]
-    runs = [(r, c) for r, c in runs if c["bank"]]
-    if not runs:
-        raise ValueError("no run record holds leakage points (runs with a reference bank)")
-    runs.sort(key=lambda rc: (rc[0]["method"], rc[0]["accurate_ratio"], rc[0]["seed"]))
-    cols = min(3, len(runs))
-    rows = -(-len(runs) // cols)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), constrained_layout=True)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    styles = {
-        "bank": ("class name + bank", "tab:red", "-"),
-        "class_name": ("class name", "tab:gray", "--"),
-        "expression": ("true expression", "tab:blue", "-"),
-    }
-    for ax, (rec, curves) in zip(axes, runs, strict=False):
-        for key, (label, color, style) in styles.items():
-            if curves[key]:
-                ax.plot(*zip(*curves[key], strict=True), style, color=color, marker=".",
-                        label=label)  # fmt: skip
-        ax.set_title(rec.get("name") or f"{rec['method']} {rec['accurate_ratio']:.0%}", fontsize=9)
-        ax.set_xlabel("optimizer step (all stages)")
-        ax.set_ylabel("weak train mIoU (%)")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(runs) :]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(
-        "Leakage monitor: fixed weak training\nsamples scored three ways"
-        if cols == 1
-        else "Leakage monitor: fixed weak training samples scored three ways",
-        fontsize=10,
-    )
-    return save_figure(fig, out_png)
 
 
 def wall_time_table(records: Sequence[dict[str, Any]]) -> str:

@@ -34,6 +34,7 @@ from wrel.engine.state import find_resume_dir
 from wrel.engine.trainer import TRACE_FILE, train
 from wrel.methods.base import ONE_PASS_KINDS
 from wrel.studies.plateau import plateau_check, plateau_table
+from wrel.studies.plots import plot_leakage, plot_ratio_curves, plot_training_curves
 from wrel.studies.profiles import METHOD_ORDER, Profile, preset_of
 from wrel.studies.report import (
     ABOVE_RULE,
@@ -41,9 +42,6 @@ from wrel.studies.report import (
     headline_table,
     markdown_table,
     paired_table,
-    plot_leakage,
-    plot_ratio_curves,
-    plot_training_curves,
     variant_choice,
     wall_time_table,
 )
