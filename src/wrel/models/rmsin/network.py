@@ -7,7 +7,6 @@ Module names follow the released state dict (``backbone.layers.i...``, ``backbon
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from timm.layers import PatchEmbed
 from torch import Tensor, nn
@@ -51,7 +50,8 @@ class MultimodalSwin(nn.Module):
             output_fmt="NHWC",
             strict_img_size=False,
         )
-        rates = torch.linspace(0, drop_path_rate, sum(cfg.depths)).tolist()
+        total = sum(cfg.depths)  # linear from 0 to the rate (in Python: builds on meta too)
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         starts = [sum(cfg.depths[:i]) for i in range(4)]
         self.layers = nn.ModuleList(
             RmsinStage(
