@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from wrel.models.refseg import RefSegOutput, word_features
-from wrel.models.rmsin.config import RELEASED_DROP_PATH, RELEASED_INPUT_SIZE
+from wrel.models.rmsin.config import RELEASED_DROP_PATH, RELEASED_INPUT_SIZE, RmsinConfig
 from wrel.models.rmsin.decoder import RmsinDecoder
 from wrel.models.rmsin.network import MultimodalSwin, RmsinSegmenter
 from wrel.models.rmsin.released import (
@@ -31,7 +31,7 @@ from wrel.models.text_encoder import TextEncoder
 if TYPE_CHECKING:
     from wrel.models.config import ModelConfig
 
-__all__ = ["RmsinModel", "build_rmsin", "load_released_checkpoint"]
+__all__ = ["RmsinModel", "build_rmsin", "load_released_checkpoint", "load_released_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +125,32 @@ def load_released_checkpoint(model: RmsinModel, path: str | Path, key: str | Non
         logger.warning("%s has no bert_model; the text encoder keeps its own weights", path)
     else:
         load_released_bert(model.text_encoder.bert, bert, str(path))
+
+
+def load_released_model(
+    path: str | Path,
+    text_path: str | Path,
+    input_size: int = RELEASED_INPUT_SIZE,
+    sizes: RmsinConfig | None = None,
+    key: str | None = None,
+) -> RmsinModel:
+    """Build rmsin (paper sizes unless ``sizes``) with BERT from the local Hugging Face folder
+    ``text_path`` and load an authors' checkpoint file into it (see
+    :func:`load_released_checkpoint`); eval mode, on CPU.
+
+    BERT's weights come from the file's ``bert_model``; a file without one (a teacher-only
+    checkpoint) keeps the folder's pretrained weights, as the released test script does.
+    """
+    from wrel.models.build import build_text_encoder
+    from wrel.models.config import ModelConfig
+    from wrel.models.text_encoder import TextEncoderConfig
+
+    segmenter, bert = read_released_checkpoint(path, key)
+    text = TextEncoderConfig(name="local", path=str(text_path), pretrained=bert is None)
+    cfg = ModelConfig(arch="rmsin", text=text, rmsin=sizes or RmsinConfig(), input_size=input_size)
+    cfg.backbone.pretrained = False
+    model = build_rmsin(cfg, build_text_encoder(cfg.text))
+    load_released_segmenter(model, segmenter, str(path))
+    if bert is not None:
+        load_released_bert(model.text_encoder.bert, bert, str(path))
+    return model.eval()

@@ -1,0 +1,171 @@
+"""rmsin behind the RefSegModel interface: build, forward, released checkpoints, training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from wrel.models import ModelConfig, build_model
+from wrel.models.rmsin.config import RmsinConfig
+from wrel.models.rmsin.decoder import rotation_matrices
+from wrel.models.rmsin.model import RmsinModel, load_released_checkpoint, load_released_model
+from wrel.models.rmsin.swin import shifted_window_mask
+
+TINY_RMSIN_SETS = [
+    "model.arch=rmsin",
+    "model.rmsin.embed_dim=8",
+    "model.rmsin.depths=[1,1,2,1]",
+    "model.rmsin.num_heads=[1,1,2,2]",
+    "model.rmsin.window_size=4",
+]
+
+
+def tiny_rmsin(size: int = 64) -> RmsinModel:
+    cfg = ModelConfig.tiny()
+    cfg.arch, cfg.rmsin, cfg.input_size = "rmsin", RmsinConfig.tiny(), size
+    model = build_model(cfg)
+    assert isinstance(model, RmsinModel)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> RmsinModel:
+    torch.manual_seed(0)
+    return tiny_rmsin().eval()
+
+
+def test_forward_contract_matches_refseg(model: RmsinModel) -> None:
+    ids, mask = model.tokenize(["the red car", "a large building on the left side"])
+    images = torch.randn(2, 3, 64, 64)
+    out = model(images, input_ids=ids, attention_mask=mask)
+    assert out.logits.shape == (2, 2, 64, 64)  # 2 classes, channel 1 = referred object
+    assert [f.shape[1:] for f in out.features] == [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)]
+    words = model.encode_text(ids, mask)
+    again = model(images, attention_mask=mask, words=words)
+    torch.testing.assert_close(again.logits, out.logits)
+    embeds = model(images, attention_mask=mask, inputs_embeds=model.embed_tokens(ids))
+    torch.testing.assert_close(embeds.logits, out.logits)
+
+
+def test_padding_words_do_not_change_the_output(model: RmsinModel) -> None:
+    ids, mask = model.tokenize(["the red car"])
+    images = torch.randn(1, 3, 64, 64)
+    words = model.encode_text(ids, mask)
+    noisy = words.clone()
+    noisy[mask == 0] = 100.0  # padded slots are masked out of every pixel-word attention
+    a = model(images, attention_mask=mask, words=words).logits
+    b = model(images, attention_mask=mask, words=noisy).logits
+    torch.testing.assert_close(a, b)
+
+
+def test_wrong_input_size_and_arch_are_clear_errors(model: RmsinModel) -> None:
+    ids, mask = model.tokenize(["a car"])
+    with pytest.raises(ValueError, match="built for 64 x 64"):
+        model(torch.randn(1, 3, 96, 96), input_ids=ids, attention_mask=mask)
+    cfg = ModelConfig.tiny()
+    cfg.arch = "lavt"
+    with pytest.raises(ValueError, match="model.arch"):
+        build_model(cfg)
+
+
+def test_rotation_matrices_are_identity_at_zero_and_mix_taps() -> None:
+    thetas = torch.tensor([0.0, 0.3, -0.3, 0.69])
+    mats = rotation_matrices(thetas)
+    torch.testing.assert_close(mats[0], torch.eye(9))
+    torch.testing.assert_close(mats.sum(-1), torch.ones(4, 9))  # bilinear weights sum to 1
+    assert torch.equal(mats[:, 4], torch.eye(9)[4].expand(4, 9))  # the centre tap stays
+
+
+def test_shifted_window_mask_matches_timm_where_the_map_divides() -> None:
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    block = SwinTransformerBlock(16, (24, 24), num_heads=1, window_size=12, shift_size=6)
+    ours = shifted_window_mask(24, 24, 12, 6)
+    assert torch.equal(ours, block.attn_mask)
+
+
+def _released_state(model: RmsinModel) -> dict[str, torch.Tensor]:
+    """A segmenter state in the released layout (derived buffers included), random values."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith(("backbone.", "classifier.")):
+            state[key] = torch.randn_like(value) if value.is_floating_point() else value.clone()
+    for name, buf in model.named_buffers():
+        if name.endswith(".attn.relative_position_index"):
+            state[name] = buf.clone()
+    return state
+
+
+def test_released_checkpoint_loads_strictly(tmp_path: Path) -> None:
+    source = tiny_rmsin()
+    segmenter = _released_state(source)
+    bert = {
+        f"module.{k}": torch.randn_like(v) for k, v in source.text_encoder.bert.state_dict().items()
+    }
+    path = tmp_path / "model_best_oIoU.pth"
+    torch.save({"student_model": segmenter, "bert_model": bert, "epoch": 3}, path)
+    target = tiny_rmsin()
+    load_released_checkpoint(target, path)
+    own = target.state_dict()
+    for key, value in segmenter.items():
+        if not key.endswith("relative_position_index"):
+            assert torch.equal(own[key], value), key
+    for key, value in bert.items():
+        assert torch.equal(
+            target.text_encoder.bert.state_dict()[key.removeprefix("module.")], value
+        )
+
+    broken = dict(segmenter)
+    dropped = next(k for k in broken if k.endswith("fusion.f_key.0.weight") or "fc_theta" in k)
+    broken.pop(dropped)
+    broken["backbone.extra.weight"] = torch.zeros(1)
+    torch.save({"model": broken}, path)
+    with pytest.raises(ValueError, match="fc_theta") as err:
+        load_released_checkpoint(target, path)
+    assert "backbone.extra.weight" in str(err.value)
+    index_key = next(k for k in segmenter if k.endswith("relative_position_index"))
+    torch.save({"model": {**segmenter, index_key: segmenter[index_key] + 1}}, path)
+    with pytest.raises(ValueError, match="relative positions"):
+        load_released_checkpoint(target, path)
+    torch.save({"optimizer": {}}, path)
+    with pytest.raises(ValueError, match="no segmenter"):
+        load_released_checkpoint(target, path)
+
+
+def test_load_released_model_builds_from_a_text_folder(tmp_path: Path) -> None:
+    source = tiny_rmsin()
+    folder = tmp_path / "bert"
+    source.text_encoder.save(folder)  # tokenizer + config.json, as a local HF folder
+    bert = source.text_encoder.bert.state_dict()
+    path = tmp_path / "rmsin.pth"
+    torch.save({"model": _released_state(source), "bert_model": bert}, path)
+    model = load_released_model(path, folder, input_size=64, sizes=RmsinConfig.tiny())
+    assert not model.training
+    for key, value in bert.items():
+        assert torch.equal(model.text_encoder.bert.state_dict()[key], value)
+
+
+def test_train_step_through_the_trainer(tmp_path: Path, tiny_bench: Path) -> None:
+    from wrel.engine.experiment import build_experiment
+    from wrel.engine.trainer import train
+
+    sets = [
+        f"train.output_dir={tmp_path / 'runs'}",
+        "train.batch_size=4",
+        "train.eval_batch_size=4",
+        "train.progress=false",
+        "data.image_size=64",  # the last stage must keep more than one pixel
+        f"data.root={tiny_bench}",
+        "model.backbone.pretrained=false",
+        "model.text.name=tiny",
+        "model.text.pretrained=false",
+        *TINY_RMSIN_SETS,
+    ]
+    cfg = build_experiment("naive", assignments=sets)
+    for stage in cfg.stages:
+        stage.epochs = 1
+    result = train(cfg)
+    assert 0.0 <= result["test"]["mIoU"] <= 100.0
+    assert (Path(result["run_dir"]) / "checkpoints" / "best").is_dir()
