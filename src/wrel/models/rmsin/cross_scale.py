@@ -49,8 +49,9 @@ class LinearBN(nn.Sequential):
         self.add_module("bn", nn.BatchNorm1d(out_dim))
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        y = self.c(x)
-        return self.bn(y.flatten(0, 1)).reshape_as(y)
+        linear, norm = self[0], self[1]
+        y = linear(x)
+        return norm(y.flatten(0, 1)).reshape_as(y)
 
 
 class TokenAttention(nn.Module):
@@ -145,7 +146,7 @@ class PerScaleFeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         parts = x.split(self.channels, dim=1)
-        layers = (self.ff1, self.ff2, self.ff3, self.ff4)
+        layers = [getattr(self, f"ff{i}") for i in range(1, 5)]
         return torch.cat([layer(part) for layer, part in zip(layers, parts, strict=True)], dim=1)
 
 
@@ -209,7 +210,7 @@ class CrossScaleModule(nn.Module):
         self.fusion = nn.ModuleList(ScaleAwareGate(c) for c in self.channels)
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
-        size = feats[-1].shape[-2:]
+        size = (int(feats[-1].shape[-2]), int(feats[-1].shape[-1]))
         out = torch.cat([F.adaptive_avg_pool2d(f, size) for f in feats], dim=1)
         out = self.down_channel(out)
         for block in self.block:
