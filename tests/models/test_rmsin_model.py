@@ -169,3 +169,12 @@ def test_train_step_through_the_trainer(tmp_path: Path, tiny_bench: Path) -> Non
     result = train(cfg)
     assert 0.0 <= result["test"]["mIoU"] <= 100.0
     assert (Path(result["run_dir"]) / "checkpoints" / "best").is_dir()
+
+
+def test_wrel_eval_of_a_released_file_needs_the_text_folder(tmp_path: Path, capsys) -> None:
+    from wrel.cli import main
+
+    path = tmp_path / "model_best_oIoU.pth"
+    torch.save({"model": {}}, path)
+    assert main(["eval", str(path), "--data", str(tmp_path)]) == 2
+    assert "--text-path" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from wrel.core.distributed import resolve_device
 from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
@@ -22,7 +23,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "of a refer-format data set, with the real expressions."
         ),
     )
-    p.add_argument("checkpoint", help="model folder written by training (save_model)")
+    p.add_argument(
+        "checkpoint",
+        help="model folder written by training (save_model), or an authors' RMSIN / LRB-WREL "
+        ".pth file (needs --text-path; built as rmsin at the paper's sizes)",
+    )
+    p.add_argument(
+        "--text-path",
+        help="released .pth only: local Hugging Face bert-base-uncased folder (tokenizer, "
+        "config; its weights are used only when the file has no bert_model)",
+    )
+    p.add_argument(
+        "--released-key",
+        help="released .pth only: the segmenter entry (default: model, else student_model)",
+    )
     p.add_argument("--data", required=True, help="data root (refer layout)")
     p.add_argument("--name", help="data set name under the root (auto-detected if unique)")
     p.add_argument("--split", default="test", help="split to score (default: test)")
@@ -34,13 +48,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _load(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
+    """A wrel model folder (strict ``load_model``), or an authors' checkpoint file as rmsin."""
+    from pathlib import Path
+
+    if not Path(args.checkpoint).is_file():
+        return load_model(args.checkpoint, device=device)
+    if not args.text_path:
+        raise ValueError(
+            f"{args.checkpoint} is a file: give --text-path <local bert-base-uncased folder> to "
+            "evaluate it as an authors' RMSIN / LRB-WREL checkpoint"
+        )
+    from wrel.data.preprocessing import Preprocessing
+    from wrel.models.rmsin.model import load_released_model
+
+    size = args.image_size or 480
+    model = load_released_model(args.checkpoint, args.text_path, size, key=args.released_key)
+    return model.to(device), Preprocessing(image_size=(size, size)).to_metadata()
+
+
 def run(args: argparse.Namespace) -> int:
     """Load with ``load_model`` (strict), evaluate, print."""
 
     from torch.utils.data import DataLoader
 
     device = resolve_device(args.device)
-    model, metadata = load_model(args.checkpoint, device=device)
+    model, metadata = _load(args, device)
     pre = Preprocessing.from_metadata(metadata)  # the training input (scaling None: older)
     size = (args.image_size, args.image_size) if args.image_size else pre.image_size
     protocol = args.protocol or metadata.get("protocol", "input")
