@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,17 @@ def test_wrel_eval_of_a_released_file_needs_the_text_folder(tmp_path: Path, caps
     torch.save({"model": {}}, path)
     assert main(["eval", str(path), "--data", str(tmp_path)]) == 2
     assert "--text-path" in capsys.readouterr().err
+
+
+def test_gpu_check_script_runs_on_cpu_in_tiny_mode(benchmark_script) -> None:
+    check = benchmark_script("rmsin_check")
+    assert check.main(["--tiny", "--device", "cpu", "--parts", "fwdbwd"]) == 0
+
+
+@pytest.mark.slow
+def test_gpu_check_script_trains_on_cpu_in_tiny_mode(benchmark_script, tmp_path: Path) -> None:
+    check = benchmark_script("rmsin_check")
+    out = tmp_path / "report.json"
+    check.main(["--tiny", "--device", "cpu", "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert report["train"]["steps"] == 20 and len(report["train"]["losses"]) == 20
