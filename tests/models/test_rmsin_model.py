@@ -193,3 +193,20 @@ def test_gpu_check_script_trains_on_cpu_in_tiny_mode(benchmark_script, tmp_path:
     check.main(["--tiny", "--device", "cpu", "--output", str(out)])
     report = json.loads(out.read_text())
     assert report["train"]["steps"] == 20 and len(report["train"]["losses"]) == 20
+
+
+@pytest.mark.slow
+def test_full_depth_forward_backward_at_480() -> None:
+    """The paper's build (131,145,515 parameters), random weights, batch 1 at 480 px."""
+    from wrel.models.rmsin.decoder import RmsinDecoder
+    from wrel.models.rmsin.network import MultimodalSwin, RmsinSegmenter
+
+    torch.manual_seed(0)
+    model = RmsinSegmenter(MultimodalSwin(RmsinConfig(), 768, 480, 0.3), RmsinDecoder(128))
+    assert sum(p.numel() for p in model.parameters()) == 131_145_515
+    words, word_mask = torch.randn(1, 768, 20), torch.ones(1, 20, 1)
+    logits = model.train()(torch.randn(1, 3, 480, 480), words, word_mask)
+    assert logits.shape == (1, 2, 480, 480) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
