@@ -210,3 +210,65 @@ def test_full_depth_forward_backward_at_480() -> None:
     logits.sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("layout", ["microsoft", "timm"])
+def test_swin_weights_load_in_both_layouts(tmp_path: Path, layout: str) -> None:
+    from safetensors.torch import save_file
+
+    from wrel.models.rmsin.released import load_swin_weights
+
+    source = tiny_rmsin().backbone
+    swin = {
+        k: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in source.state_dict().items()
+        if k.startswith("patch_embed.") or ".blocks." in k or ".downsample." in k
+    }
+    if layout == "timm":  # merging at the start of the next stage, head named head.fc
+        moved = {}
+        for key, value in swin.items():
+            parts = key.split(".")
+            if parts[2] == "downsample":
+                parts[1] = str(int(parts[1]) + 1)
+            moved[".".join(parts)] = value
+        swin = {**moved, "head.fc.weight": torch.zeros(3, 64), "norm.weight": torch.ones(64)}
+        path = tmp_path / "swin.safetensors"
+        save_file(swin, str(path))
+    else:
+        swin = {
+            **swin,
+            "head.weight": torch.zeros(3, 64),
+            "layers.1.blocks.0.attn_mask": torch.zeros(1),
+        }
+        path = tmp_path / "swin.pth"
+        torch.save({"model": swin}, path)
+    target = tiny_rmsin().backbone
+    before = target.cim.down_channel.weight.clone()
+    load_swin_weights(target, path)
+    state = target.state_dict()
+    merged = "layers.1.downsample.reduction.weight" if layout == "timm" else None
+    for key in source.state_dict():
+        if key.startswith("patch_embed.") or ".blocks." in key:
+            assert torch.equal(state[key], swin[key]), key
+    down = state["layers.0.downsample.reduction.weight"]
+    assert torch.equal(down, swin[merged or "layers.0.downsample.reduction.weight"])
+    assert torch.equal(target.cim.down_channel.weight, before)  # the rest stays as built
+    if layout == "microsoft":
+        torch.save({"model": {k: v for k, v in swin.items() if "blocks.0.mlp" not in k}}, path)
+        with pytest.raises(ValueError, match="mlp"):
+            load_swin_weights(target, path)
+
+
+def test_rmsin_export_round_trips(tmp_path: Path) -> None:
+    from wrel.engine.checkpoint import load_model, save_model
+
+    model = tiny_rmsin().eval()
+    save_model(tmp_path / "export", model, {"image_size": [64, 64]})
+    loaded, _ = load_model(tmp_path / "export")
+    assert isinstance(loaded, RmsinModel) and loaded.config.rmsin == model.config.rmsin
+    ids, mask = model.tokenize(["the red car"])
+    images = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(
+        loaded(images, input_ids=ids, attention_mask=mask).logits,
+        model(images, input_ids=ids, attention_mask=mask).logits,
+    )
