@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from wrel.core.distributed import resolve_device
@@ -11,6 +12,7 @@ from wrel.data.dataset import RefSegDataset, collate_samples, load_samples
 from wrel.data.preprocessing import Preprocessing
 from wrel.engine.checkpoint import load_model
 from wrel.engine.validation import evaluate_model
+from wrel.models.rmsin.model import load_released_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,8 +52,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
     """A wrel model folder (strict ``load_model``), or an authors' checkpoint file as rmsin."""
-    from pathlib import Path
-
     if not Path(args.checkpoint).is_file():
         return load_model(args.checkpoint, device=device)
     if not args.text_path:
@@ -59,9 +59,6 @@ def _load(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
             f"{args.checkpoint} is a file: give --text-path <local bert-base-uncased folder> to "
             "evaluate it as an authors' RMSIN / LRB-WREL checkpoint"
         )
-    from wrel.data.preprocessing import Preprocessing
-    from wrel.models.rmsin.model import load_released_model
-
     size = args.image_size or 480
     model = load_released_model(args.checkpoint, args.text_path, size, key=args.released_key)
     return model.to(device), Preprocessing(image_size=(size, size)).to_metadata()

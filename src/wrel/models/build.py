@@ -18,6 +18,7 @@ from wrel.models.config import ARCHITECTURES, ModelConfig
 from wrel.models.decoder import build_decoder
 from wrel.models.fusion import build_fusion
 from wrel.models.refseg import RefSegModel
+from wrel.models.rmsin.model import build_rmsin
 from wrel.models.text_encoder import (
     TextEncoder,
     TextEncoderConfig,
@@ -82,8 +83,6 @@ def build_model(cfg: ModelConfig) -> RefSegModel:
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"unknown model.arch {cfg.arch!r}; valid values: {list(ARCHITECTURES)}")
     if cfg.arch == "rmsin":
-        from wrel.models.rmsin.model import build_rmsin
-
         return build_rmsin(cfg, build_text_encoder(cfg.text))  # type: ignore[return-value]
     backbone = build_backbone(cfg.backbone, cfg.input_size)
     backbone.freeze(cfg.backbone.frozen_stages)

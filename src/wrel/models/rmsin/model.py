@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from wrel.models.config import ModelConfig
 from wrel.models.refseg import RefSegOutput, word_features
 from wrel.models.rmsin.config import RELEASED_DROP_PATH, RELEASED_INPUT_SIZE, RmsinConfig
 from wrel.models.rmsin.decoder import RmsinDecoder
@@ -26,10 +26,7 @@ from wrel.models.rmsin.released import (
     load_swin_weights,
     read_released_checkpoint,
 )
-from wrel.models.text_encoder import TextEncoder
-
-if TYPE_CHECKING:
-    from wrel.models.config import ModelConfig
+from wrel.models.text_encoder import TextEncoder, TextEncoderConfig, build_local
 
 __all__ = ["RmsinModel", "build_rmsin", "load_released_checkpoint", "load_released_model"]
 
@@ -141,15 +138,11 @@ def load_released_model(
     BERT's weights come from the file's ``bert_model``; a file without one (a teacher-only
     checkpoint) keeps the folder's pretrained weights, as the released test script does.
     """
-    from wrel.models.build import build_text_encoder
-    from wrel.models.config import ModelConfig
-    from wrel.models.text_encoder import TextEncoderConfig
-
     segmenter, bert = read_released_checkpoint(path, key)
     text = TextEncoderConfig(name="local", path=str(text_path), pretrained=bert is None)
     cfg = ModelConfig(arch="rmsin", text=text, rmsin=sizes or RmsinConfig(), input_size=input_size)
     cfg.backbone.pretrained = False
-    model = build_rmsin(cfg, build_text_encoder(cfg.text))
+    model = build_rmsin(cfg, build_local(cfg.text))
     load_released_segmenter(model, segmenter, str(path))
     if bert is not None:
         load_released_bert(model.text_encoder.bert, bert, str(path))
