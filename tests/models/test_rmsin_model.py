@@ -272,3 +272,10 @@ def test_rmsin_export_round_trips(tmp_path: Path) -> None:
         loaded(images, input_ids=ids, attention_mask=mask).logits,
         model(images, input_ids=ids, attention_mask=mask).logits,
     )
+
+
+def test_channels_last_applies_to_the_convolutions() -> None:
+    moved = tiny_rmsin().to(memory_format=torch.channels_last)
+    conv = moved.classifier.conv1_4.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert moved.classifier.conv2_4.weight.dim() == 5  # the ARC kernels stay as they are

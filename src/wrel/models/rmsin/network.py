@@ -7,6 +7,8 @@ Module names follow the released state dict (``backbone.layers.i...``, ``backbon
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 import torch.nn.functional as F
 from timm.layers import PatchEmbed
 from torch import Tensor, nn
@@ -96,6 +98,17 @@ class RmsinSegmenter(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
+
+    def to(self, *args: Any, **kwargs: Any) -> Self:
+        """As ``nn.Module.to``; ``memory_format`` goes to the 4-D convolutions only (the ARC
+        kernels are 5-D, which ``nn.Module.to`` refuses to convert to channels-last)."""
+        memory_format = kwargs.pop("memory_format", None)
+        out = super().to(*args, **kwargs)
+        if memory_format is not None:
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.to(memory_format=memory_format)
+        return out
 
     def forward(self, images: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
         """Logits ``(B, 2, S, S)``; see :meth:`segment`."""
