@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -106,7 +107,20 @@ def test_released_checkpoint_loads_strictly(tmp_path: Path) -> None:
         f"module.{k}": torch.randn_like(v) for k, v in source.text_encoder.bert.state_dict().items()
     }
     path = tmp_path / "model_best_oIoU.pth"
-    torch.save({"student_model": segmenter, "bert_model": bert, "epoch": 3}, path)
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([param], lr=3e-5)
+    param.grad = torch.ones(2)
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda x: (1 - x / 100) ** 0.9)
+    released = {  # what the released training scripts save
+        "student_model": segmenter,
+        "bert_model": bert,
+        "optimizer": optimizer.state_dict(),
+        "epoch": 3,
+        "args": argparse.Namespace(model="lavt", swin_type="base", lr=3e-5, window12=True),
+        "lr_scheduler": scheduler.state_dict(),
+    }
+    torch.save(released, path)
     target = tiny_rmsin()
     load_released_checkpoint(target, path)
     own = target.state_dict()

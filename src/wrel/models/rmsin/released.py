@@ -11,6 +11,7 @@ DistributedDataParallel (keys starting ``module.``) are unwrapped first.
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -98,7 +99,8 @@ def read_released_checkpoint(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
     """``(segmenter state, BERT state or None)`` of an authors' checkpoint file.
 
-    The file is read with ``torch.load(weights_only=True)``. The segmenter is ``key`` when given,
+    The file is read with ``torch.load(weights_only=True)``, allowing ``argparse.Namespace``
+    (the scripts' ``args`` entry) and nothing else beyond tensors and plain data. The segmenter is ``key`` when given,
     else ``model`` (RMSIN, LRB-WREL stage 1) or ``student_model`` (LRB-WREL stages 2-3); the
     text encoder is ``bert_model`` (absent from teacher-only files).
     """
@@ -106,7 +108,10 @@ def read_released_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"released checkpoint {path} does not exist; give the .pth file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        # the released scripts save their argparse namespace beside the weights ('args'): the
+        # one class allowed besides tensors and plain containers
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle / zip errors of many kinds
         raise ValueError(
             f"{path} is not a torch checkpoint readable with weights_only=True: {err}"
