@@ -216,7 +216,8 @@ def test_full_depth_forward_backward_at_480() -> None:
     from wrel.models.rmsin.network import MultimodalSwin, RmsinSegmenter
 
     torch.manual_seed(0)
-    model = RmsinSegmenter(MultimodalSwin(RmsinConfig(), 768, 480, 0.3), RmsinDecoder(128))
+    # no stochastic depth: with batch 1 a dropped block would leave its weights without grads
+    model = RmsinSegmenter(MultimodalSwin(RmsinConfig(), 768, 480, 0.0), RmsinDecoder(128))
     assert sum(p.numel() for p in model.parameters()) == 131_145_515
     words, word_mask = torch.randn(1, 768, 20), torch.ones(1, 20, 1)
     logits = model.train()(torch.randn(1, 3, 480, 480), words, word_mask)
@@ -293,3 +294,15 @@ def test_channels_last_applies_to_the_convolutions() -> None:
     conv = moved.classifier.conv1_4.weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert moved.classifier.conv2_4.weight.dim() == 5  # the ARC kernels stay as they are
+
+
+def test_every_trainable_parameter_gets_a_gradient() -> None:
+    """So DistributedDataParallel runs without find_unused_parameters (see network.py)."""
+    model = tiny_rmsin().train()
+    for module in model.modules():
+        if hasattr(module, "drop_prob"):
+            module.drop_prob = 0.0  # stochastic depth would drop whole blocks at random
+    ids, mask = model.tokenize(["the red car", "the grey roof"])
+    model(torch.randn(2, 3, 64, 64), input_ids=ids, attention_mask=mask).logits.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing

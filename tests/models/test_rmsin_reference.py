@@ -89,8 +89,10 @@ def _check_layout(model: torch.nn.Module, expected: dict) -> None:
         assert str(own[key].dtype).removeprefix("torch.") == expected["state_dict"][key][1], key
     for key in derived:  # not stored, but derived with the released shape
         assert list(model.get_buffer(key).shape) == expected["state_dict"][key][0]
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert params == expected["params"]
+    assert sum(p.numel() for p in model.parameters()) == expected["params"]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith("backbone.layers.3.") for n in frozen)  # see network.py
+    assert not any(".fusion." in n or ".blocks." in n for n in frozen)
 
 
 def test_full_build_has_the_released_layout_and_parameter_count() -> None:

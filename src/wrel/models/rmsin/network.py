@@ -70,6 +70,12 @@ class MultimodalSwin(nn.Module):
             )
             for i in range(4)
         )
+        # The last stage's gated sum feeds nothing (its PWAM output is the stage output, as
+        # released), so its gates and IIM never get a gradient: frozen, which changes no update
+        # (AdamW skips them either way) and lets DDP run without find_unused_parameters.
+        last = self.layers[-1]
+        for unused in (last.res_gate, last.visual_residual, last.visual_gate):
+            unused.requires_grad_(False)
         for index, width in enumerate(widths):
             self.add_module(f"norm{index}", nn.LayerNorm(width))
         self.cim = CrossScaleModule(widths, input_size // 32)
