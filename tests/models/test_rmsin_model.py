@@ -306,3 +306,24 @@ def test_every_trainable_parameter_gets_a_gradient() -> None:
     model(torch.randn(2, 3, 64, 64), input_ids=ids, attention_mask=mask).logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
+
+
+@pytest.mark.parametrize(("side", "same"), [(24, True), (30, True), (15, False)])
+def test_swin_block_matches_timm_except_at_15(side: int, same: bool) -> None:
+    """Why the block is written here: timm rolls before padding, the released Swin pads first.
+    At 480 px that only matters for stage 3 (15 px padded to 24); at 30 px (padded to 36) the
+    padding equals the shift and both place every token in the same window group."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    from wrel.models.rmsin.swin import SwinBlock
+
+    torch.manual_seed(0)
+    ours = SwinBlock(16, 2, window=12, shift=6, mlp_ratio=4.0, drop_path=0.0).eval()
+    theirs = SwinTransformerBlock(16, (side, side), num_heads=2, window_size=12, shift_size=6)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(1, side, side, 16)
+    padded = -(-side // 12) * 12
+    with torch.no_grad():
+        a = ours(x, shifted_window_mask(padded, padded, 12, 6))
+        b = theirs.eval()(x)
+    assert torch.allclose(a, b, atol=1e-5) == same

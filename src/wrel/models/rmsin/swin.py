@@ -6,8 +6,9 @@ written here only to keep the released key order (``reduction`` before ``norm``;
 them the other way round); it computes what timm's does. The
 block itself is written here: timm rolls the map for the shifted windows *before* padding it
 to a multiple of the window, the released Swin pads first and rolls the padded map. Both agree
-when the map divides by the window, but at 480 px the stage maps are 120, 60, 30 and 15 and
-the window is 12, so stages 3 and 4 differ (see :func:`shifted_window_mask`).
+when the map divides by the window, and at 480 px also at 30 px (padded to 36: the padding equals
+the shift, so every token lands in the same window group), but not at 15 px (padded to 24), the
+last stage (see :func:`shifted_window_mask`).
 
 Each stage (names as released, so the state dict keeps the released layout): ``blocks`` ->
 ``fusion`` (PWAM) with ``res_gate`` and ``visual_residual`` (IIM) with ``visual_gate`` ->
