@@ -192,7 +192,8 @@ def test_wrel_eval_of_a_released_file_needs_the_text_folder(tmp_path: Path, caps
     path = tmp_path / "model_best_oIoU.pth"
     torch.save({"model": {}}, path)
     assert main(["eval", str(path), "--data", str(tmp_path)]) == 2
-    assert "--text-path" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "--text-path" in err
 
 
 def test_gpu_check_script_runs_on_cpu_in_tiny_mode(benchmark_script) -> None:

@@ -52,13 +52,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
     """A wrel model folder (strict ``load_model``), or an authors' checkpoint file as rmsin."""
-    if not Path(args.checkpoint).is_file():
-        return load_model(args.checkpoint, device=device)
-    if not args.text_path:
-        raise ValueError(
-            f"{args.checkpoint} is a file: give --text-path <local bert-base-uncased folder> to "
-            "evaluate it as an authors' RMSIN / LRB-WREL checkpoint"
-        )
+    if not (args.text_path and Path(args.checkpoint).is_file()):
+        try:
+            return load_model(args.checkpoint, device=device)
+        except NotADirectoryError as err:
+            raise NotADirectoryError(
+                f"{err}; for an authors' RMSIN / LRB-WREL .pth file give --text-path "
+                "<local bert-base-uncased folder>"
+            ) from err
     size = args.image_size or 480
     model = load_released_model(args.checkpoint, args.text_path, size, key=args.released_key)
     return model.to(device), Preprocessing(image_size=(size, size)).to_metadata()
