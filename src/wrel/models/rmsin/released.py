@@ -32,6 +32,8 @@ __all__ = [
 
 #: Released keys that this model derives instead of storing (see the module docstring).
 DERIVED_KEY_SUFFIX = ".attn.relative_position_index"
+#: Size bound of an authors' checkpoint file (segmenter + BERT + optimizer states: ~3 GiB).
+MAX_CHECKPOINT_BYTES = 16 * 2**30
 #: Top-level modules of the segmenter in a released state dict.
 SEGMENTER_PREFIXES = ("backbone.", "classifier.")
 #: Keys a checkpoint may hold that the segmenter / BERT ignores by construction.
@@ -107,6 +109,12 @@ def read_released_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"released checkpoint {path} does not exist; give the .pth file")
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise ValueError(
+            f"{path} is {path.stat().st_size / 2**30:.1f} GiB, more than an RMSIN / LRB-WREL "
+            f"checkpoint (at most {MAX_CHECKPOINT_BYTES // 2**30} GiB with optimizer states); "
+            "is it the right file?"
+        )
     try:
         # the released scripts save their argparse namespace beside the weights ('args'): the
         # one class allowed besides tensors and plain containers
