@@ -162,7 +162,8 @@ def test_load_released_model_builds_from_a_text_folder(tmp_path: Path) -> None:
         assert torch.equal(model.text_encoder.bert.state_dict()[key], value)
 
 
-def test_train_step_through_the_trainer(tmp_path: Path, tiny_bench: Path) -> None:
+@pytest.mark.parametrize("method", ["naive", pytest.param("lrb", marks=pytest.mark.slow)])
+def test_train_step_through_the_trainer(tmp_path: Path, tiny_bench: Path, method: str) -> None:
     from wrel.engine.experiment import build_experiment
     from wrel.engine.trainer import train
 
@@ -178,7 +179,7 @@ def test_train_step_through_the_trainer(tmp_path: Path, tiny_bench: Path) -> Non
         "model.text.pretrained=false",
         *TINY_RMSIN_SETS,
     ]
-    cfg = build_experiment("naive", assignments=sets)
+    cfg = build_experiment(method, assignments=sets)
     for stage in cfg.stages:
         stage.epochs = 1
     result = train(cfg)
