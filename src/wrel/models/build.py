@@ -14,10 +14,11 @@ from wrel.models.backbone import (
     build_timm_backbone,
     build_tiny_backbone,
 )
-from wrel.models.config import ModelConfig
+from wrel.models.config import ARCHITECTURES, ModelConfig
 from wrel.models.decoder import build_decoder
 from wrel.models.fusion import build_fusion
 from wrel.models.refseg import RefSegModel
+from wrel.models.rmsin.model import build_rmsin
 from wrel.models.text_encoder import (
     TextEncoder,
     TextEncoderConfig,
@@ -73,7 +74,16 @@ def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
 
 
 def build_model(cfg: ModelConfig) -> RefSegModel:
-    """Build every part from ``cfg`` and assemble the model (nothing is downloaded)."""
+    """Build every part from ``cfg`` and assemble the model (nothing is downloaded).
+
+    ``cfg.arch`` picks the network: ``refseg`` (default) or ``rmsin`` (the paper's RMSIN,
+    :func:`wrel.models.rmsin.model.build_rmsin`; it presents the same interface and is typed
+    as ``RefSegModel`` for its callers).
+    """
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown model.arch {cfg.arch!r}; valid values: {list(ARCHITECTURES)}")
+    if cfg.arch == "rmsin":
+        return build_rmsin(cfg, build_text_encoder(cfg.text))  # type: ignore[return-value]
     backbone = build_backbone(cfg.backbone, cfg.input_size)
     backbone.freeze(cfg.backbone.frozen_stages)
     text_encoder = build_text_encoder(cfg.text)

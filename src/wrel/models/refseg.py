@@ -17,7 +17,7 @@ from wrel.models.config import ModelConfig
 from wrel.models.decoder import TopDownDecoder
 from wrel.models.text_encoder import TextEncoder
 
-__all__ = ["RefSegOutput", "RefSegModel"]
+__all__ = ["RefSegOutput", "RefSegModel", "word_features"]
 
 
 @dataclass
@@ -31,6 +31,33 @@ class RefSegOutput:
 
     logits: Tensor
     features: list[Tensor]
+
+
+def word_features(
+    text_encoder: TextEncoder,
+    images: Tensor,
+    attention_mask: Tensor | None,
+    input_ids: Tensor | None = None,
+    inputs_embeds: Tensor | None = None,
+    words: Tensor | None = None,
+) -> Tensor:
+    """The word features ``(B, L, D)`` a model's forward fuses: ``words`` when given (checked
+    against ``attention_mask`` and the batch), else the text encoder's output for the ids or
+    embeddings. Shared by every architecture, so all present one forward signature."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if attention_mask is None:
+        raise ValueError("attention_mask is required (from model.tokenize)")
+    if words is None:
+        return text_encoder(attention_mask, input_ids=input_ids, inputs_embeds=inputs_embeds)
+    if input_ids is not None or inputs_embeds is not None:
+        raise ValueError("pass words or the text (input_ids / inputs_embeds), not both")
+    if words.shape[:2] != attention_mask.shape or words.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"words {tuple(words.shape)} must be (B, L, D) for attention_mask "
+            f"{tuple(attention_mask.shape)} and {images.shape[0]} images"
+        )
+    return words
 
 
 class RefSegModel(nn.Module):
@@ -106,21 +133,10 @@ class RefSegModel(nn.Module):
         Returns:
             :class:`RefSegOutput` with ``logits (B, 2, H, W)``.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        if attention_mask is None:
-            raise ValueError("attention_mask is required (from model.tokenize)")
-        if words is None:
-            words = self.text_encoder(
-                attention_mask, input_ids=input_ids, inputs_embeds=inputs_embeds
-            )
-        elif input_ids is not None or inputs_embeds is not None:
-            raise ValueError("pass words or the text (input_ids / inputs_embeds), not both")
-        elif words.shape[:2] != attention_mask.shape or words.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"words {tuple(words.shape)} must be (B, L, D) for attention_mask "
-                f"{tuple(attention_mask.shape)} and {images.shape[0]} images"
-            )
+        words = word_features(
+            self.text_encoder, images, attention_mask, input_ids, inputs_embeds, words
+        )
+        assert attention_mask is not None  # checked by word_features
         padding = attention_mask == 0  # (B, L) True = ignored
         height, width = images.shape[-2:]
         div = self.backbone.size_divisor
