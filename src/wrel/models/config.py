@@ -34,12 +34,10 @@ class ModelConfig:
     # for the size it was trained at. Fixed-size timm models (Swin) are built for it; None keeps
     # timm's default size for them (other sizes still run, see backbone.timm_create_kwargs).
     input_size: int | None = None
-    # the segmenter: "refseg" (this project's, the parts above) or "rmsin" (the paper's network)
-    arch: str = "refseg"
 
     def __post_init__(self) -> None:
-        if self.arch not in ("refseg", "rmsin"):
-            raise ValueError(f"model.arch={self.arch!r}: use refseg or rmsin")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"model.arch={self.arch!r}: use one of {', '.join(ARCHITECTURES)}")
 
     @classmethod
     def tiny(cls) -> ModelConfig:
