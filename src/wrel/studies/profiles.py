@@ -390,7 +390,7 @@ PROFILES: dict[str, Profile] = {
         sets=(*_CPU_SETS, "train.val_every_steps=0"),
         epochs={"teacher-warmup": 1, "bank-init": 1, "joint": 1},
         ratios=(0.1,),
-        methods=("lrb",),
+        methods=("lrb-paper",),
     ),
     "seeds": replace(
         _CPU_FULL,
