@@ -15,8 +15,10 @@ from wrel.theory.estimators import (
     DeltaEstimate,
     EpsFit,
     GapEstimate,
+    LearningCurveFit,
     estimate_delta,
     fit_eps,
+    fit_learning_curve,
 )
 
 __all__ = [
@@ -24,10 +26,12 @@ __all__ = [
     "DeltaEstimate",
     "EpsFit",
     "GapEstimate",
+    "LearningCurveFit",
     "bound_table",
     "bound_terms",
     "estimate_delta",
     "finite_class_eps",
     "fit_eps",
+    "fit_learning_curve",
     "rademacher_eps",
 ]
