@@ -6,13 +6,12 @@ epoch-end evaluations were traced and a mid-epoch best had to be stood in for.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from wrel.studies.bound import load_traces
 from wrel.studies.bound_records import chosen_checkpoint
-from wrel.studies.runner import load_records, plan_runs, run_benchmark
 from wrel.studies.profiles import Profile
+from wrel.studies.runner import load_records, plan_runs, run_benchmark
 
 
 def test_mid_epoch_chosen_checkpoint_is_traced(tmp_path: Path, tiny_bench: Path,
