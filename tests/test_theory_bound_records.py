@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from wrel.cli import main
@@ -75,6 +77,9 @@ def test_bound_from_records_by_hand() -> None:
     assert signed["bound"] == pytest.approx(0.292) and not signed["holds"]
     assert signed["delta_share"] == pytest.approx(0.192 / 0.292)
     assert signed["slack"] == pytest.approx(-0.008)
+    # per-sample Gamma differences [0.4, 0.0]: bootstrap means lie in {0, 0.2, 0.4}
+    assert row["gamma_difference_ci"] == pytest.approx([0.0, 0.4])
+    assert row["covered_by_theorem"]
     oa = {r["rho"]: r for r in res["only_accurate"]}
     assert oa[0.04]["bound"] == pytest.approx(2 * 5 / 20) and oa[0.04]["measured_gap"] == 0.4
     assert estimate_n_train(RECORDS) == 28  # 7 steps in epoch 0 x batch 4
@@ -132,3 +137,34 @@ def test_cli_records_predict_check(tmp_path: Path, capsys: pytest.CaptureFixture
             "--hold-out", "0.25"]  # fmt: skip
     assert main(argv) == 2
     assert "--min-sizes" in capsys.readouterr().err
+
+
+def test_subsample_eps_tracks_the_sampling_deviation() -> None:
+    from wrel.theory import subsample_eps
+
+    losses = np.tile([0.0, 1.0], 500)[None, :]  # one hypothesis, sd 0.5
+    fit = subsample_eps(losses, [100, 400], num_draws=2000, rng=0)
+    # the 95 % quantile of |mean of m draws - 0.5| is about 1.96 * 0.5 / sqrt(m)
+    for m, gap in zip(fit.sample_sizes, fit.gaps, strict=True):
+        assert gap == pytest.approx(1.96 * 0.5 / m**0.5, rel=0.15)
+    assert fit.c == pytest.approx(0.98, rel=0.15)
+    assert subsample_eps(np.full((3, 50), 0.3), [10, 20]).c == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="positive sizes"):
+        subsample_eps(losses, [])
+
+
+def test_predict_eps_sources_are_checked(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "bench", RECORDS, TRACES)
+    kw: dict[str, Any] = {
+        "records_dir": folder,
+        "ratios": [0.25],
+        "seeds": [0],
+        "n_train": N,
+        "hold_out": [0.25],
+    }
+    with pytest.raises(ValueError, match="too few sub-sample sizes"):  # 2 val samples
+        predict_cells(RECORDS, TRACES, eps_source="subsample", **kw)
+    with pytest.raises(ValueError, match="not one of"):
+        predict_cells(RECORDS, TRACES, eps_source="vc", **kw)
+    pred = predict_cells(RECORDS, TRACES, eps_source="subsample", min_sizes=1, **kw)
+    assert pred["eps_source"] == "subsample" and pred["eps_fits"]["0.25"]["sizes"] == [1.0]

@@ -15,7 +15,7 @@ from pathlib import Path
 from wrel.core.outfiles import StagedOutputs, check_output_paths
 from wrel.studies.bound import bound_markdown, load_traces, measure_bound, write_bound
 from wrel.studies.bound_check import check_markdown, check_prediction
-from wrel.studies.bound_predict import predict_cells
+from wrel.studies.bound_predict import EPS_SOURCES, predict_cells
 from wrel.studies.bound_records import bound_from_records, records_bound_markdown
 from wrel.studies.runner import code_version, load_records
 
@@ -76,6 +76,12 @@ def _add_predict(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", help="seeds of the grid (default: every seed with a record)")
     p.add_argument("--n-train", type=int, help="full train size (default: from Full's curve)")
     p.add_argument("--min-sizes", type=int, default=3, help="train sizes eps must be fitted on")
+    p.add_argument(
+        "--eps-source",
+        choices=sorted(EPS_SOURCES),
+        default="learning-curve",
+        help="the eps proxy (docs/theory.md section 9)",
+    )
     p.add_argument(
         "--hold-out",
         type=float,
@@ -158,6 +164,7 @@ def run_predict(args: argparse.Namespace) -> int:
         n_train=args.n_train,
         hold_out=args.hold_out,
         min_sizes=args.min_sizes,
+        eps_source=args.eps_source,
         code=code_version(),
     )
     with StagedOutputs() as staged:

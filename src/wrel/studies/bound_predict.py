@@ -36,8 +36,9 @@ from wrel.studies.bound_records import (
     estimate_n_train,
     ratio,
 )
+from wrel.theory import subsample_eps
 
-__all__ = ["PREDICTED", "predict_cells", "record_files"]
+__all__ = ["EPS_SOURCES", "PREDICTED", "predict_cells", "record_files"]
 
 PREDICTED = ("naive", "only-accurate")  # the two methods the criterion compares
 Z = 1.96  # two-sided 95 % normal quantile for the test-set noise term
@@ -94,6 +95,44 @@ def _noise(records: list[dict], traces: dict, method: str, full_cks: dict) -> fl
     return Z * max(sds) / float(np.sqrt(n_test))
 
 
+#: eps proxies ``predict`` can use, and what each is.
+EPS_SOURCES = {
+    "learning-curve": "a/(2 sqrt m) from the learning curve r_inf + a/sqrt(m) of the "
+    "accurate-only runs' test risks (Only-Accurate at each ratio, Full), predicted ratio left out",
+    "subsample": "c/sqrt(m) through the 95 % uniform deviation, over every traced checkpoint, of "
+    "val risks sub-sampled at N_val/8, N_val/4, N_val/2 (finite class of visited checkpoints "
+    "only: a lower proxy)",
+}
+
+
+def _eps(
+    used: list[dict], traces: dict, n: int, rho: float, source: str, min_sizes: int
+) -> tuple[Any, dict[str, Any]]:
+    """The eps function at ``rho`` and what it was fitted on."""
+    if source == "subsample":
+        rows = [np.asarray(ln[key], dtype=np.float64) for r in used
+                for ln in traces.get(r["name"], []) for key in ("loss", "loss_class_name")]  # fmt: skip
+        n_val = len(rows[0]) if rows else 0
+        sizes = sorted({max(1, n_val // k) for k in (8, 4, 2)}) if n_val else []
+        if len(sizes) < min_sizes:
+            raise ValueError(f"{n_val} traced val samples give too few sub-sample sizes")
+        fit = subsample_eps(np.stack(rows), sizes)
+        info = {"c": fit.c, "sizes": list(fit.sample_sizes), "deviations": list(fit.gaps),
+                "residual_rms": fit.residual_rms, "hypotheses": len(rows)}  # fmt: skip
+        return fit.at, info
+    curve = accurate_only_fit(used, n, leave_out=rho)
+    if curve.num_sizes < min_sizes:
+        raise ValueError(
+            f"eps at {rho:.0%} would be fitted on {curve.num_sizes} training-set sizes "
+            f"({sorted(set(curve.sample_sizes))}) with {rho:.0%} left out; run Only-Accurate "
+            f"at another ratio, use --eps-source subsample, or pass --min-sizes "
+            f"{curve.num_sizes} (recorded in the file)"
+        )
+    info = {"a": curve.a, "r_inf": curve.r_inf, "residual_rms": curve.residual_rms,
+            "sizes": sorted(set(curve.sample_sizes)), "left_out_ratio": rho}  # fmt: skip
+    return curve.eps, info
+
+
 def _split(records: list[dict], hold_out: Sequence[float]) -> tuple[list[dict], list[dict]]:
     held = [
         r
@@ -113,6 +152,7 @@ def predict_cells(
     n_train: int | None = None,
     hold_out: Sequence[float] = (),
     min_sizes: int = 3,
+    eps_source: str = "learning-curve",
     code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The prediction file's content for every (method, ratio, seed) cell without a record.
@@ -125,8 +165,11 @@ def predict_cells(
         n_train: full training-set size (default: :func:`estimate_n_train`).
         hold_out: ratios whose records are ignored (a retrospective demonstration).
         min_sizes: distinct training-set sizes the eps fit needs, the predicted ratio excluded.
+        eps_source: ``learning-curve`` or ``subsample`` (:data:`EPS_SOURCES`).
         code: ``{"commit", "dirty"}`` of the code that predicts.
     """
+    if eps_source not in EPS_SOURCES:
+        raise ValueError(f"eps source {eps_source!r} is not one of {sorted(EPS_SOURCES)}")
     used, held = _split(records, hold_out)
     n = n_train or estimate_n_train(used)
     seeds = sorted({r["seed"] for r in used}) if seeds is None else list(seeds)
@@ -146,23 +189,15 @@ def predict_cells(
             raise ValueError(f"--ratios must lie strictly between 0 and 1, got {rho}")
         if all((m, round(rho, 6), s) in have for m in PREDICTED for s in seeds):
             continue  # every cell at this ratio has run: nothing to predict
-        fit = accurate_only_fit(used, n, leave_out=rho)
-        if fit.num_sizes < min_sizes:
-            raise ValueError(
-                f"eps at {rho:.0%} would be fitted on {fit.num_sizes} training-set sizes "
-                f"({sorted(set(fit.sample_sizes))}) with {rho:.0%} left out; run Only-Accurate "
-                f"at another ratio or pass --min-sizes {fit.num_sizes} (labelled in the file)"
-            )
-        fits[f"{rho:g}"] = {"a": fit.a, "r_inf": fit.r_inf, "residual_rms": fit.residual_rms,
-                            "sizes": sorted(set(fit.sample_sizes)), "left_out_ratio": rho}  # fmt: skip
-        eps_n, eps_rho_n = fit.eps(n), fit.eps(rho * n)
+        eps, fits[f"{rho:g}"] = _eps(used, traces, n, rho, eps_source, min_sizes)
+        eps_n, eps_rho_n = eps(n), eps(rho * n)
         gamma_mix, source = _gamma_mix(rho, naive, naive_cks, gamma_ref_mean)
         for seed in seeds:
             ref_ck = full_cks.get(seed)
             gamma_ref = ref_ck.gamma if ref_ck is not None else gamma_ref_mean
             signed = (1.0 - rho) * (gamma_mix - gamma_ref)
             bounds = {"naive": signed + 2 * eps_n, "only-accurate": 2 * eps_rho_n}
-            points = {"naive": signed, "only-accurate": fit.risk(rho * n) - fit.risk(n)}
+            points = {"naive": signed, "only-accurate": 2 * (eps_rho_n - eps_n)}
             missing = [m for m in PREDICTED if (m, round(rho, 6), seed) not in have]
             for method in missing:
                 t = noise[method]
@@ -201,8 +236,9 @@ def predict_cells(
         "n_train": n,
         "min_sizes": min_sizes,
         "gap": "R(cell) - R(Full of the same seed), R = 1 - test mIoU / 100",
+        "eps_source": eps_source,
         "proxies": {
-            "eps": "a/(2 sqrt m), learning curve of accurate-only test risks, ratio left out",
+            "eps": EPS_SOURCES[eps_source],
             "gamma_ref": "Full's chosen val checkpoint (nearest traced) stands in for h*",
             "gamma_mix": "Naive-WREL's chosen val checkpoints, same ratio or interpolated",
             "test_noise": "1.96 sd(paired val loss difference) / sqrt(test size)",

@@ -19,6 +19,7 @@ from wrel.theory.estimators import (
     estimate_delta,
     fit_eps,
     fit_learning_curve,
+    subsample_eps,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "fit_eps",
     "fit_learning_curve",
     "rademacher_eps",
+    "subsample_eps",
 ]

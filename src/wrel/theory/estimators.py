@@ -22,6 +22,7 @@ __all__ = [
     "estimate_delta",
     "fit_eps",
     "fit_learning_curve",
+    "subsample_eps",
 ]
 
 
@@ -274,3 +275,41 @@ def fit_learning_curve(sample_sizes: Sequence[float], risks: Sequence[float]) ->
     return LearningCurveFit(
         r_inf=float(r_inf), a=float(a), sample_sizes=tuple(x.tolist()), risks=tuple(r.tolist())
     )
+
+
+def subsample_eps(
+    losses: np.ndarray,
+    sizes: Sequence[int],
+    *,
+    delta: float = 0.05,
+    num_draws: int = 200,
+    rng: np.random.Generator | int | None = 0,
+) -> EpsFit:
+    """``eps_m`` of a *finite* class from sub-sampled held-out losses, fitted as ``c / sqrt(m)``.
+
+    For each size ``m``, draw ``m`` of the ``N`` samples with replacement ``num_draws`` times;
+    the ``1 - delta`` quantile over draws of ``max_k |mean_draw(loss_k) - mean(loss_k)|`` is the
+    uniform deviation at ``m`` samples over the ``K`` hypotheses given (e.g. every checkpoint
+    the runs visited, scored on val). A proxy: it covers only those ``K`` hypotheses, not the
+    class training selects from, so it can be far below the ``eps_n`` of docs/theory.md.
+
+    Args:
+        losses: ``(K, N)`` per-sample losses in [0, 1].
+        sizes: sub-sample sizes (at least one; each positive).
+        delta: failure probability.
+        num_draws: draws per size.
+        rng: seed or generator.
+    """
+    values = np.atleast_2d(np.asarray(losses, dtype=np.float64))
+    if values.ndim != 2 or values.shape[1] == 0 or not sizes or min(sizes) < 1:
+        raise ValueError(f"need (K, N) losses and positive sizes, got {values.shape}, {sizes}")
+    gen = np.random.default_rng(rng)
+    full = values.mean(axis=1)
+    gaps = []
+    for m in sizes:
+        n = values.shape[1]
+        counts = gen.multinomial(int(m), np.full(n, 1.0 / n), size=num_draws)  # (draws, N)
+        draws = values @ counts.T / float(m)  # (K, draws) sub-sample means
+        worst = np.abs(draws - full[:, None]).max(axis=0)
+        gaps.append(float(np.quantile(worst, 1.0 - delta)))
+    return fit_eps([float(m) for m in sizes], gaps)
