@@ -62,6 +62,9 @@ def check_prediction(prediction: dict[str, Any], records: list[dict[str, Any]]) 
     scored = [c for c in cells if c["status"] == "scored"]
     scored_calls = [c for c in calls if c["status"] == "scored"]
     return {
+        "retrospective": bool(prediction.get("retrospective")),
+        "note": prediction.get("note", ""),
+        "predicted_with": {k: prediction.get(k) for k in ("code", "created_utc", "eps_source")},
         "cells": cells,
         "calls": calls,
         "summary": {
@@ -83,6 +86,10 @@ def check_markdown(result: dict[str, Any], *, prediction_file: str, records_dir:
         "",
         f"Prediction `{prediction_file}` against the records in `{records_dir}`. Gap = "
         "R(cell) - R(Full, same seed) on test, R = 1 - mIoU/100.",
+        "",
+        f"**{result['note']}.**" if result["retrospective"] else f"Prediction: {result['note']}.",
+        "",
+        "Predicted with: " + ", ".join(f"{k} {v}" for k, v in result["predicted_with"].items()),
         "",
         f"- cells scored: {s['cells_scored']} ({s['cells_inside']} inside their interval, "
         f"{s['cells_scored'] - s['cells_inside']} outside); pending: {s['cells_pending']}",
