@@ -64,7 +64,9 @@ def check_prediction(prediction: dict[str, Any], records: list[dict[str, Any]]) 
     return {
         "retrospective": bool(prediction.get("retrospective")),
         "note": prediction.get("note", ""),
-        "predicted_with": {k: prediction.get(k) for k in ("code", "created_utc", "eps_source")},
+        "predicted_with": {
+            k: prediction.get(k) for k in ("code", "created_utc", "eps_source", "min_sizes")
+        },
         "cells": cells,
         "calls": calls,
         "summary": {
