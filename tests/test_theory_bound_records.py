@@ -77,6 +77,11 @@ def test_bound_from_records_by_hand() -> None:
     assert signed["bound"] == pytest.approx(0.292) and not signed["holds"]
     assert signed["delta_share"] == pytest.approx(0.192 / 0.292)
     assert signed["slack"] == pytest.approx(-0.008)
+    assert signed["slack_from_delta"] == pytest.approx(0.0)
+    assert signed["slack_from_eps"] == pytest.approx(0.1 - (0.3 - 0.192))
+    loose = b["max_checkpoints"]  # 0.376 = (0.576 - 0.192) + (0.1 - 0.108)
+    assert loose["slack_from_delta"] == pytest.approx(0.576 - 0.192)
+    assert loose["slack_from_delta"] + loose["slack_from_eps"] == pytest.approx(loose["slack"])
     # per-sample Gamma differences [0.4, 0.0]: bootstrap means lie in {0, 0.2, 0.4}
     assert row["gamma_difference_ci"] == pytest.approx([0.0, 0.4])
     assert row["covered_by_theorem"]

@@ -189,6 +189,11 @@ def _versions(rho: float, measured: float, d_max: float, d_pair: float, signed: 
               eps_n: float) -> dict[str, Any]:  # fmt: skip
     """The three bounds (class-wide Delta, two-hypothesis Delta, signed first line)."""
     eps_term = 2.0 * eps_n
+    # measured = signed term + remainder, the remainder being R_rho(h_mix) - R_rho(h*) (an
+    # identity, section 4) that the bound replaces by 2 eps_n: so the slack splits exactly into
+    # (Delta term - signed term) + (2 eps_n - remainder)
+    exact_term = (1.0 - rho) * signed
+    remainder = measured - exact_term
     out = {}
     for key, delta_term in (
         ("max_checkpoints", 2.0 * (1.0 - rho) * d_max),
@@ -203,6 +208,8 @@ def _versions(rho: float, measured: float, d_max: float, d_pair: float, signed: 
             "delta_share": delta_term / bound if bound > 0 else float("nan"),
             "eps_share": eps_term / bound if bound > 0 else float("nan"),
             "slack": bound - measured,
+            "slack_from_delta": delta_term - exact_term,
+            "slack_from_eps": eps_term - remainder,
             "holds": bool(measured <= bound),
         }
     return out
@@ -299,10 +306,13 @@ def records_bound_markdown(result: dict[str, Any]) -> str:
         "Three versions of the Delta term (docs/theory.md section 4): `max` = 2(1-rho) Delta "
         "over all checkpoints (class-wide proxy); `pair` = 2(1-rho) max(|Gamma(h_mix)|, "
         "|Gamma(h*)|), the two hypotheses the proof uses; `signed` = (1-rho)(Gamma(h_mix) - "
-        "Gamma(h*)), the proof's first line. Shares are term / bound; slack = bound - measured.",
+        "Gamma(h*)), the proof's first line. Shares are term / bound. The slack (bound - "
+        "measured) splits exactly into a part from the Delta term (Delta term - signed term) "
+        "and a part from eps (2 eps_n - (measured - signed term)): the measured gap is the "
+        "signed term plus R_rho(h_mix) - R_rho(h*), which the bound replaces by 2 eps_n.",
         "",
         "| rho | run | measured gap | Gamma(h_mix) | version | Delta term (share) | "
-        "2 eps_n (share) | bound | slack | holds |",
+        "2 eps_n (share) | bound | slack (from Delta + from eps) | holds |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
@@ -320,7 +330,8 @@ def records_bound_markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['rho']:.0%} | {run} | {r['measured_gap']:.3f} | {gamma} | {label} | "
                 f"{b['delta_term']:.3f} ({b['delta_share']:.0%}) | {b['eps_term']:.3f} "
-                f"({b['eps_share']:.0%}) | {b['bound']:.3f} | {b['slack']:.3f} | "
+                f"({b['eps_share']:.0%}) | {b['bound']:.3f} | {b['slack']:.3f} "
+                f"({b['slack_from_delta']:.3f} + {b['slack_from_eps']:.3f}) | "
                 f"{'yes' if b['holds'] else 'NO'} |"
             )
     lines += [
