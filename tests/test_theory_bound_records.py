@@ -136,6 +136,15 @@ def test_cli_records_predict_check(tmp_path: Path, capsys: pytest.CaptureFixture
             str(report)]  # fmt: skip
     assert main(argv) == 0
     assert "WRONG" in report.read_text() and "inside" in report.read_text()
+    assert "changed since" not in report.read_text()
+    # an input record edited after the prediction is named in the report
+    (folder / "runs" / "full-s0.json").write_text(json.dumps(RECORDS[0]) + " ")
+    assert main([*argv, "--overwrite"]) == 0
+    assert "runs/full-s0.json" in report.read_text().split("changed since")[1]
+    # records of another data version (regime) are refused
+    other = [{**r, "data": {"settings_hash": h}} for r, h in zip(RECORDS, "aabbb", strict=True)]
+    with pytest.raises(ValueError, match="2 data versions"):
+        bound_from_records(other, TRACES, n_train=N)
     # too few sizes once the predicted ratio is left out: a one-line error
     argv = ["bound", "predict", "--records", str(folder), "--out", str(tmp_path / "p2.json"),
             "--ratios", "0.16", "--seeds", "0", "--n-train", str(N), "--hold-out", "0.16",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from wrel.core.outfiles import StagedOutputs, check_output_paths
 from wrel.studies.bound import bound_markdown, load_traces, measure_bound, write_bound
-from wrel.studies.bound_check import check_markdown, check_prediction
+from wrel.studies.bound_check import changed_inputs, check_markdown, check_prediction
 from wrel.studies.bound_predict import EPS_SOURCES, predict_cells
 from wrel.studies.bound_records import bound_from_records, records_bound_markdown
 from wrel.studies.runner import code_version, load_records
@@ -184,7 +184,10 @@ def run_check(args: argparse.Namespace) -> int:
     prediction = json.loads(path.read_text())
     records, _ = _load(args.records)
     result = check_prediction(prediction, records)
-    text = check_markdown(result, prediction_file=str(path), records_dir=args.records)
+    changed = changed_inputs(prediction, args.records)
+    text = check_markdown(
+        result, prediction_file=str(path), records_dir=args.records, changed=changed
+    )
     print(text)
     if "--out" in targets:
         with StagedOutputs() as staged:

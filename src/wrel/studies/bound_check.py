@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
-from wrel.studies.bound_records import REFERENCE, ratio, test_risk
+from wrel.studies.bound_records import REFERENCE, data_version, ratio, test_risk
 
-__all__ = ["check_markdown", "check_prediction"]
+__all__ = ["changed_inputs", "check_markdown", "check_prediction"]
 
 
 def _index(records: list[dict[str, Any]]) -> dict[tuple[str, float, int], dict[str, Any]]:
     return {(r["method"], round(ratio(r), 6), int(r["seed"])): r for r in records}
+
+
+def changed_inputs(prediction: dict[str, Any], folder: str | Path) -> list[str]:
+    """The prediction's input files that are missing under ``folder`` or changed since."""
+    changed = []
+    for entry in prediction.get("records", []):
+        path = Path(folder) / entry["file"]
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            changed.append(entry["file"])
+    return changed
 
 
 def check_prediction(prediction: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -22,6 +34,12 @@ def check_prediction(prediction: dict[str, Any], records: list[dict[str, Any]]) 
     """
     if prediction.get("kind") != "wrel bound prediction":
         raise ValueError("--prediction is not a file written by `wrel bound predict`")
+    version = data_version(records)
+    if prediction.get("data_version") and version and version != prediction["data_version"]:
+        raise ValueError(
+            f"the prediction is for data version {prediction['data_version']}, the records are "
+            f"{version}; check it against the records of the regime it predicts"
+        )
     index = _index(records)
     inputs = {f["file"] for f in prediction.get("records", [])}
     cells = []
@@ -80,8 +98,14 @@ def check_prediction(prediction: dict[str, Any], records: list[dict[str, Any]]) 
     }
 
 
-def check_markdown(result: dict[str, Any], *, prediction_file: str, records_dir: str) -> str:
-    """The check as a markdown report."""
+def check_markdown(
+    result: dict[str, Any],
+    *,
+    prediction_file: str,
+    records_dir: str,
+    changed: list[str] | None = None,
+) -> str:
+    """The check as a markdown report (``changed``: input files changed since the prediction)."""
     s = result["summary"]
     lines = [
         "# Check of a bound prediction",
@@ -98,6 +122,11 @@ def check_markdown(result: dict[str, Any], *, prediction_file: str, records_dir:
         f"- mixing calls scored: {s['calls_scored']} ({s['calls_right']} right, "
         f"{s['calls_scored'] - s['calls_right']} wrong)",
     ]
+    if changed:
+        lines.append(
+            f"- WARNING: {len(changed)} input files of the prediction are missing or changed "
+            f"since it was made: {', '.join(changed)}"
+        )
     if s["scored_records_that_were_inputs"]:
         lines.append(
             f"- WARNING: {s['scored_records_that_were_inputs']} scored records were inputs "

@@ -33,6 +33,7 @@ from wrel.studies.bound_records import (
     REFERENCE,
     accurate_only_fit,
     chosen_checkpoint,
+    data_version,
     estimate_n_train,
     ratio,
 )
@@ -170,6 +171,7 @@ def predict_cells(
     """
     if eps_source not in EPS_SOURCES:
         raise ValueError(f"eps source {eps_source!r} is not one of {sorted(EPS_SOURCES)}")
+    version = data_version(records)
     used, held = _split(records, hold_out)
     n = n_train or estimate_n_train(used)
     seeds = sorted({r["seed"] for r in used}) if seeds is None else list(seeds)
@@ -231,6 +233,7 @@ def predict_cells(
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code": code or {},
         "records_dir": str(records_dir),
+        "data_version": version,
         "records": record_files(records_dir, [r["name"] for r in used]),
         "held_out": sorted(r["name"] for r in held),
         "n_train": n,

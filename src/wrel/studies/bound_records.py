@@ -30,6 +30,7 @@ from wrel.theory import LearningCurveFit, estimate_delta, fit_learning_curve
 __all__ = [
     "ChosenCheckpoint",
     "accurate_only_fit",
+    "data_version",
     "bound_from_records",
     "chosen_checkpoint",
     "estimate_n_train",
@@ -43,6 +44,21 @@ REFERENCE = "full"  # the method whose chosen checkpoint stands in for h*
 COVERED = ("naive", "naive-long")
 ACCURATE_ONLY = ("only-accurate", "full")  # trained on accurate expressions only
 NOT_MIXED = (*ACCURATE_ONLY, "bank-only")
+
+
+def data_version(records: list[dict[str, Any]]) -> str | None:
+    """The one data version (benchmark settings hash) the records name, None if none does.
+
+    Raises:
+        ValueError: when the records name several (e.g. two regimes in one folder).
+    """
+    hashes = {str(h) for r in records if (h := (r.get("data") or {}).get("settings_hash"))}
+    if len(hashes) > 1:
+        raise ValueError(
+            f"the records name {len(hashes)} data versions ({', '.join(sorted(hashes))}); "
+            "give a folder with one benchmark regime's records"
+        )
+    return next(iter(hashes), None)
 
 
 def test_risk(rec: dict[str, Any]) -> float:
@@ -236,6 +252,7 @@ def bound_from_records(
     if seed not in seeds:
         raise ValueError(f"no Full run for seed {seed}; seeds with one: {seeds}")
     runs = [r for r in records if r["seed"] == seed]
+    version = data_version(records)
     n = n_train or estimate_n_train(records)
     fit = accurate_only_fit(records, n)
     ref = next(r for r in runs if r["method"] == REFERENCE)
@@ -268,6 +285,7 @@ def bound_from_records(
     return {
         "source": "records only (no run folders, nothing re-evaluated)",
         "seed": seed,
+        "data_version": version,
         "n_train": n,
         "loss": "1 - IoU per sample (risk = 1 - mIoU/100); measured gaps on test vs Full",
         "delta": delta,
