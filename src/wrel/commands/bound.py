@@ -21,9 +21,11 @@ from wrel.studies.runner import code_version, load_records
 
 _EPILOG = """examples:
   wrel bound --records docs/results/cpu --out /tmp/bound
-  wrel bound predict --records docs/results/ambiguous --out docs/results/ambiguous/prediction.json
-  wrel bound check --prediction docs/results/ambiguous/prediction.json \\
-      --records docs/results/ambiguous --out docs/results/ambiguous/bound-check.md"""
+  wrel bound predict --records docs/results/rrsisd --eps-source subsample \\
+      --out docs/results/rrsisd/bound-prediction-subsample.json
+  (commit the prediction, run the cells it predicts, commit their records, then)
+  wrel bound check --prediction docs/results/rrsisd/bound-prediction-subsample.json \\
+      --records docs/results/rrsisd --out docs/results/rrsisd/bound-check-subsample.md"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

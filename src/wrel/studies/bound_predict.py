@@ -74,6 +74,8 @@ def _gamma_mix(rho: float, naive: list[dict], cks: dict, gamma_ref: float) -> tu
     for r in naive:
         if r["name"] in cks:
             by_ratio.setdefault(ratio(r), []).append(cks[r["name"]].gamma)
+    if not by_ratio:
+        return gamma_ref, "no traced Naive-WREL run: Full's Gamma (signed term 0, a guess)"
     xs = sorted(by_ratio) + [1.0]
     ys = [float(np.mean(by_ratio[x])) for x in xs[:-1]] + [gamma_ref]
     shown = ", ".join(f"{x:.0%}" for x in xs)
