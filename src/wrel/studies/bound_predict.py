@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from wrel.studies.bound_records import (
     REFERENCE,
+    ChosenCheckpoint,
     accurate_only_fit,
     chosen_checkpoint,
     data_version,
@@ -145,6 +147,72 @@ def _split(records: list[dict], hold_out: Sequence[float]) -> tuple[list[dict], 
     return [r for r in records if r not in held], held
 
 
+@dataclass
+class _Context:
+    """What every predicted cell is computed from."""
+
+    n: int
+    seeds: list[int]
+    full_cks: dict[int, ChosenCheckpoint]  # seed -> Full's chosen checkpoint
+    gamma_ref_mean: float
+    naive: list[dict[str, Any]]
+    naive_cks: dict[str, ChosenCheckpoint]
+    have: set[tuple[str, float, int]]  # (method, ratio, seed) with a record
+    noise: dict[str, float]  # method -> test-noise term
+
+
+def _context(
+    used: list[dict], traces: dict, n_train: int | None, seeds: Sequence[int] | None
+) -> _Context:
+    full_cks = {r["seed"]: chosen_checkpoint(r, traces[r["name"]]) for r in used
+                if r["method"] == REFERENCE and r["name"] in traces}  # fmt: skip
+    if not full_cks:
+        raise ValueError("no traced Full run among the records; Gamma(h*) needs one")
+    return _Context(
+        n=n_train or estimate_n_train(used),
+        seeds=sorted({r["seed"] for r in used}) if seeds is None else list(seeds),
+        full_cks=full_cks,
+        gamma_ref_mean=float(np.mean([ck.gamma for ck in full_cks.values()])),
+        naive=[r for r in used if r["method"] == "naive"],
+        naive_cks=_gammas(used, traces, "naive"),
+        have={(r["method"], round(ratio(r), 6), r["seed"]) for r in used},
+        noise={m: _noise(used, traces, m, full_cks) for m in PREDICTED},
+    )
+
+
+def _seed_cells(
+    ctx: _Context, rho: float, seed: int, eps: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The missing cells of one (ratio, seed) and the call there."""
+    eps_n, eps_rho_n = eps(ctx.n), eps(rho * ctx.n)
+    gamma_mix, source = _gamma_mix(rho, ctx.naive, ctx.naive_cks, ctx.gamma_ref_mean)
+    ref_ck = ctx.full_cks.get(seed)
+    gamma_ref = ref_ck.gamma if ref_ck is not None else ctx.gamma_ref_mean
+    signed = (1.0 - rho) * (gamma_mix - gamma_ref)
+    bounds = {"naive": signed + 2 * eps_n, "only-accurate": 2 * eps_rho_n}
+    points = {"naive": signed, "only-accurate": 2 * (eps_rho_n - eps_n)}
+    cells = []
+    for method in [m for m in PREDICTED if (m, round(rho, 6), seed) not in ctx.have]:
+        t = ctx.noise[method]
+        cells.append({
+            "method": method, "rho": rho, "seed": seed,
+            "interval": [-2 * eps_n - t, bounds[method] + t], "point": points[method],
+            "terms": {"eps_n": eps_n, "eps_rho_n": eps_rho_n, "test_noise": t,
+                      "gamma_mix": gamma_mix if method == "naive" else None,
+                      "gamma_mix_source": source if method == "naive" else None,
+                      "gamma_ref": gamma_ref,
+                      "gamma_ref_source": "Full of this seed" if ref_ck else
+                      "mean of the Full runs (no Full of this seed)"},
+        })  # fmt: skip
+    call = {
+        "rho": rho, "seed": seed, "bound_naive": bounds["naive"],
+        "bound_only_accurate": bounds["only-accurate"],
+        "mixing_preferred": bool(bounds["naive"] < bounds["only-accurate"]),
+        "point_mixing_preferred": bool(points["naive"] < points["only-accurate"]),
+    }  # fmt: skip
+    return cells, call
+
+
 def predict_cells(
     records: list[dict[str, Any]],
     traces: dict[str, list[dict[str, Any]]],
@@ -175,53 +243,19 @@ def predict_cells(
         raise ValueError(f"eps source {eps_source!r} is not one of {sorted(EPS_SOURCES)}")
     version = data_version(records)
     used, held = _split(records, hold_out)
-    n = n_train or estimate_n_train(used)
-    seeds = sorted({r["seed"] for r in used}) if seeds is None else list(seeds)
-    full = {r["seed"]: r for r in used if r["method"] == REFERENCE}
-    full_cks = {s: chosen_checkpoint(r, traces[r["name"]]) for s, r in full.items()
-                if r["name"] in traces}  # fmt: skip
-    if not full_cks:
-        raise ValueError("no traced Full run among the records; Gamma(h*) needs one")
-    gamma_ref_mean = float(np.mean([ck.gamma for ck in full_cks.values()]))
-    naive = [r for r in used if r["method"] == "naive"]
-    naive_cks = _gammas(used, traces, "naive")
-    have = {(r["method"], round(ratio(r), 6), r["seed"]) for r in used}
-    noise = {m: _noise(used, traces, m, full_cks) for m in PREDICTED}
+    ctx = _context(used, traces, n_train, seeds)
     cells, calls, fits = [], [], {}
     for rho in ratios:
         if not 0.0 < rho < 1.0:
             raise ValueError(f"--ratios must lie strictly between 0 and 1, got {rho}")
-        if all((m, round(rho, 6), s) in have for m in PREDICTED for s in seeds):
+        if all((m, round(rho, 6), s) in ctx.have for m in PREDICTED for s in ctx.seeds):
             continue  # every cell at this ratio has run: nothing to predict
-        eps, fits[f"{rho:g}"] = _eps(used, traces, n, rho, eps_source, min_sizes)
-        eps_n, eps_rho_n = eps(n), eps(rho * n)
-        gamma_mix, source = _gamma_mix(rho, naive, naive_cks, gamma_ref_mean)
-        for seed in seeds:
-            ref_ck = full_cks.get(seed)
-            gamma_ref = ref_ck.gamma if ref_ck is not None else gamma_ref_mean
-            signed = (1.0 - rho) * (gamma_mix - gamma_ref)
-            bounds = {"naive": signed + 2 * eps_n, "only-accurate": 2 * eps_rho_n}
-            points = {"naive": signed, "only-accurate": 2 * (eps_rho_n - eps_n)}
-            missing = [m for m in PREDICTED if (m, round(rho, 6), seed) not in have]
-            for method in missing:
-                t = noise[method]
-                cells.append({
-                    "method": method, "rho": rho, "seed": seed,
-                    "interval": [-2 * eps_n - t, bounds[method] + t], "point": points[method],
-                    "terms": {"eps_n": eps_n, "eps_rho_n": eps_rho_n, "test_noise": t,
-                              "gamma_mix": gamma_mix if method == "naive" else None,
-                              "gamma_mix_source": source if method == "naive" else None,
-                              "gamma_ref": gamma_ref,
-                              "gamma_ref_source": "Full of this seed" if ref_ck else
-                              "mean of the Full runs (no Full of this seed)"},
-                })  # fmt: skip
-            if missing:
-                calls.append({
-                    "rho": rho, "seed": seed, "bound_naive": bounds["naive"],
-                    "bound_only_accurate": bounds["only-accurate"],
-                    "mixing_preferred": bool(bounds["naive"] < bounds["only-accurate"]),
-                    "point_mixing_preferred": bool(points["naive"] < points["only-accurate"]),
-                })  # fmt: skip
+        eps, fits[f"{rho:g}"] = _eps(used, traces, ctx.n, rho, eps_source, min_sizes)
+        for seed in ctx.seeds:
+            seed_cells, call = _seed_cells(ctx, rho, seed, eps)
+            cells += seed_cells
+            calls += [call] if seed_cells else []
+    n = ctx.n
     return {
         "kind": "wrel bound prediction",
         "retrospective": bool(held),
