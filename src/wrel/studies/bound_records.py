@@ -242,8 +242,9 @@ def bound_from_records(
     """Every term of the bound for one seed's runs, from records and traces only.
 
     Returns:
-        A JSON-able dict: ``delta``, ``eps``, ``reference``, ``rows`` (one per mixed run),
-        ``only_accurate`` (one per Only-Accurate run), ``notes``.
+        A JSON-able dict: ``delta``, ``eps``, ``reference``, ``rows`` (one per traced mixed
+        run), ``only_accurate`` (one per Only-Accurate run), ``untraced`` (mixed runs left
+        out: no trace).
     """
     seeds = sorted({r["seed"] for r in records if r["method"] == REFERENCE})
     if not seeds:
@@ -261,7 +262,7 @@ def bound_from_records(
     ref_ck = chosen_checkpoint(ref, traces[ref["name"]])
     delta = _delta(runs, traces, confidence)
     eps_n = fit.eps(n)
-    rows, oa_rows = [], []
+    rows, oa_rows, untraced = [], [], []
     for rec in sorted(runs, key=lambda r: (ratio(r), r["method"])):
         rho, measured = ratio(rec), test_risk(rec) - test_risk(ref)
         if rec["method"] == "only-accurate":
@@ -269,19 +270,13 @@ def bound_from_records(
             oa_rows.append({"run": rec["name"], "rho": rho, "measured_gap": measured,
                             "bound": bound, "holds": bool(measured <= bound)})  # fmt: skip
             continue
-        if rec["method"] in NOT_MIXED or rec["name"] not in traces:
+        if rec["method"] in NOT_MIXED:
+            continue
+        if rec["name"] not in traces:
+            untraced.append(rec["name"])
             continue
         ck = chosen_checkpoint(rec, traces[rec["name"]])
-        d_pair = max(abs(ck.gamma), abs(ref_ck.gamma))
-        signed = ck.gamma - ref_ck.gamma
-        rows.append({
-            "run": rec["name"], "method": rec["method"], "rho": rho, "measured_gap": measured,
-            "gamma_mix": ck.to_dict(), "delta_pair": d_pair, "gamma_difference": signed,
-            "gamma_difference_ci": _difference_ci(ck, ref_ck, confidence),
-            "covered_by_theorem": rec["method"] in COVERED,
-            "eps_n": eps_n,
-            "bounds": _versions(rho, measured, delta["estimate"], d_pair, signed, eps_n),
-        })  # fmt: skip
+        rows.append(_mixed_row(rec, ck, ref_ck, measured, delta["estimate"], eps_n, confidence))
     return {
         "source": "records only (no run folders, nothing re-evaluated)",
         "seed": seed,
@@ -300,7 +295,31 @@ def bound_from_records(
         },
         "rows": rows,
         "only_accurate": oa_rows,
+        "untraced": untraced,
     }
+
+
+def _mixed_row(
+    rec: dict[str, Any],
+    ck: ChosenCheckpoint,
+    ref_ck: ChosenCheckpoint,
+    measured: float,
+    delta_max: float,
+    eps_n: float,
+    confidence: float,
+) -> dict[str, Any]:
+    """One mixed run's Gammas and its three bounds."""
+    rho = ratio(rec)
+    d_pair = max(abs(ck.gamma), abs(ref_ck.gamma))
+    signed = ck.gamma - ref_ck.gamma
+    return {
+        "run": rec["name"], "method": rec["method"], "rho": rho, "measured_gap": measured,
+        "gamma_mix": ck.to_dict(), "delta_pair": d_pair, "gamma_difference": signed,
+        "gamma_difference_ci": _difference_ci(ck, ref_ck, confidence),
+        "covered_by_theorem": rec["method"] in COVERED,
+        "eps_n": eps_n,
+        "bounds": _versions(rho, measured, delta_max, d_pair, signed, eps_n),
+    }  # fmt: skip
 
 
 def records_bound_markdown(result: dict[str, Any]) -> str:
@@ -361,6 +380,11 @@ def records_bound_markdown(result: dict[str, Any]) -> str:
         "outside the theorem's assumptions (section 6 covers a bank with its own Delta_b, which "
         "the records do not hold); shown for reference.",
         "",
+        *(
+            [f"Mixed runs without a trace, left out: {', '.join(result['untraced'])}.", ""]
+            if result.get("untraced")
+            else []
+        ),
         "Only-Accurate: measured gap to Full against its bound 2 eps_{rho n} (same eps proxy):",
         "",
         "| rho | run | measured gap | bound | holds |",
