@@ -182,3 +182,18 @@ def test_predict_eps_sources_are_checked(tmp_path: Path) -> None:
         predict_cells(RECORDS, TRACES, eps_source="vc", **kw)
     pred = predict_cells(RECORDS, TRACES, eps_source="subsample", min_sizes=1, **kw)
     assert pred["eps_source"] == "subsample" and pred["eps_fits"]["0.25"]["sizes"] == [1.0]
+
+
+def test_seed_without_full_uses_the_mean_and_is_not_scored(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "bench", RECORDS, TRACES)
+    pred = predict_cells(RECORDS, TRACES, records_dir=folder, ratios=[0.04], seeds=[0, 1],
+                         n_train=N, min_sizes=2)  # fmt: skip
+    # seed 0 has both cells at 4 %; seed 1 has none and no Full: Full's mean Gamma stands in
+    assert {(c["method"], c["seed"]) for c in pred["cells"]} == {("naive", 1), ("only-accurate", 1)}
+    naive = next(c for c in pred["cells"] if c["method"] == "naive")
+    assert naive["terms"]["gamma_ref_source"].startswith("mean of the Full runs")
+    assert naive["point"] == pytest.approx(0.96 * (-0.1 + 0.3))  # Gamma_mix from seed 0
+    later = [*RECORDS, {**_rec("naive-r4-s1", "naive", 0.04, 50.0, 5), "seed": 1}]
+    res = check_prediction(pred, later)
+    assert [c["status"] for c in res["cells"]] == ["no Full", "pending"]
+    assert res["summary"]["cells_scored"] == 0
