@@ -123,9 +123,10 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl train lines
     output_dir: str = "runs"  # the run folder is <output_dir>/<name>
     progress: bool = True  # tqdm bars on rank 0
-    # At every epoch-end val evaluation (not the mid-epoch ones) also score val with each
-    # sample's class name as its text and append both per-sample losses (1 - IoU) to
-    # risk_trace.jsonl: the checkpoints the run visits, for the Delta of `wrel bound`. Does not change training (own RNG, eval mode).
+    # At every epoch-end val evaluation (and a mid-epoch one that becomes the best) also score
+    # val with each sample's class name as its text and append both per-sample losses
+    # (1 - IoU) to risk_trace.jsonl: the checkpoints the run visits, for the Delta of `wrel
+    # bound`. Does not change training (own RNG, eval mode).
     trace_class_names: bool = False
     # DDP: let the reducer skip parameters a forward does not use (custom modules only; costs
     # an extra graph traversal per step, and every built-in model uses all its parameters)

@@ -6,7 +6,7 @@ Anatomy of a run (``runs/<name>/``)::
     metrics.jsonl        one JSON object per logged train step / evaluation
     risk_trace.jsonl     with train.trace_class_names: per-sample val losses (1 - IoU) with
                          accurate expressions and with class names, one line per epoch-end
-                         evaluation (not the mid-epoch ones)
+                         evaluation and per mid-epoch one that became the best
     checkpoints/best/    exported student (save_model: weights only, MODEL_CARD.md), best on
                          val over the final stage; its card gets the test metrics at the end
     bank.safetensors     the reference bank with its id mapping (methods that use one), compact:
@@ -466,8 +466,7 @@ class Trainer:
         if not (stage_cfg.evaluate and due and self.samples.get("val")):
             return
         model = stage.eval_model()
-        # class-name traces at epoch ends only (mid-epoch evaluations are for the curve)
-        trace = self.cfg.train.trace_class_names and not mid_epoch
+        tracing = self.cfg.train.trace_class_names
         metrics = evaluate_model(
             model,
             eval_loader(self.cfg, self.samples["val"]),
@@ -476,15 +475,21 @@ class Trainer:
             amp=self.cfg.train.amp,
             desc=f"val {name}",
             progress=self.cfg.train.progress and self.dist.is_main,
-            per_sample=trace,
+            per_sample=tracing,
         )
         epoch = state.epoch if mid_epoch else state.epoch - 1  # the epoch the model is in
         where = {"stage": name, "epoch": epoch, "step": state.global_step}
-        extra = self._trace_class_names(model, where, metrics.pop("samples")) if trace else {}
+        samples = metrics.pop("samples", None)
+        # class-name traces at epoch ends, and at a mid-epoch evaluation that becomes the chosen
+        # checkpoint (`wrel bound --records` needs Gamma at the chosen checkpoint itself)
+        final = state.stage_index == len(self.cfg.stages) - 1
+        value = metric_value(metrics, self.cfg.train.select_metric)
+        chosen = final and (state.best_value is None or value >= state.best_value)
+        trace = tracing and (not mid_epoch or chosen)
+        extra = self._trace_class_names(model, where, samples) if trace else {}
         self._log({"event": "val", **where, **_jsonable(metrics), **extra})
         self._log_leakage(stage, model, where)
-        value = metric_value(metrics, self.cfg.train.select_metric)
-        if state.stage_index != len(self.cfg.stages) - 1:
+        if not final:
             # the best checkpoint is chosen among the final stage's students only; an earlier
             # stage may keep its own best to hand over (SupervisedConfig.handover)
             stage.observe_val(value, where)

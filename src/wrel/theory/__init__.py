@@ -15,8 +15,11 @@ from wrel.theory.estimators import (
     DeltaEstimate,
     EpsFit,
     GapEstimate,
+    LearningCurveFit,
     estimate_delta,
     fit_eps,
+    fit_learning_curve,
+    subsample_eps,
 )
 
 __all__ = [
@@ -24,10 +27,13 @@ __all__ = [
     "DeltaEstimate",
     "EpsFit",
     "GapEstimate",
+    "LearningCurveFit",
     "bound_table",
     "bound_terms",
     "estimate_delta",
     "finite_class_eps",
     "fit_eps",
+    "fit_learning_curve",
     "rademacher_eps",
+    "subsample_eps",
 ]

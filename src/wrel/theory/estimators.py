@@ -18,8 +18,11 @@ __all__ = [
     "DeltaEstimate",
     "EpsFit",
     "GapEstimate",
+    "LearningCurveFit",
     "estimate_delta",
     "fit_eps",
+    "fit_learning_curve",
+    "subsample_eps",
 ]
 
 
@@ -201,3 +204,112 @@ def fit_eps(sample_sizes: Sequence[float], gaps: Sequence[float]) -> EpsFit:
     inv = 1.0 / np.sqrt(x)
     c = float(np.dot(g, inv) / np.dot(inv, inv))
     return EpsFit(c=c, sample_sizes=tuple(x.tolist()), gaps=tuple(g.tolist()))
+
+
+@dataclass(frozen=True)
+class LearningCurveFit:
+    """Least-squares fit ``R(m) = r_inf + a / sqrt(m)`` of test risks against training-set size.
+
+    The eps proxy of ``wrel bound`` when train risks are not recorded: ERM on ``m`` accurate
+    samples has excess risk at most ``2 eps_m`` (docs/theory.md section 4), so a measured
+    learning curve ``a / sqrt(m)`` is matched by ``eps_m = a / (2 sqrt(m))``, the smallest
+    ``c / sqrt(m)`` rate that the curve does not contradict. It is a proxy (a lower estimate of
+    the class-wide uniform deviation), not a guarantee.
+
+    Attributes:
+        r_inf: the fitted risk at infinite data.
+        a: the fitted slope (clipped at 0: risk does not grow with data).
+        sample_sizes: the sizes fitted (one entry per run).
+        risks: the risks fitted.
+    """
+
+    r_inf: float
+    a: float
+    sample_sizes: tuple[float, ...]
+    risks: tuple[float, ...]
+
+    def risk(self, m: float) -> float:
+        """The fitted risk at ``m`` samples."""
+        if not m > 0:
+            raise ValueError(f"sample size must be positive, got {m!r}")
+        return self.r_inf + self.a / math.sqrt(m)
+
+    def eps(self, m: float) -> float:
+        """The eps proxy ``a / (2 sqrt(m))``."""
+        if not m > 0:
+            raise ValueError(f"sample size must be positive, got {m!r}")
+        return self.a / (2.0 * math.sqrt(m))
+
+    @property
+    def num_sizes(self) -> int:
+        """How many distinct training-set sizes the fit saw."""
+        return len(set(self.sample_sizes))
+
+    @property
+    def residual_rms(self) -> float:
+        """Root-mean-square residual of the fit (in loss units)."""
+        pred = np.array([self.risk(m) for m in self.sample_sizes])
+        return float(np.sqrt(np.mean((np.asarray(self.risks) - pred) ** 2)))
+
+
+def fit_learning_curve(sample_sizes: Sequence[float], risks: Sequence[float]) -> LearningCurveFit:
+    """Fit ``r_inf + a / sqrt(m)`` by least squares (``a >= 0``).
+
+    Args:
+        sample_sizes: training-set size of each run (positive; sizes may repeat over seeds).
+        risks: each run's test risk ``1 - mIoU / 100`` (in [0, 1]).
+    """
+    x = np.asarray(sample_sizes, dtype=np.float64)
+    r = np.asarray(risks, dtype=np.float64)
+    if x.shape != r.shape or x.ndim != 1 or (x <= 0).any():
+        raise ValueError(f"need one risk per positive size, got {list(x)} and {list(r)}")
+    if len(set(x.tolist())) < 2:
+        raise ValueError(
+            f"a learning curve needs runs at two or more training-set sizes, got {sorted(set(x))}"
+        )
+    inv = 1.0 / np.sqrt(x)
+    design = np.stack([np.ones_like(inv), inv], axis=1)
+    (r_inf, a), *_ = np.linalg.lstsq(design, r, rcond=None)
+    if a < 0:  # a flat or rising curve: the best non-negative slope is 0
+        r_inf, a = float(r.mean()), 0.0
+    return LearningCurveFit(
+        r_inf=float(r_inf), a=float(a), sample_sizes=tuple(x.tolist()), risks=tuple(r.tolist())
+    )
+
+
+def subsample_eps(
+    losses: np.ndarray,
+    sizes: Sequence[int],
+    *,
+    delta: float = 0.05,
+    num_draws: int = 200,
+    rng: np.random.Generator | int | None = 0,
+) -> EpsFit:
+    """``eps_m`` of a *finite* class from sub-sampled held-out losses, fitted as ``c / sqrt(m)``.
+
+    For each size ``m``, draw ``m`` of the ``N`` samples with replacement ``num_draws`` times;
+    the ``1 - delta`` quantile over draws of ``max_k |mean_draw(loss_k) - mean(loss_k)|`` is the
+    uniform deviation at ``m`` samples over the ``K`` hypotheses given (e.g. every checkpoint
+    the runs visited, scored on val). A proxy: it covers only those ``K`` hypotheses, not the
+    class training selects from, so it can be far below the ``eps_n`` of docs/theory.md.
+
+    Args:
+        losses: ``(K, N)`` per-sample losses in [0, 1].
+        sizes: sub-sample sizes (at least one; each positive).
+        delta: failure probability.
+        num_draws: draws per size.
+        rng: seed or generator.
+    """
+    values = np.atleast_2d(np.asarray(losses, dtype=np.float64))
+    if values.ndim != 2 or values.shape[1] == 0 or not sizes or min(sizes) < 1:
+        raise ValueError(f"need (K, N) losses and positive sizes, got {values.shape}, {sizes}")
+    gen = np.random.default_rng(rng)
+    full = values.mean(axis=1)
+    gaps = []
+    for m in sizes:
+        n = values.shape[1]
+        counts = gen.multinomial(int(m), np.full(n, 1.0 / n), size=num_draws)  # (draws, N)
+        draws = values @ counts.T / float(m)  # (K, draws) sub-sample means
+        worst = np.abs(draws - full[:, None]).max(axis=0)
+        gaps.append(float(np.quantile(worst, 1.0 - delta)))
+    return fit_eps([float(m) for m in sizes], gaps)
