@@ -5,7 +5,7 @@
 
 Each variant is `wrel bench --profile full --methods lrb --ratios 0.1` with overrides, in
 its own folder under docs/results/ablations/<variant>/ (records, resumable). The reference rows
-(Naive-WREL and LRB-WREL with the profile's settings) come from docs/results/cpu. The table
+(Naive-WREL and LRB-WREL with the profile's settings) come from docs/results/ambiguous. The table
 sorts by val mIoU; test is shown for the record but nothing is chosen on it.
 """
 
@@ -94,7 +94,7 @@ def run_variant(name: str, sets: list[str], root: Path) -> None:
 
 def report(root: Path) -> str:
     rows = []
-    ref = root / "docs/results/cpu"
+    ref = root / "docs/results/ambiguous"
     for label, rec in (
         ("Naive-WREL (profile settings)", _record(ref, "naive-r10-s0")),
         ("LRB-WREL (profile settings)", _record(ref, "lrb-r10-s0")),
@@ -133,7 +133,7 @@ def report(root: Path) -> str:
 
 
 def _seed_spread(ref: Path) -> str:
-    """How far apart seeds land (val mIoU std over the 10 % seeds in docs/results/cpu)."""
+    """How far apart seeds land (val mIoU std over the 10 % seeds in docs/results/ambiguous)."""
     import statistics
 
     by_method: dict[str, list[float]] = {}
@@ -150,7 +150,7 @@ def _seed_spread(ref: Path) -> str:
         return ""
     return (
         "Every row is one seed. For scale, the standard deviation of val mIoU over the seeds of "
-        "docs/results/cpu at 10 % is: " + ", ".join(parts) + "; a difference smaller than that "
+        "docs/results/ambiguous at 10 % is: " + ", ".join(parts) + "; a difference smaller than that "
         "is not distinguishable from the seed."
     )
 

@@ -16,8 +16,8 @@ Per run it takes the traced checkpoint with the lowest mean val loss (the traces
 ends, so this is the val choice among them, not always the run's chosen checkpoint). It reads
 val only; no test sample and no training::
 
-    python research/attribute_gap.py docs/results/cpu --data data --ratio 0.1 \\
-        --json docs/results/cpu/attribute_gap.json --md docs/results/cpu/attribute_gap.md
+    python research/attribute_gap.py docs/results/ambiguous --data data --ratio 0.1 \\
+        --json docs/results/ambiguous/attribute_gap.json --md docs/results/ambiguous/attribute_gap.md
 """
 
 from __future__ import annotations

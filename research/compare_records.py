@@ -1,6 +1,6 @@
 """Compare the run records of two `wrel bench` result folders: is every shared run reproduced?
 
-    .venv/bin/python research/compare_records.py docs/results/cpu runs/trace-full/out
+    .venv/bin/python research/compare_records.py docs/results/ambiguous runs/trace-full/out
 
 For each run present in both folders it prints whether the best checkpoint (stage, epoch,
 step), its val metrics and the test metrics are identical, both mIoUs and both wall times.

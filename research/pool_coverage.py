@@ -18,7 +18,7 @@ category without replacement), for each ``K`` of ``--candidates`` and for the wh
 pool (``all``), at each ratio and seed of the weak split::
 
     python research/pool_coverage.py --data data --ratios 0.1,0.3,0.5 --seeds 0,1,2 \\
-        --json docs/results/cpu/pool_coverage.json --md docs/results/cpu/pool_coverage.md
+        --json docs/results/ambiguous/pool_coverage.json --md docs/results/ambiguous/pool_coverage.md
 
 Read against the decode of finished ``retrieve`` runs (``chosen`` there): the distance from
 ``chosen`` to ``coverage`` is the teacher's, the distance from ``coverage`` to 100 % is the

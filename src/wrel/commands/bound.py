@@ -26,7 +26,7 @@ from wrel.studies.bound_records import bound_from_records, records_bound_markdow
 from wrel.studies.runner import code_version, load_records
 
 _EPILOG = """examples:
-  wrel bound --records docs/results/cpu --out /tmp/bound
+  wrel bound --records docs/results/ambiguous --out /tmp/bound
   wrel bound predict --records docs/results/rrsisd --eps-source subsample \\
       --out docs/results/rrsisd/bound-prediction-subsample.json
   (commit the prediction, run the cells it predicts, commit their records, then)
