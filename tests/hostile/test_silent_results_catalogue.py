@@ -254,6 +254,7 @@ def _cfg(out: Path, tiny_bench: Path, tiny_model_sets: list[str]):
         ],
     )  # fmt: skip
     cfg.stages[0].epochs = 2
+    cfg.train.keep_training_state = True  # a finished run removes it otherwise: nothing to tamper
     return cfg
 
 
