@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
 from wrel.commands import add_set_argument
+from wrel.core.bounded import load_json
 from wrel.engine.state import find_resume_dir
 from wrel.engine.trainer import train
 from wrel.studies.profiles import get_profile
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     final = run_dir / "final_metrics.json"
     if final.is_file():
         print(f"{run_dir} is finished; its metrics follow (--fresh retrains).")
-        _print_metrics(json.loads(final.read_text()), None)
+        _print_metrics(load_json(final, "final metrics"), None)
         return 0
     resume = find_resume_dir(run_dir / "checkpoints" / "last") is not None
     print(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wrel.core.bounded import load_json, loads_json
 from wrel.core.config_io import flatten, from_dict, to_dict
 from wrel.core.outfiles import check_output_paths, write_file
 from wrel.data.splits import split_file_info
@@ -110,7 +111,7 @@ def ensure_benchmark_data(profile: Profile, root: str | Path, *, workers: int = 
     config = from_dict(SynthConfig, {**to_dict(SynthConfig()), **profile.synth})
     meta_path = root / "synthetic" / "meta.json"
     if meta_path.is_file():
-        found = json.loads(meta_path.read_text()).get("config", {})
+        found = load_json(meta_path, "benchmark meta file").get("config", {})
         if found != to_dict(config):
             diff = sorted(k for k in to_dict(config) if found.get(k) != to_dict(config)[k])
             raise ValueError(
@@ -185,7 +186,7 @@ def _curve(run_dir: Path) -> list[dict[str, Any]]:
         return []
     points = []
     for line in path.read_text().splitlines():
-        rec = json.loads(line)
+        rec = loads_json(line, f"a line of {path}")
         if rec.get("event") == "train":
             points.append(
                 {
@@ -249,7 +250,7 @@ def data_version(root: str | Path) -> dict[str, Any] | None:
     meta_path = Path(root) / "synthetic" / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
+    meta = load_json(meta_path, "benchmark meta file")
     config = meta.get("config", {})
     regime = config.get("regime", "ambiguous")  # renders before 2.0 had no regime key
     settings = (
@@ -359,7 +360,7 @@ def load_records(out_dir: str | Path) -> list[dict[str, Any]]:
     folder = Path(out_dir) / "runs"
     if not folder.is_dir():
         return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return [load_json(p, "run record") for p in sorted(folder.glob("*.json"))]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -687,7 +688,7 @@ def run_benchmark(
         if shared is None and not resume and final.is_file():
             # finished (and its training state removed) but killed before its record
             echo(f"    {run_dir} is finished: its record is made from {final.name}")
-            result, resume = json.loads(final.read_text(encoding="utf-8")), True
+            result, resume = load_json(final, "final metrics"), True
         else:
             result = train_fn(cfg, resume=resume)
         elapsed = time.perf_counter() - start
