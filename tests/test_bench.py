@@ -91,6 +91,36 @@ def _fake_train(calls: list[str], score: dict[str, float]):
     return train
 
 
+def test_a_run_killed_before_its_first_resumable_checkpoint_is_set_aside(tmp_path: Path) -> None:
+    """A run killed after exporting `best` but before its first `last` used to stop the bench:
+    the runner said "starting over" and the trainer refused a folder holding checkpoints."""
+    score = {"naive": 20.0}
+    specs = plan_runs(["naive"], [0.1], [0])
+    run = tmp_path / "runs" / specs[0].name
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    (run / "checkpoints" / "best" / "model.safetensors").write_bytes(b"partial export")
+    seen: list[bool] = []
+    fake = _fake_train([], score)
+
+    def train(cfg, resume=False):
+        seen.append(resume)
+        assert not (run / "checkpoints").exists()  # the trainer gets a clean folder
+        return fake(cfg, resume)
+
+    lines: list[str] = []
+    run_benchmark(
+        TINY, specs, echo=lines.append, train_fn=train, data_root=tmp_path,
+        out_dir=tmp_path / "out", runs_dir=tmp_path / "runs",
+    )  # fmt: skip
+    assert seen == [False]
+    aside = [p for p in (tmp_path / "runs").iterdir() if ".unfinished-" in p.name]
+    assert len(aside) == 1  # nothing deleted: the partial export is kept aside
+    assert (
+        aside[0] / "checkpoints" / "best" / "model.safetensors"
+    ).read_bytes() == b"partial export"
+    assert any("moved aside" in x for x in lines)
+
+
 def test_run_benchmark_records_report_and_skips_finished(tmp_path: Path) -> None:
     score = {"only-accurate": 10.0, "naive": 20.0, "lrb": 28.0, "full": 30.0}
     calls: list[str] = []
@@ -379,7 +409,7 @@ def test_bound_names_a_missing_run_folder(tiny_runs: Path, tiny_bench: Path) -> 
 
 
 def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
-    """A run folder with no record and no checkpoint (killed early) is trained afresh."""
+    """A run folder with no record and no checkpoint (killed early) is set aside and trained afresh."""
     score = {"naive": 20.0}
     specs = plan_runs(["naive"], [0.1], [0])
     stale = tmp_path / "runs" / specs[0].name
@@ -398,7 +428,7 @@ def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> 
         echo=lines.append, train_fn=train,
     )  # fmt: skip
     assert resumes == [False]
-    assert any("starting" in line and "over" in line for line in lines)
+    assert any("training the run from the start" in line for line in lines)
     assert [r["name"] for r in load_records(tmp_path / "out")] == [specs[0].name]
 
 

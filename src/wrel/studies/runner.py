@@ -681,9 +681,18 @@ def run_benchmark(
             )
         elif resume:
             echo(f"    resuming the unfinished run in {run_dir}")
-        elif run_dir.exists():  # stopped before its first checkpoint: the trainer starts over
-            echo(f"    starting {run_dir} over: it holds no checkpoint yet")
         final = run_dir / "final_metrics.json"
+        if shared is None and not resume and not final.is_file() and run_dir.exists():
+            # stopped before its first resumable checkpoint (a `best` export may exist, which
+            # the trainer will not train over): keep it aside and train the run from the start
+            aside = run_dir.with_name(
+                f"{run_dir.name}.unfinished-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            )
+            os.replace(run_dir, aside)
+            echo(
+                f"    {run_dir} stopped before its first resumable checkpoint: moved aside to "
+                f"{aside}; training the run from the start"
+            )
         start = time.perf_counter()
         if shared is None and not resume and final.is_file():
             # finished (and its training state removed) but killed before its record
