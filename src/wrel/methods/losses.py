@@ -84,6 +84,13 @@ def dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1.0) -> Tensor:
     return 1.0 - (2.0 * inter + smooth) / (total + smooth)
 
 
+def _two_class_maps(logits: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax probabilities and one-hot targets of both classes, ``(B, 2, H*W)`` float each."""
+    prob = logits.float().softmax(dim=1).flatten(2)
+    target = F.one_hot(mask.long().flatten(1), 2).transpose(1, 2).float()
+    return prob, target
+
+
 def both_classes_dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1e-6) -> Tensor:
     """Per-sample soft Dice loss over both classes with sums over classes and pixels.
 
@@ -95,8 +102,7 @@ def both_classes_dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1e-6) -
     Returns:
         ``(B,)`` Dice losses in [0, 1].
     """
-    prob = logits.float().softmax(dim=1).flatten(2)  # (B, 2, H*W)
-    target = F.one_hot(mask.long().flatten(1), 2).transpose(1, 2).float()  # (B, 2, H*W)
+    prob, target = _two_class_maps(logits, mask)  # (B, 2, H*W) each
     inter = (prob * target).sum(dim=(1, 2))  # (B,)
     total = prob.sum(dim=(1, 2)) + target.sum(dim=(1, 2))
     return 1.0 - (2.0 * inter + smooth) / (total + smooth)
@@ -113,8 +119,7 @@ def per_class_dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1e-6) -> T
     Returns:
         ``(B,)`` losses in [0, 2]: ``sum_c 1 - (2 sum(p_c t_c) + s) / (sum(p_c + t_c) + s)``.
     """
-    prob = logits.float().softmax(dim=1).flatten(2)  # (B, 2, H*W)
-    target = F.one_hot(mask.long().flatten(1), 2).transpose(1, 2).float()  # (B, 2, H*W)
+    prob, target = _two_class_maps(logits, mask)  # (B, 2, H*W) each
     inter = (prob * target).sum(dim=2)  # (B, 2)
     union = (prob + target).sum(dim=2)  # (B, 2)
     return (1.0 - (2.0 * inter + smooth) / (union + smooth)).sum(dim=1)  # (B,)

@@ -17,7 +17,7 @@ from wrel.models.config import ModelConfig
 from wrel.models.decoder import TopDownDecoder
 from wrel.models.text_encoder import TextEncoder
 
-__all__ = ["RefSegOutput", "RefSegModel", "word_features"]
+__all__ = ["TextEncoderMethods", "RefSegOutput", "RefSegModel", "word_features"]
 
 
 @dataclass
@@ -60,7 +60,38 @@ def word_features(
     return words
 
 
-class RefSegModel(nn.Module):
+class TextEncoderMethods:
+    """The text side shared by the segmenters (``RefSegModel``, ``RmsinModel``): everything here
+    delegates to ``self.text_encoder``."""
+
+    text_encoder: TextEncoder
+
+    @property
+    def text_dim(self) -> int:
+        """Width ``D`` of word embeddings and word features."""
+        return self.text_encoder.dim
+
+    @property
+    def max_length(self) -> int:
+        """Padded token length ``L``."""
+        return self.text_encoder.max_length
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """``(input_ids, attention_mask)``, both ``(B, L)`` int64 on CPU, right-padded to ``L``."""
+        return self.text_encoder.tokenize(texts)
+
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        """Word embeddings ``(B, L, D)`` of ``input_ids (B, L)``, before position/type terms."""
+        return self.text_encoder.word_embeddings(input_ids)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Contextual word features ``(B, L, D)`` of ``input_ids (B, L)``: what :meth:`forward`
+        computes from the text, to pass back as its ``words`` when one text meets many images
+        (the text encoder sees no image, so its output depends on the text alone)."""
+        return self.text_encoder(attention_mask, input_ids=input_ids)
+
+
+class RefSegModel(TextEncoderMethods, nn.Module):
     """Language-aware backbone + top-down decoder.
 
     Args:
@@ -87,30 +118,6 @@ class RefSegModel(nn.Module):
         self.fusion = fusion
         self.decoder = decoder
         self.config = config
-
-    @property
-    def text_dim(self) -> int:
-        """Width ``D`` of word embeddings and word features."""
-        return self.text_encoder.dim
-
-    @property
-    def max_length(self) -> int:
-        """Padded token length ``L``."""
-        return self.text_encoder.max_length
-
-    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        """``(input_ids, attention_mask)``, both ``(B, L)`` int64 on CPU, right-padded to ``L``."""
-        return self.text_encoder.tokenize(texts)
-
-    def embed_tokens(self, input_ids: Tensor) -> Tensor:
-        """Word embeddings ``(B, L, D)`` of ``input_ids (B, L)``, before position/type terms."""
-        return self.text_encoder.word_embeddings(input_ids)
-
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Contextual word features ``(B, L, D)`` of ``input_ids (B, L)``: what :meth:`forward`
-        computes from the text, to pass back as its ``words`` when one text meets many images
-        (the text encoder sees no image, so its output depends on the text alone)."""
-        return self.text_encoder(attention_mask, input_ids=input_ids)
 
     def forward(
         self,

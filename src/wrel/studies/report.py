@@ -18,21 +18,24 @@ from typing import Any
 
 from wrel.core.outfiles import write_file
 
+#: Methods that train on the weak samples, compared with Naive-WREL in the paired table.
+WREL_METHODS = (
+    "naive",
+    "lrb",
+    "lrb-paper",
+    "lrb-words",
+    "naive-teacher",
+    "naive-long",
+    "lrb-imagenet",
+    "lrb-fixed",
+    "lrb-dropout",
+    "lrb-oa-teacher",
+    "retrieve",
+)
+
 #: Bench methods the paper does not have: its table holds Only-Accurate, Naive-WREL, LRB-WREL
 #: (our ``lrb-paper``) and Full. Their labels carry ``BEYOND_PAPER`` (docs/variants.md).
-BEYOND_PAPER_METHODS = frozenset(
-    {
-        "lrb",
-        "lrb-words",
-        "naive-teacher",
-        "naive-long",
-        "lrb-imagenet",
-        "lrb-fixed",
-        "lrb-dropout",
-        "lrb-oa-teacher",
-        "retrieve",
-    }
-)
+BEYOND_PAPER_METHODS = frozenset(WREL_METHODS) - {"naive", "lrb-paper"}
 BEYOND_PAPER = "[beyond the paper]"
 
 # Display order and labels of the methods in tables and plots.
@@ -55,22 +58,6 @@ METHOD_LABELS = {
     method: f"{label} {BEYOND_PAPER}" if method in BEYOND_PAPER_METHODS else label
     for method, label in _LABELS.items()
 }
-
-
-#: Methods that train on the weak samples, compared with Naive-WREL in the paired table.
-WREL_METHODS = (
-    "naive",
-    "lrb",
-    "lrb-paper",
-    "lrb-words",
-    "naive-teacher",
-    "naive-long",
-    "lrb-imagenet",
-    "lrb-fixed",
-    "lrb-dropout",
-    "lrb-oa-teacher",
-    "retrieve",
-)
 
 
 @dataclass(frozen=True)

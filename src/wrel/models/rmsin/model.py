@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import Tensor
 
 from wrel.models.config import ModelConfig
-from wrel.models.refseg import RefSegOutput, word_features
+from wrel.models.refseg import RefSegOutput, TextEncoderMethods, word_features
 from wrel.models.rmsin.config import RELEASED_DROP_PATH, RELEASED_INPUT_SIZE, RmsinConfig
 from wrel.models.rmsin.decoder import RmsinDecoder
 from wrel.models.rmsin.network import MultimodalSwin, RmsinSegmenter
@@ -33,7 +33,7 @@ __all__ = ["RmsinModel", "build_rmsin", "load_released_checkpoint", "load_releas
 logger = logging.getLogger(__name__)
 
 
-class RmsinModel(RmsinSegmenter):
+class RmsinModel(TextEncoderMethods, RmsinSegmenter):
     """RMSIN segmenter (``backbone`` + ``classifier``, released names) + ``text_encoder``."""
 
     def __init__(
@@ -46,28 +46,6 @@ class RmsinModel(RmsinSegmenter):
         super().__init__(backbone, classifier)
         self.text_encoder = text_encoder
         self.config = config
-
-    @property
-    def text_dim(self) -> int:
-        """Width ``D`` of word embeddings and word features."""
-        return self.text_encoder.dim
-
-    @property
-    def max_length(self) -> int:
-        """Padded token length ``L``."""
-        return self.text_encoder.max_length
-
-    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        """``(input_ids, attention_mask)``, both ``(B, L)`` int64, right-padded to ``L``."""
-        return self.text_encoder.tokenize(texts)
-
-    def embed_tokens(self, input_ids: Tensor) -> Tensor:
-        """Word embeddings ``(B, L, D)`` of ``input_ids (B, L)``."""
-        return self.text_encoder.word_embeddings(input_ids)
-
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Contextual word features ``(B, L, D)`` (reusable as ``words`` of :meth:`forward`)."""
-        return self.text_encoder(attention_mask, input_ids=input_ids)
 
     def forward(  # type: ignore[override]
         self,
