@@ -7,6 +7,7 @@ model or split builder treats the synthetic data like the real benchmark.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 __all__ = [
@@ -74,6 +75,9 @@ class CategorySpec:
         single_share: in the ``rrsisd`` regime, the chance that the referred class occurs once
             in its scene (its class name then says which object is meant).
         max_count: in the ``rrsisd`` regime, the most instances of the class in one scene.
+        lookalike: the class this one is most easily taken for (``""``: none); in the
+            ``rrsisd`` regime it joins the referred class's scene with chance
+            ``SynthConfig.lookalike_prob``, so that the class name is what tells them apart.
     """
 
     name: str
@@ -87,6 +91,7 @@ class CategorySpec:
     train_refs: int = 0
     single_share: float = 0.5
     max_count: int = 3
+    lookalike: str = ""
 
 
 # fmt: off
@@ -158,6 +163,25 @@ CATEGORY_SPECS: dict[str, CategorySpec] = {
     ]
 }
 # fmt: on
+
+#: Each class's look-alike (the class a model trained on few samples takes it for): small objects
+#: of similar outline, fields and courts of similar layout, the large facilities drawn alike.
+_LOOKALIKES: dict[str, str] = {
+    "storagetank": "chimney", "chimney": "storagetank",
+    "airplane": "windmill", "windmill": "airplane",
+    "ship": "harbor", "harbor": "ship",
+    "tenniscourt": "basketballcourt", "basketballcourt": "tenniscourt",
+    "baseballfield": "golffield", "golffield": "baseballfield",
+    "groundtrackfield": "stadium", "stadium": "groundtrackfield",
+    "bridge": "dam", "dam": "bridge",
+    "overpass": "Expressway-toll-station", "Expressway-toll-station": "overpass",
+    "trainstation": "Expressway-Service-area", "Expressway-Service-area": "trainstation",
+    "airport": "trainstation",
+}  # fmt: skip
+CATEGORY_SPECS = {
+    name: dataclasses.replace(spec, lookalike=_LOOKALIKES.get(name, ""))
+    for name, spec in CATEGORY_SPECS.items()
+}
 
 #: Categories drawn by default: RRSIS-D's 20 classes.
 DEFAULT_CATEGORIES: tuple[str, ...] = tuple(CATEGORY_SPECS)

@@ -86,8 +86,15 @@ class SynthConfig:
     max_context: int = 2
     # Per-scene object scale drawn log-uniformly in [1/x, x] (scenes of different ground
     # resolution, as DIOR's 0.5-30 m); 1 turns it off.
-    scale_jitter: float = 1.4
-    colour_sd: float = 12.0  # per-object colour variation around its named colour (grey levels)
+    scale_jitter: float = 1.7
+    colour_sd: float = 16.0  # per-object colour variation around its named colour (grey levels)
+    # rrsisd: scale on each class's chance to occur more than once when it is referred
+    # (1 - single_share); 1 keeps CategorySpec's density, lower makes class names single out
+    # their object more often (calibrated on the baselines, docs/results/calibration.md).
+    ambiguity: float = 0.6
+    # rrsisd: chance that the referred class's look-alike (CategorySpec.lookalike) joins its
+    # scene, so that telling the two apart takes the samples that name the class; 0: never.
+    lookalike_prob: float = 0.5
     blur_sigma: float = 0.6  # optics: a light blur, in pixels at the chosen image size
     noise_std: float = 3.0  # sensor noise, in 0..255 grey levels
     seed: int = 0
@@ -143,6 +150,10 @@ class SynthConfig:
             raise ValueError(f"max_context={self.max_context} must be in [0, 5]")
         if not 1.0 <= self.scale_jitter <= 2.0:
             raise ValueError(f"scale_jitter={self.scale_jitter} must be in [1, 2]")
+        if not 0.0 <= self.ambiguity <= 1.0:
+            raise ValueError(f"ambiguity={self.ambiguity} must be in [0, 1]")
+        if not 0.0 <= self.lookalike_prob <= 1.0:
+            raise ValueError(f"lookalike_prob={self.lookalike_prob} must be in [0, 1]")
         if not 0.0 <= self.colour_sd <= 40.0:
             raise ValueError(f"colour_sd={self.colour_sd} must be in [0, 40]")
 

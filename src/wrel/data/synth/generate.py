@@ -102,6 +102,8 @@ def scene_params(config: SynthConfig) -> SceneParams:
         max_context=config.max_context,
         scale_jitter=config.scale_jitter,
         colour_sd=config.colour_sd,
+        ambiguity=config.ambiguity,
+        lookalike_prob=config.lookalike_prob,
     )  # fmt: skip
 
 

@@ -129,6 +129,8 @@ class SceneParams:
     # across scenes); 1: off.
     scale_jitter: float = 1.0
     colour_sd: float = 7.0  # per-object colour variation, grey levels
+    ambiguity: float = 1.0  # rrsisd: scale on the referred class's chance of repeats
+    lookalike_prob: float = 0.0  # rrsisd: chance that the referred class's look-alike joins
 
 
 def render_scene(
@@ -145,7 +147,10 @@ def render_scene(
     target: str | None = None
     if p.target_weights is not None:
         weights = np.asarray(p.target_weights, dtype=np.float64)
-        plan, target = plan_referred_scene(categories, weights / weights.sum(), p.max_context, rng)
+        plan, target = plan_referred_scene(
+            categories, weights / weights.sum(), p.max_context, rng, p.ambiguity,
+            p.lookalike_prob,
+        )  # fmt: skip
     else:
         plan = plan_categories(
             categories, p.min_instances, p.max_instances, p.max_per_class, p.single_prob, rng,

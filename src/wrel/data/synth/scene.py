@@ -92,22 +92,31 @@ def plan_referred_scene(
     weights: Array,
     max_context: int,
     rng: np.random.Generator,
+    ambiguity: float = 1.0,
+    lookalike_prob: float = 0.0,
 ) -> tuple[list[str], str]:
     """Plan a scene around the class of its ref (the ``rrsisd`` regime).
 
     The referred class is drawn with ``weights`` (RRSIS-D's train frequencies), its count from the
-    class's ``single_share`` / ``max_count``; then up to ``max_context`` other classes join the
-    scene with one or two instances each (what relations refer to).
+    class's ``single_share`` / ``max_count`` (the chance of more than one scaled by
+    ``ambiguity``); with chance ``lookalike_prob`` the class's look-alike joins the scene; then
+    up to ``max_context`` other classes join it with one or two instances each (what relations
+    refer to).
 
     Returns:
         (class names, largest objects first; the referred class)
     """
     target = str(categories[int(rng.choice(len(categories), p=weights))])
     spec = CATEGORY_SPECS[target]
-    single = spec.max_count == 1 or rng.random() < spec.single_share
+    single = spec.max_count == 1 or rng.random() < 1.0 - (1.0 - spec.single_share) * ambiguity
     count = 1 if single else int(rng.integers(2, spec.max_count + 1))
     plan = [target] * count
     others = [c for c in categories if c != target]
+    # no draw when off, so that lookalike_prob=0 renders what the generator did before it
+    if lookalike_prob > 0 and spec.lookalike in others and rng.random() < lookalike_prob:
+        cap = min(2, CATEGORY_SPECS[spec.lookalike].max_count)
+        plan += [spec.lookalike] * int(rng.integers(1, cap + 1))
+        others.remove(spec.lookalike)
     num_context = int(rng.integers(0, max_context + 1)) if others else 0
     if num_context:
         w = np.array([weights[categories.index(c)] for c in others], dtype=np.float64)
