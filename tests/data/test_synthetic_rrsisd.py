@@ -77,11 +77,11 @@ def test_instance_density_by_class(bench: Path) -> None:
         return sum(a["num_same_class"] > 1 for a in rows) / len(rows)
 
     assert all(a["num_same_class"] == 1 for a in attrs if a["class_name"] == "airport")
-    # with ambiguity 0.6: 1 - 0.6 * (1 - single_share), about 0.5 for the small objects
-    assert multi({"vehicle", "storagetank", "ship", "airplane", "windmill"}) >= 0.4
-    assert multi({"dam", "trainstation", "golffield", "stadium", "airport"}) <= 0.15
+    # repeats with chance ambiguity (0.45) x (1 - single_share): about 0.37 for the small objects
+    assert multi({"vehicle", "storagetank", "ship", "airplane", "windmill"}) >= 0.28
+    assert multi({"dam", "trainstation", "golffield", "stadium", "airport"}) <= 0.12
     ambiguous = sum(a["num_same_class"] > 1 for a in attrs) / len(attrs)
-    assert 0.15 <= ambiguous <= 0.4  # v3 (ambiguity 1): 0.45; the ambiguous regime: >= 0.6
+    assert 0.1 <= ambiguous <= 0.32  # v3 (ambiguity 1): 0.45; the ambiguous regime: >= 0.6
 
 
 def test_ambiguity_and_lookalikes_are_the_v4_levers(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ class SynthConfig:
     # rrsisd: scale on each class's chance to occur more than once when it is referred
     # (1 - single_share); 1 keeps CategorySpec's density, lower makes class names single out
     # their object more often (calibrated on the baselines, docs/results/calibration.md).
-    ambiguity: float = 0.6
+    ambiguity: float = 0.45
     # rrsisd: chance that the referred class's look-alike (CategorySpec.lookalike) joins its
     # scene, so that telling the two apart takes the samples that name the class; 0: never.
     lookalike_prob: float = 0.5
