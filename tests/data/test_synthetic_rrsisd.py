@@ -77,8 +77,8 @@ def test_instance_density_by_class(bench: Path) -> None:
         return sum(a["num_same_class"] > 1 for a in rows) / len(rows)
 
     assert all(a["num_same_class"] == 1 for a in attrs if a["class_name"] == "airport")
-    # repeats with chance ambiguity (0.45) x (1 - single_share): about 0.37 for the small objects
-    assert multi({"vehicle", "storagetank", "ship", "airplane", "windmill"}) >= 0.28
+    # repeats with chance ambiguity (0.55) x (1 - single_share): about 0.45 for the small objects
+    assert multi({"vehicle", "storagetank", "ship", "airplane", "windmill"}) >= 0.33
     assert multi({"dam", "trainstation", "golffield", "stadium", "airport"}) <= 0.12
     ambiguous = sum(a["num_same_class"] > 1 for a in attrs) / len(attrs)
     assert 0.1 <= ambiguous <= 0.32  # v3 (ambiguity 1): 0.45; the ambiguous regime: >= 0.6
@@ -89,7 +89,10 @@ def test_ambiguity_and_lookalikes_are_the_v4_levers(tmp_path: Path) -> None:
     the class it is most easily taken for beside it. Both off (with v3's scale and colour
     variation), generator 2.1 renders v3 byte for byte (digest taken with generator 2.0)."""
     small = {"num_train": 60, "num_val": 10, "num_test": 10}
-    v3 = SynthConfig(**small, ambiguity=1.0, lookalike_prob=0.0, scale_jitter=1.4, colour_sd=12.0)
+    v3 = SynthConfig(
+        **small, ambiguity=1.0, lookalike_prob=0.0, scale_jitter=1.4, colour_sd=12.0,
+        target_first=False,
+    )  # fmt: skip
     generate_benchmark(tmp_path / "v3", v3, progress=False)
     h = hashlib.sha256()
     for path in sorted((tmp_path / "v3").rglob("*")):

@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the same config would render different files.
-# 2.0: the rrsisd regime (1.0 renders as the ambiguous regime); 2.1: its v4 calibration
+# 2.0: the rrsisd regime (1.0 renders as the ambiguous regime); 2.1: its v4 / v5 calibration
 # (ambiguity, look-alikes, wider scale and colour; 2.0 renders with ambiguity=1,
 # lookalike_prob=0, scale_jitter=1.4, colour_sd=12)
 GENERATOR_VERSION = "2.1"

@@ -91,10 +91,14 @@ class SynthConfig:
     # rrsisd: scale on each class's chance to occur more than once when it is referred
     # (1 - single_share); 1 keeps CategorySpec's density, lower makes class names single out
     # their object more often (calibrated on the baselines, docs/results/calibration.md).
-    ambiguity: float = 0.45
+    ambiguity: float = 0.55
     # rrsisd: chance that the referred class's look-alike (CategorySpec.lookalike) joins its
     # scene, so that telling the two apart takes the samples that name the class; 0: never.
-    lookalike_prob: float = 0.5
+    lookalike_prob: float = 1.0
+    # rrsisd: place the referred class's instances first (then the others, largest first), so
+    # that a large look-alike never takes its room and the class frequencies stay RRSIS-D's;
+    # False: largest first for all (v3-v5).
+    target_first: bool = True
     blur_sigma: float = 0.6  # optics: a light blur, in pixels at the chosen image size
     noise_std: float = 3.0  # sensor noise, in 0..255 grey levels
     seed: int = 0

@@ -104,6 +104,7 @@ def scene_params(config: SynthConfig) -> SceneParams:
         colour_sd=config.colour_sd,
         ambiguity=config.ambiguity,
         lookalike_prob=config.lookalike_prob,
+        target_first=config.target_first,
     )  # fmt: skip
 
 

@@ -131,6 +131,7 @@ class SceneParams:
     colour_sd: float = 7.0  # per-object colour variation, grey levels
     ambiguity: float = 1.0  # rrsisd: scale on the referred class's chance of repeats
     lookalike_prob: float = 0.0  # rrsisd: chance that the referred class's look-alike joins
+    target_first: bool = False  # rrsisd: place the referred class before the larger others
 
 
 def render_scene(
@@ -163,6 +164,8 @@ def render_scene(
     base = size / 128.0 * p.object_scale
     jitter = np.log(p.scale_jitter)
     scale = base * float(np.exp(rng.uniform(-jitter, jitter))) if p.scale_jitter > 1 else base
+    if p.target_first and target is not None:  # the referred class gets room before the rest
+        plan = [n for n in plan if n == target] + [n for n in plan if n != target]
     for name in plan:
         spec = CATEGORY_SPECS[name]
         obj = _place(
