@@ -848,3 +848,25 @@ def test_a_finished_run_without_its_record_is_recorded_from_its_final_metrics(
     assert calls == [] and any("is finished: its record is made from" in x for x in lines)
     (record,) = load_records(tmp_path / "out")
     assert record["test"]["mIoU"] == 20.0 and math.isnan(record["wall_time_s"])
+
+
+def test_a_record_names_the_code_its_run_started_with(tmp_path: Path, monkeypatch) -> None:
+    """The source tree moved to another commit while a run trained (a worktree checked out
+    under a running bench): the record names the commit the process imported, not the tree's
+    new one, and says where the tree stands now."""
+    import wrel.studies.runner as runner
+
+    old, new = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": False}
+    versions = iter([old] + [new] * 9)
+    monkeypatch.setattr(runner, "code_version", lambda where=None: next(versions))
+    calls: list[str] = []
+    specs = plan_runs(["naive"], [0.1], [0])
+    runner.run_benchmark(
+        TINY, specs, echo=lambda _: None, train_fn=_fake_train(calls, {"naive": 20.0}),
+        data_root=tmp_path, out_dir=tmp_path / "out", runs_dir=tmp_path / "runs",
+        allow_mixed_versions=True,
+    )  # fmt: skip
+    (record,) = load_records(tmp_path / "out")
+    assert record["code"]["commit"] == "a" * 40
+    assert record["code"]["tree_at_record"] == {"commit": "b" * 40, "dirty": False}
+    assert runner.record_version(record).startswith("code aaaaaaaaaa")

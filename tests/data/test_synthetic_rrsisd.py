@@ -86,12 +86,13 @@ def test_instance_density_by_class(bench: Path) -> None:
 
 def test_ambiguity_and_lookalikes_are_the_v4_levers(tmp_path: Path) -> None:
     """ambiguity scales how often the referred class repeats in its scene; lookalike_prob puts
-    the class it is most easily taken for beside it. Both off (with v3's scale and colour
-    variation), generator 2.1 renders v3 byte for byte (digest taken with generator 2.0)."""
+    the class it is most easily taken for beside it. With both off and v3's scale, colour,
+    placement and expression settings, generator 2.1 renders v3 byte for byte (digest taken
+    with generator 2.0)."""
     small = {"num_train": 60, "num_val": 10, "num_test": 10}
     v3 = SynthConfig(
         **small, ambiguity=1.0, lookalike_prob=0.0, scale_jitter=1.4, colour_sd=12.0,
-        target_first=False,
+        target_first=False, relation_weight=4.0, position_extra=0.7,
     )  # fmt: skip
     generate_benchmark(tmp_path / "v3", v3, progress=False)
     h = hashlib.sha256()

@@ -267,9 +267,24 @@ def data_version(root: str | Path) -> dict[str, Any] | None:
 
 
 def run_record(
-    spec: RunSpec, cfg: Any, result: dict[str, Any], wall_time_s: float
+    spec: RunSpec,
+    cfg: Any,
+    result: dict[str, Any],
+    wall_time_s: float,
+    code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON record of a finished run (see :mod:`wrel.studies.report`)."""
+    """The JSON record of a finished run (see :mod:`wrel.studies.report`).
+
+    ``code`` is the code version taken when the run started (the source tree may have moved to
+    another commit while it trained; the record must name the code the process imported).
+    Where the tree has moved since, the record also names where it stands now
+    (``code.tree_at_record``).
+    """
+    now = code_version()
+    if code is None:
+        code = now
+    elif now != code:
+        code = {**code, "tree_at_record": now}
 
     best = result.get("best") or {}
     curve = _curve(Path(result["run_dir"]))
@@ -285,7 +300,7 @@ def run_record(
         "test": result.get("test"),
         "curve": curve,
         "plateau": plateau_check(curve),
-        "code": code_version(),
+        "code": code,
         "data": data_version(cfg.data.root),
         "config": to_dict(cfg),
     }
@@ -625,6 +640,7 @@ def run_benchmark(
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     records_dir = out / "runs"
+    started_code = code_version()  # what this process imports, whatever the tree does later
     done_records = {r["name"]: r for r in load_records(out)}
     if not allow_mixed_versions:
         _refuse_mixed_versions(specs, done_records, data_root)
@@ -703,7 +719,7 @@ def run_benchmark(
         elapsed = time.perf_counter() - start
         if resume:  # the killed part's time is unknown; say so rather than under-report
             elapsed = float("nan")
-        record = run_record(spec, cfg, result, elapsed)
+        record = run_record(spec, cfg, result, elapsed, code=started_code)
         if shared is not None:
             record["shared_prefix"] = {"run": shared[0].name, "stages": shared[1]}
         trace = run_dir / TRACE_FILE

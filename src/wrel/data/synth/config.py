@@ -99,6 +99,13 @@ class SynthConfig:
     # that a large look-alike never takes its room and the class frequencies stay RRSIS-D's;
     # False: largest first for all (v3-v5).
     target_first: bool = True
+    # rrsisd: expression mix. The weight of a relation core against the others
+    # (expressions.RRSISD_KIND_WEIGHTS) and the chance of adding the target's grid cell to an
+    # expression that does not need it. With a look-alike in every scene relations are available
+    # more often and positions needed less, so v7 moves them back towards RRSIS-D's 14 / 64 %
+    # (v3-v6: 4.0 and 0.7).
+    relation_weight: float = 1.0
+    position_extra: float = 1.0
     blur_sigma: float = 0.6  # optics: a light blur, in pixels at the chosen image size
     noise_std: float = 3.0  # sensor noise, in 0..255 grey levels
     seed: int = 0
@@ -158,6 +165,10 @@ class SynthConfig:
             raise ValueError(f"ambiguity={self.ambiguity} must be in [0, 1]")
         if not 0.0 <= self.lookalike_prob <= 1.0:
             raise ValueError(f"lookalike_prob={self.lookalike_prob} must be in [0, 1]")
+        if not 0.0 < self.relation_weight <= 20.0:
+            raise ValueError(f"relation_weight={self.relation_weight} must be in (0, 20]")
+        if not 0.0 <= self.position_extra <= 1.0:
+            raise ValueError(f"position_extra={self.position_extra} must be in [0, 1]")
         if not 0.0 <= self.colour_sd <= 40.0:
             raise ValueError(f"colour_sd={self.colour_sd} must be in [0, 40]")
 

@@ -129,18 +129,20 @@ def describe_more(
     instances: list[Instance],
     size: int,
     rng: np.random.Generator,
+    position_prob: float = EXTRA_PROBS["position"],
 ) -> dict[str, Any]:
     """Add true attributes the core does not need, as RRSIS-D's expressions do (``rrsisd``).
 
     The core still singles out the target; what is added is true of it (its grid cell when
     clearly inside one, its colour, its size word against its class), so it never misleads.
+    ``position_prob`` is the chance of adding the grid cell (``SynthConfig.position_extra``).
     """
     target = instances[target_index]
     out = dict(attributes)
     same = [
         o for i, o in enumerate(instances) if i != target_index and o.category == target.category
     ]
-    if "position" not in out and "extreme" not in out and rng.random() < EXTRA_PROBS["position"]:
+    if "position" not in out and "extreme" not in out and rng.random() < position_prob:
         cells = [n for n in CELL_NAMES.values()
                  if clearly_holds("position", n, target, same, instances, size)]  # fmt: skip
         if cells:

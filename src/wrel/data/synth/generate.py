@@ -13,6 +13,7 @@ from pycocotools import mask as mask_utils
 from wrel.data.synth.categories import CATEGORY_SPECS
 from wrel.data.synth.config import SynthConfig
 from wrel.data.synth.expressions import (
+    EXTRA_PROBS,
     RRSISD_KIND_WEIGHTS,
     choose_attributes,
     describe_more,
@@ -53,6 +54,7 @@ def _choose_refs(
     num_refs: int,
     rng: np.random.Generator,
     target_category: str | None = None,
+    config: SynthConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Refs of up to ``num_refs`` targets; with ``target_category`` (the ``rrsisd`` regime) the
     targets are that class's instances first, and expressions name RRSIS-D's extra attributes."""
@@ -64,12 +66,17 @@ def _choose_refs(
             [i for i in order if instances[i].category != target_category],
         ]).astype(int)  # fmt: skip
     for target in order:
-        weights = RRSISD_KIND_WEIGHTS if target_category is not None else None
+        weights = None
+        if target_category is not None:
+            weights = dict(RRSISD_KIND_WEIGHTS)
+            if config is not None:
+                weights["next_to"] = config.relation_weight
         attributes = choose_attributes(int(target), instances, size, rng, weights)
         if attributes is None:
             continue
         if target_category is not None:
-            attributes = describe_more(attributes, int(target), instances, size, rng)
+            extra = config.position_extra if config is not None else EXTRA_PROBS["position"]
+            attributes = describe_more(attributes, int(target), instances, size, rng, extra)
         category = instances[target].category
         refs.append({
             "target": int(target),
@@ -127,5 +134,5 @@ def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecor
         })  # fmt: skip
         if config.regime == "rrsisd":  # what its size word is measured against
             records[-1]["relative_size"] = obj.relative_size
-    refs = _choose_refs(geometry, size, config.refs_per_image, rng, scene.target_category)
+    refs = _choose_refs(geometry, size, config.refs_per_image, rng, scene.target_category, config)
     return ImageRecord(png=encode_png(scene.image), instances=records, refs=refs)
