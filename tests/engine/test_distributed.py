@@ -80,6 +80,11 @@ def test_two_rank_gloo_matches_single_process(
     """
     from safetensors.torch import load_file
 
+    from wrel.data.refer import load_refs
+
+    train_refs = sum(r["split"] == "train" for r in load_refs(tiny_bench / "synthetic/refs(unc).p"))
+    # DistributedSampler pads an uneven split with repeats, which a single process never sees
+    assert train_refs % 8 == 0, f"{train_refs} train refs: the comparison needs a multiple of 8"
     tiny_model_sets = [
         *tiny_model_sets,
         f"model.backbone.tiny_batch_norm={str(batch_norm).lower()}",
