@@ -127,6 +127,10 @@ def test_ambiguity_and_lookalikes_are_the_v4_levers(tmp_path: Path) -> None:
         SynthConfig(ambiguity=1.5)
     with pytest.raises(ValueError, match="lookalike_prob"):
         SynthConfig(lookalike_prob=-0.1)
+    with pytest.raises(ValueError, match="target_first"):
+        SynthConfig(target_first="no")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="relation_weight"):
+        SynthConfig(relation_weight=0.0)
 
 
 def test_expression_mix_matches_rrsisd(bench: Path) -> None:

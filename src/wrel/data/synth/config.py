@@ -165,6 +165,8 @@ class SynthConfig:
             raise ValueError(f"ambiguity={self.ambiguity} must be in [0, 1]")
         if not 0.0 <= self.lookalike_prob <= 1.0:
             raise ValueError(f"lookalike_prob={self.lookalike_prob} must be in [0, 1]")
+        if not isinstance(self.target_first, bool):
+            raise ValueError(f"target_first={self.target_first!r} must be true or false")
         if not 0.0 < self.relation_weight <= 20.0:
             raise ValueError(f"relation_weight={self.relation_weight} must be in (0, 20]")
         if not 0.0 <= self.position_extra <= 1.0:
