@@ -13,7 +13,6 @@ from pycocotools import mask as mask_utils
 from wrel.data.synth.categories import CATEGORY_SPECS
 from wrel.data.synth.config import SynthConfig
 from wrel.data.synth.expressions import (
-    EXTRA_PROBS,
     RRSISD_KIND_WEIGHTS,
     choose_attributes,
     describe_more,
@@ -50,14 +49,14 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def _choose_refs(
     instances: list[Instance],
-    size: int,
-    num_refs: int,
+    config: SynthConfig,
     rng: np.random.Generator,
     target_category: str | None = None,
-    config: SynthConfig | None = None,
 ) -> list[dict[str, Any]]:
-    """Refs of up to ``num_refs`` targets; with ``target_category`` (the ``rrsisd`` regime) the
-    targets are that class's instances first, and expressions name RRSIS-D's extra attributes."""
+    """Refs of up to ``config.refs_per_image`` targets; with ``target_category`` (the ``rrsisd``
+    regime) the targets are that class's instances first, and expressions name RRSIS-D's extra
+    attributes (mix set by ``config.relation_weight`` / ``position_extra``)."""
+    size, num_refs = config.image_size, config.refs_per_image
     refs = []
     order = rng.permutation(len(instances))
     if target_category is not None:
@@ -68,15 +67,14 @@ def _choose_refs(
     for target in order:
         weights = None
         if target_category is not None:
-            weights = dict(RRSISD_KIND_WEIGHTS)
-            if config is not None:
-                weights["next_to"] = config.relation_weight
+            weights = {**RRSISD_KIND_WEIGHTS, "next_to": config.relation_weight}
         attributes = choose_attributes(int(target), instances, size, rng, weights)
         if attributes is None:
             continue
         if target_category is not None:
-            extra = config.position_extra if config is not None else EXTRA_PROBS["position"]
-            attributes = describe_more(attributes, int(target), instances, size, rng, extra)
+            attributes = describe_more(
+                attributes, int(target), instances, size, rng, config.position_extra
+            )
         category = instances[target].category
         refs.append({
             "target": int(target),
@@ -134,5 +132,5 @@ def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecor
         })  # fmt: skip
         if config.regime == "rrsisd":  # what its size word is measured against
             records[-1]["relative_size"] = obj.relative_size
-    refs = _choose_refs(geometry, size, config.refs_per_image, rng, scene.target_category, config)
+    refs = _choose_refs(geometry, config, rng, scene.target_category)
     return ImageRecord(png=encode_png(scene.image), instances=records, refs=refs)
