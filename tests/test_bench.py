@@ -816,8 +816,8 @@ def test_runs_from_30_percent_accurate_train_as_long_as_full(tmp_path: Path) -> 
         assert lrb["joint"].bank_lr == pytest.approx(want, rel=1e-3)
         oa = stages("lrb-oa-teacher", ratio, PROFILES["ablations"])
         assert oa["teacher-warmup"].epochs == round(full / ratio)
-    # 10 % keeps the calibrated schedule; Naive-WREL trains on Full's samples as long as Full
-    assert stages("naive", 0.1)["naive"].epochs == full
+    # 10 % keeps the calibrated schedule; Naive-WREL learns slower than Full on its samples
+    assert stages("naive", 0.1)["naive"].epochs == 10
     assert stages("lrb-paper", 0.1)["joint"].epochs == 4
     # `wrel bench --epochs` sets a stage at every ratio, and the paper recipe's bank rate follows
     five = profile.with_epochs({"joint": 5})
