@@ -1,6 +1,6 @@
 """Screenshot of `wrel serve` with a trained checkpoint, for the README.
 
-    .venv/bin/python scripts/screenshot_demo.py runs/demo-lrb-r10-s0/checkpoints/best \
+    .venv/bin/python scripts/screenshot_demo.py runs/demo-lrb-paper-r10-s0/checkpoints/best \
         --data data --out docs/images/demo_screenshot.png --example 0
 
 Needs Debian's chromium and playwright (what `make test` installs). Starts the demo server on a
@@ -40,6 +40,10 @@ def main() -> int:
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1100, "height": 640})
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            page.wait_for_function(  # every example thumbnail loaded
+                "() => { const imgs = [...document.querySelectorAll('#examples img')];"
+                " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+            )
             page.click(f"#examples button >> nth={args.example}")
             page.click("#submit")
             page.wait_for_selector("#overlay[src^='data:image/png']", state="visible")

@@ -84,6 +84,26 @@ def client(demo: DemoApp):
         yield test_client
 
 
+def test_examples_are_served_while_the_model_is_busy(tmp_path: Path) -> None:
+    # a page asks for every example thumbnail at once, more than the model worker's queue
+    # admits: they are rendered before serving and answered without the worker
+    Image.open(io.BytesIO(png_bytes())).save(tmp_path / "ex.png")
+    examples = [Example(str(i), tmp_path / "ex.png", "the bright roof", "x") for i in range(8)]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    examples.append(Example("9", tmp_path / "broken.png", "nothing", "x"))
+    app = DemoApp(
+        Predictor(BrightModel(), image_size=(32, 32)), examples, ServerLimits(max_queue=0)
+    )
+    with TestClient(create_app(app)) as test_client:
+        app.pending = 1  # the worker is busy: a request that needs it is refused
+        answers = [test_client.get(f"/api/examples/{i}.png") for i in range(8)]
+        assert all(r.status_code == 200 and r.content.startswith(b"\x89PNG") for r in answers)
+        # an example that could not be rendered still goes to the worker, and waits for it
+        assert test_client.get("/api/examples/9.png").status_code == 503
+        app.pending = 0
+        assert test_client.get("/api/examples/9.png").status_code == 415  # not an image
+
+
 def decode_data_url(url: str) -> np.ndarray:
     assert url.startswith("data:image/png;base64,")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))

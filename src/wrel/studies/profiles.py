@@ -6,8 +6,9 @@ accurate ratios and seeds run. ``wrel demo`` trains LRB-WREL at 10 % with the ``
 the ``full`` profile's data and model with half its steps, to fit 15 minutes on a 2-core CPU.
 
 Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four methods, a smaller
-render) <= 15 minutes and ``demo`` <= 15 minutes are targets; ``demo`` meets it (12.2 min),
-``quick`` does not (19.0 min measured; a smaller render leaves its baselines at 0 mIoU).
+render) <= 15 minutes and ``demo`` <= 15 minutes are targets; neither meets it: ``demo`` took
+17.3 min on benchmark v7 (1.7 of them rendering; README), ``quick`` 19.0 min (a smaller render
+leaves its baselines at 0 mIoU).
 ``full`` (the complete one-seed table: Only-Accurate, Naive-WREL, the LRB-WREL paper recipe,
 the word bank and retrieved expressions at 10 / 30 / 50 % and Full) is about 24 hours of
 one-thread run time by the measured run times (12 with two runs at a time): a 4-epoch supervised run 29-49 minutes, an 8-epoch one 55-75 (converging

@@ -103,6 +103,8 @@ def create_app(demo: DemoApp) -> Any:
     from starlette.routing import Route
 
     limits = demo.limits
+    if failed := demo.prerender_examples():
+        log.warning("examples %s could not be rendered; the page shows them broken", failed)
     static = {
         path: (resources.files("wrel.web").joinpath("static", name).read_bytes(), ctype)
         for path, (name, ctype) in STATIC_FILES.items()
@@ -120,7 +122,10 @@ def create_app(demo: DemoApp) -> Any:
         example_id = name[: -len(".png")] if name.endswith(".png") else None
         if example_id is None or example_id not in demo.examples:
             raise RequestRejected(404, "no such example")
-        return Response(await demo.in_worker(demo.example_png, example_id), media_type="image/png")
+        png = demo.cached_example(example_id)
+        if png is None:
+            png = await demo.in_worker(demo.example_png, example_id)
+        return Response(png, media_type="image/png")
 
     async def api_predict(request: Request) -> Response:
         query_text = request.query_params.get("text")

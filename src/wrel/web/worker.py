@@ -175,6 +175,23 @@ class DemoApp:
             self._example_cache[example_id] = buf.getvalue()
         return self._example_cache[example_id]
 
+    def prerender_examples(self) -> list[str]:
+        """Render every example's PNG into the cache before the server answers: the page asks
+        for all of them at once, more than the model worker's queue admits (``max_queue``),
+        and a cached example is served without the worker. Returns the ids that could not be
+        rendered (their requests then go through the worker and answer its error)."""
+        failed = []
+        for example_id in self.examples:
+            try:
+                self.example_png(example_id)
+            except (RequestRejected, ValueError, OSError):
+                failed.append(example_id)
+        return failed
+
+    def cached_example(self, example_id: str) -> bytes | None:
+        """The example's PNG if :meth:`example_png` rendered it already, else None."""
+        return self._example_cache.get(example_id)
+
     def info(self) -> dict[str, Any]:
         """What ``GET /api/info`` answers."""
         scaling = getattr(self.predictor, "scaling", None)
