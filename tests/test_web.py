@@ -98,7 +98,7 @@ def test_examples_are_served_while_the_model_is_busy(tmp_path: Path) -> None:
         app.pending = 1  # the worker is busy: a request that needs it is refused
         answers = [test_client.get(f"/api/examples/{i}.png") for i in range(8)]
         assert all(r.status_code == 200 and r.content.startswith(b"\x89PNG") for r in answers)
-        # an example that could not be rendered still goes to the worker, and waits for it
+        # an example that could not be rendered goes to the worker: refused while it is busy
         assert test_client.get("/api/examples/9.png").status_code == 503
         app.pending = 0
         assert test_client.get("/api/examples/9.png").status_code == 415  # not an image
