@@ -64,10 +64,10 @@ def _choose_refs(
             [i for i in order if instances[i].category == target_category],
             [i for i in order if instances[i].category != target_category],
         ]).astype(int)  # fmt: skip
+    weights = None
+    if target_category is not None:
+        weights = {**RRSISD_KIND_WEIGHTS, "next_to": config.relation_weight}
     for target in order:
-        weights = None
-        if target_category is not None:
-            weights = {**RRSISD_KIND_WEIGHTS, "next_to": config.relation_weight}
         attributes = choose_attributes(int(target), instances, size, rng, weights)
         if attributes is None:
             continue
