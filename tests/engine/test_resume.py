@@ -13,13 +13,15 @@ from wrel.engine.experiment import build_experiment
 
 @pytest.fixture
 def make_cfg(tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str]):
-    def make(name: str):
-        return _cfg(tmp_path, tiny_bench, tiny_model_sets, name)
+    def make(name: str, epoch_fraction: float = 1.0):
+        return _cfg(tmp_path, tiny_bench, tiny_model_sets, name, epoch_fraction)
 
     return make
 
 
-def _cfg(tmp_path: Path, data: Path, model_sets: list[str], name: str):
+def _cfg(
+    tmp_path: Path, data: Path, model_sets: list[str], name: str, epoch_fraction: float = 1.0
+):
     cfg = build_experiment(
         "lrb",
         assignments=[
@@ -39,6 +41,7 @@ def _cfg(tmp_path: Path, data: Path, model_sets: list[str], name: str):
     )
     for stage in cfg.stages:
         stage.epochs = 2
+        stage.epoch_fraction = epoch_fraction
     return cfg
 
 
@@ -48,16 +51,16 @@ def _final_state(run: Path) -> dict:
     return load_resume_state(run / "checkpoints" / "last")
 
 
-@pytest.mark.parametrize(
-    "crash_at", [5, 16]
-)  # mid stage 1; mid stage 3 (after a stage-2 -> 3 resume point)
+# mid stage 1; mid stage 3 (after a stage-2 -> 3 resume point); with half epochs (2 + 2 + 4
+# steps per epoch instead of 4 + 4 + 8): mid stage 3's first epoch, a resume point inside it
+@pytest.mark.parametrize(("crash_at", "fraction"), [(5, 1.0), (16, 1.0), (11, 0.5)])
 def test_resume_after_crash_matches_uninterrupted(
-    tmp_path: Path, make_cfg, monkeypatch, crash_at
+    tmp_path: Path, make_cfg, monkeypatch, crash_at, fraction
 ) -> None:
     from wrel.engine.trainer import train
     from wrel.methods.base import Stage
 
-    reference = train(make_cfg("ref"))
+    reference = train(make_cfg("ref", fraction))
     calls = {"n": 0}
     stage_classes = [c for c in Stage.__subclasses__()] + [
         c for sub in Stage.__subclasses__() for c in sub.__subclasses__()
@@ -78,12 +81,15 @@ def test_resume_after_crash_matches_uninterrupted(
     for cls, original in originals.items():
         monkeypatch.setattr(cls, "training_step", crashing(original))
     with pytest.raises(KeyboardInterrupt):
-        train(make_cfg("crash"))
+        train(make_cfg("crash", fraction))
     for cls, original in originals.items():
         monkeypatch.setattr(cls, "training_step", original)
-    resumed = train(make_cfg("crash"), resume=True)
+    resumed = train(make_cfg("crash", fraction), resume=True)
 
     assert resumed["test"] == reference["test"]
+    # 2 epochs of each stage: 4 + 4 + 8 steps per epoch on 8 accurate / 8 weak refs, batch 2
+    steps = [json.loads(x)["step"] for x in (tmp_path / "ref" / "metrics.jsonl").open()]
+    assert max(steps) == round(32 * fraction)
     ref_state, res_state = _final_state(tmp_path / "ref"), _final_state(tmp_path / "crash")
     for part in ("model", "teacher", "bank"):
         for key, value in ref_state["stage"][part].items():

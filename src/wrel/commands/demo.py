@@ -27,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "LRB-WREL as its authors ran it (the paper recipe, `lrb-paper`, scaled to the CPU "
             "profile) with 10 % accurate expressions with the 'demo' benchmark profile (the "
             "'full' profile's data and model, a shorter schedule: teacher warm-up, bank "
-            "initialisation and joint training with the EMA teacher, one epoch-equivalent "
-            "each), choose the checkpoint on val and score it once on test with the real "
+            "initialisation and joint training with the EMA teacher, each 60 % of an "
+            "epoch-equivalent: every epoch visits a random 60 % of its samples), choose the checkpoint on val and score it once on test with the real "
             "expressions. Progress goes to stderr "
             "(a bar on a terminal, a line every 30 s otherwise). A killed demo resumes where it "
             "stopped when run again; a finished one prints its metrics (use --fresh to "
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Render if needed, train (or resume), print test metrics."""
 
     start = time.perf_counter()
-    profile = get_profile("demo")  # the full profile's data and model, half its steps
+    profile = get_profile("demo")  # the full profile's data and model, a shorter schedule
     ensure_benchmark_data(profile, args.data)
     spec = RunSpec(args.method, 1.0 if args.method == "full" else args.accurate_ratio, args.seed)
     cfg = build_run_config(profile, spec, args.data, args.out, args.assignments)

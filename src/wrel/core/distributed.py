@@ -179,14 +179,19 @@ def shutdown(info: DistInfo) -> None:
 
 
 class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` (per-epoch shuffle seeded by ``seed + epoch``) that can skip the
-    first ``skip`` indices of an epoch, to resume in the middle of it."""
+    """``DistributedSampler`` (per-epoch shuffle seeded by ``seed + epoch``) that can stop an
+    epoch after its first ``limit`` indices (a shortened epoch: a random subset, redrawn every
+    epoch) and skip the first ``skip`` of them, to resume in the middle of it."""
 
     skip: int = 0
+    limit: int | None = None  # this rank's indices per epoch; None: all of them
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        indices = list(super().__iter__())
+        indices = list(super().__iter__())[: self.limit]
         return iter(indices[self.skip :])
 
     def __len__(self) -> int:
-        return max(0, super().__len__() - self.skip)
+        size = super().__len__()
+        if self.limit is not None:
+            size = min(size, self.limit)
+        return max(0, size - self.skip)

@@ -479,6 +479,8 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     for index, st in enumerate(cfg.stages):
         at = f"stages.{st.name or index}"
         need(st.epochs >= 1, f"{at}.epochs", st.epochs, "must be >= 1")
+        share = st.epoch_fraction
+        need(0 < share <= 1, f"{at}.epoch_fraction", share, "must be in (0, 1]")
         need(st.eval_every >= 0, f"{at}.eval_every", st.eval_every, "0 (train.eval_every) or more")
         for key in ("lr_backbone", "lr_text", "lr_head", "weight_decay", "grad_clip"):
             value = getattr(st.optim, key)
@@ -495,6 +497,8 @@ def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
         if isinstance(st, RetrieveConfig):
             need(st.samples == "weak", f"{at}.samples", st.samples, "a retrieve stage reads weak")
             need(st.epochs == 1, f"{at}.epochs", st.epochs, "a retrieve stage makes one pass")
+            need(st.epoch_fraction == 1, f"{at}.epoch_fraction", st.epoch_fraction,
+                 "a retrieve stage reads every weak sample: 1")  # fmt: skip
             need(st.candidates >= 1, f"{at}.candidates", st.candidates, "must be >= 1")
             need(st.chunk >= 1, f"{at}.chunk", st.chunk, "must be >= 1")
             need(index > 0, f"{at}.kind", st.kind, "needs a model trained by a stage before it")

@@ -104,6 +104,14 @@ def stage_data(
     iters_per_epoch = (
         per_rank_samples // per_rank if drop_last else math.ceil(per_rank_samples / per_rank)
     )
+    # A shortened epoch (epoch_fraction < 1) takes the first batches of the epoch's shuffle:
+    # every batch full, the epoch's step count what schedules and resume checks see.
+    limit = None
+    if stage_cfg.epoch_fraction < 1:
+        iters_per_epoch = max(
+            1, min(iters_per_epoch, round(iters_per_epoch * stage_cfg.epoch_fraction))
+        )
+        limit = iters_per_epoch * per_rank
 
     def make_loader(epoch: int, skip_batches: int) -> DataLoader:
         sampler = ResumableSampler(
@@ -112,6 +120,7 @@ def stage_data(
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)  # per-epoch cut-outs (workers copy the dataset after this)
         sampler.skip = skip_batches * per_rank
+        sampler.limit = limit
         # An explicit generator keeps worker seeds (and the global RNG) independent of
         # when the iterator is created, which resume relies on.
         gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
