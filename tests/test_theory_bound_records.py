@@ -151,6 +151,14 @@ def test_cli_records_predict_check(tmp_path: Path, capsys: pytest.CaptureFixture
             "--hold-out", "0.25"]  # fmt: skip
     assert main(argv) == 2
     assert "--min-sizes" in capsys.readouterr().err
+    # one size left (only Full) even with --min-sizes 2: the error says how to go on
+    argv = ["bound", "predict", "--records", str(folder), "--out", str(tmp_path / "p3.json"),
+            "--ratios", "0.16", "--seeds", "0", "--n-train", str(N), "--min-sizes", "2",
+            "--hold-out", "0.16", "--hold-out", "0.25", "--hold-out", "0.04"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot be fitted with 16% left out" in err and "out of --ratios" in err
+    assert "np.float64" not in err
 
 
 def test_subsample_eps_tracks_the_sampling_deviation() -> None:

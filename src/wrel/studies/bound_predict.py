@@ -125,7 +125,14 @@ def _eps(
         info = {"c": fit.c, "sizes": list(fit.sample_sizes), "deviations": list(fit.gaps),
                 "residual_rms": fit.residual_rms, "hypotheses": len(rows)}  # fmt: skip
         return fit.at, info
-    curve = accurate_only_fit(used, n, leave_out=rho)
+    try:
+        curve = accurate_only_fit(used, n, leave_out=rho)
+    except ValueError as err:  # one size left once rho is left out: nothing to fit
+        raise ValueError(
+            f"eps at {rho:.0%} cannot be fitted with {rho:.0%} left out ({err}); run "
+            f"Only-Accurate at another ratio, use --eps-source subsample, or leave {rho:g} "
+            "out of --ratios"
+        ) from None
     if curve.num_sizes < min_sizes:
         raise ValueError(
             f"eps at {rho:.0%} would be fitted on {curve.num_sizes} training-set sizes "

@@ -265,7 +265,8 @@ def fit_learning_curve(sample_sizes: Sequence[float], risks: Sequence[float]) ->
         raise ValueError(f"need one risk per positive size, got {list(x)} and {list(r)}")
     if len(set(x.tolist())) < 2:
         raise ValueError(
-            f"a learning curve needs runs at two or more training-set sizes, got {sorted(set(x))}"
+            "a learning curve needs runs at two or more training-set sizes, got "
+            f"{sorted({float(v) for v in x.tolist()})}"
         )
     inv = 1.0 / np.sqrt(x)
     design = np.stack([np.ones_like(inv), inv], axis=1)
