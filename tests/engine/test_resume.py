@@ -19,9 +19,7 @@ def make_cfg(tmp_path: Path, tiny_bench: Path, tiny_model_sets: list[str]):
     return make
 
 
-def _cfg(
-    tmp_path: Path, data: Path, model_sets: list[str], name: str, epoch_fraction: float = 1.0
-):
+def _cfg(tmp_path: Path, data: Path, model_sets: list[str], name: str, epoch_fraction: float = 1.0):
     cfg = build_experiment(
         "lrb",
         assignments=[
