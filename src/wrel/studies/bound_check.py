@@ -113,7 +113,9 @@ def check_markdown(
         f"Prediction `{prediction_file}` against the records in `{records_dir}`. Gap = "
         "R(cell) - R(Full, same seed) on test, R = 1 - mIoU/100.",
         "",
-        f"**{result['note']}.**" if result["retrospective"] else f"Prediction: {result['note']}.",
+        f"**{result['note']}.**"
+        if result["retrospective"]
+        else f"The file's note: {result['note']}.",
         "",
         "Predicted with: " + ", ".join(f"{k} {v}" for k, v in result["predicted_with"].items()),
         "",
