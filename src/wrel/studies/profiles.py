@@ -3,12 +3,12 @@
 A profile fixes everything that decides a number in ``docs/results/``: how the embedded
 benchmark is rendered, the network input size, the epochs of every stage, and which methods,
 accurate ratios and seeds run. ``wrel demo`` trains LRB-WREL at 10 % with the ``demo`` profile:
-the ``full`` profile's data and model with half its steps, to fit 15 minutes on a 2-core CPU.
+the ``full`` profile's data and model with a short schedule, to fit 15 minutes on a 2-core CPU.
 
 Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four methods, a smaller
-render) <= 15 minutes and ``demo`` <= 15 minutes are targets; neither meets it: ``demo`` took
-17.3 min on benchmark v7 (1.7 of them rendering; README), ``quick`` 19.0 min (a smaller render
-leaves its baselines at 0 mIoU).
+render) <= 15 minutes and ``demo`` <= 15 minutes are targets. ``demo`` meets it: 11.5 min on
+benchmark v7, 1.5 of them rendering (README; ``DEMO_EPOCH_FRACTIONS``); ``quick`` does not:
+19.0 min (and a smaller render leaves its baselines at 0 mIoU).
 ``full`` (the complete one-seed table: Only-Accurate, Naive-WREL, the LRB-WREL paper recipe,
 the word bank and retrieved expressions at 10 / 30 / 50 % and Full) is about 24 hours of
 one-thread run time by the measured run times (12 with two runs at a time): a 4-epoch supervised run 29-49 minutes, an 8-epoch one 55-75 (converging
