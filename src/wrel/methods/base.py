@@ -69,7 +69,8 @@ class StageConfig:
     epochs: int = 1
     # share of the stage's samples one epoch visits, in (0, 1]: the first ones of the epoch's
     # shuffle, so a random subset redrawn every epoch (wrel.engine.loaders); 1 visits all.
-    # Optimizer steps, schedules and resume count the shortened epoch (`wrel demo` uses 0.6)
+    # Optimizer steps, schedules and resume count the shortened epoch (`wrel demo` shortens
+    # its bank initialisation and joint stage: wrel.studies.profiles.DEMO_EPOCH_FRACTIONS)
     epoch_fraction: float = 1.0
     name: str = ""  # for logs; default "<index>-<kind>"
     optim: OptimConfig = field(default_factory=OptimConfig)
