@@ -108,9 +108,7 @@ def stage_data(
     # every batch full, the epoch's step count what schedules and resume checks see.
     limit = None
     if stage_cfg.epoch_fraction < 1:
-        iters_per_epoch = max(
-            1, min(iters_per_epoch, round(iters_per_epoch * stage_cfg.epoch_fraction))
-        )
+        iters_per_epoch = max(1, round(iters_per_epoch * stage_cfg.epoch_fraction))
         limit = iters_per_epoch * per_rank
 
     def make_loader(epoch: int, skip_batches: int) -> DataLoader:
