@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -733,7 +734,13 @@ def test_variants_of_a_seed_share_their_first_stages(
     )
     records = {r["name"]: r for r in load_records(tmp_path / "out")}
     donor, taker = records["lrb-paper-r50-s0"], records["lrb-fixed-r50-s0"]
-    assert "shared_prefix" not in donor and math.isnan(taker["wall_time_s"])
+    assert "shared_prefix" not in donor
+    # the taker's time counts the shared stages as the donor took them (its cost trained whole)
+    from wrel.engine.state import load_resume_state, stage_checkpoint_dir
+
+    donor_ckpt = tmp_path / "runs" / "lrb-paper-r50-s0" / "checkpoints"
+    shared_s = load_resume_state(stage_checkpoint_dir(donor_ckpt, 1))["loop"]["elapsed_s"]
+    assert 0 < shared_s < taker["wall_time_s"]
     assert taker["shared_prefix"] == {"run": "lrb-paper-r50-s0", "stages": 2}
     assert taker["test"] == donor["test"] and taker["val"] == donor["val"]
     assert any("first 2 stage(s) are those of lrb-paper-r50-s0" in x for x in lines)
@@ -870,3 +877,35 @@ def test_a_record_names_the_code_its_run_started_with(tmp_path: Path, monkeypatc
     assert record["code"]["commit"] == "a" * 40
     assert record["code"]["tree_at_record"] == {"commit": "b" * 40, "dirty": False}
     assert runner.record_version(record).startswith("code aaaaaaaaaa")
+
+
+@pytest.mark.parametrize(("counted", "want"), [(1234.56, 1234.6), (None, None)])
+def test_a_resumed_runs_record_takes_the_trainers_count_of_its_time(
+    tmp_path: Path, counted: float | None, want: float | None
+) -> None:
+    """A run picked up again (here: finished, killed before its record) records the trainer's
+    own count over every process, not the last process's minutes; NaN where it is unknown."""
+    specs = plan_runs(["naive"], [0.1], [0])
+    run = tmp_path / "runs" / specs[0].name
+    fake = _fake_train([], {"naive": 20.0})
+    result = fake(
+        SimpleNamespace(
+            name=specs[0].name,
+            method="naive",
+            train=SimpleNamespace(output_dir=str(tmp_path / "runs")),
+        )
+    )
+    result["wall_time_s"] = counted
+    (run / "final_metrics.json").write_text(json.dumps(result))
+    lines: list[str] = []
+    run_benchmark(
+        TINY, specs, echo=lines.append, train_fn=fake, data_root=tmp_path,
+        out_dir=tmp_path / "out", runs_dir=tmp_path / "runs",
+    )  # fmt: skip
+    [record] = load_records(tmp_path / "out")
+    if want is None:
+        assert math.isnan(record["wall_time_s"])
+        assert any("time not recorded" in line for line in lines)
+    else:
+        assert record["wall_time_s"] == want
+        assert any("done in 20 min 34 s" in line for line in lines)

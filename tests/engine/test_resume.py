@@ -138,3 +138,72 @@ def test_resume_of_a_run_saved_before_keys_were_added(make_cfg) -> None:
     cfg.stages[2].ema_buffers = "skip"  # a value other than the default is still a difference
     with pytest.raises(ValueError, match="differs"):
         train(cfg, resume=True)
+
+
+def _drop_elapsed(folder: Path) -> None:
+    """Make a resume state look saved before ``loop.elapsed_s`` existed (manifest re-sealed)."""
+    from wrel.engine.checkpoint import file_record
+
+    path = folder / "state.json"
+    skeleton = json.loads(path.read_text())
+    loop = dict(skeleton["__dict__"])["loop"]["__dict__"]
+    loop[:] = [pair for pair in loop if pair[0] != "elapsed_s"]
+    path.write_text(json.dumps(skeleton))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["state.json"] = file_record(path)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_resumed_run_counts_the_time_of_every_process(
+    tmp_path: Path, make_cfg, monkeypatch
+) -> None:
+    """A killed and resumed run reports its training time over both processes (the killed one
+    up to its last checkpoint); one resumed from a state older than that count says unknown."""
+    import shutil
+    import time
+
+    from wrel.core.config_io import dumps
+    from wrel.engine.trainer import train
+    from wrel.methods.base import Stage
+
+    calls = {"n": 0}
+    classes = [c for c in Stage.__subclasses__()] + [
+        c for sub in Stage.__subclasses__() for c in sub.__subclasses__()
+    ]
+    originals = {c: c.__dict__["training_step"] for c in classes if "training_step" in c.__dict__}
+
+    def crashing(original):
+        def step(self, batch, progress):
+            calls["n"] += 1
+            if calls["n"] == 16:
+                raise KeyboardInterrupt("simulated kill")
+            return original(self, batch, progress)
+
+        return step
+
+    for cls, original in originals.items():
+        monkeypatch.setattr(cls, "training_step", crashing(original))
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg("crash"))
+    for cls, original in originals.items():
+        monkeypatch.setattr(cls, "training_step", original)
+    before = _final_state(tmp_path / "crash")["loop"]["elapsed_s"]
+    assert isinstance(before, float) and before > 0  # the killed process's time, saved
+    shutil.copytree(tmp_path / "crash", tmp_path / "older")
+    (tmp_path / "older" / "config.json").write_text(dumps(make_cfg("older")))
+    for name in ("last", "last.prev"):
+        if (tmp_path / "older" / "checkpoints" / name).is_dir():
+            _drop_elapsed(tmp_path / "older" / "checkpoints" / name)
+
+    start = time.monotonic()
+    resumed = train(make_cfg("crash"), resume=True)
+    took = time.monotonic() - start
+    assert before < resumed["wall_time_s"] <= before + took  # both processes, nothing twice
+    saved = json.loads((tmp_path / "crash" / "final_metrics.json").read_text())
+    assert saved["wall_time_s"] == resumed["wall_time_s"]
+    # a never-stopped run counts itself from its start
+    start = time.monotonic()
+    whole = train(make_cfg("whole"))
+    assert 0 < whole["wall_time_s"] <= time.monotonic() - start
+    # part of the run predates the count: unknown, not the resumed part alone
+    assert train(make_cfg("older"), resume=True)["wall_time_s"] is None

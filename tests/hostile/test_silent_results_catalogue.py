@@ -294,6 +294,8 @@ TAMPERS = {
     "negative step": ({"global_step": -1}, r"loop\.global_step = -1 is not an int >= 0"),
     "bool epoch": ({"epoch": True}, r"loop\.epoch = True is not an int"),
     "nan best": ({"best_value": math.nan}, r"best_value = nan is not a finite number"),
+    "negative elapsed time": ({"elapsed_s": -5.0}, r"loop\.elapsed_s = -5\.0 is not a number >= 0"),
+    "elapsed time a string": ({"elapsed_s": "60"}, r"loop\.elapsed_s = '60' is not a number"),
     "step below the position": ({"global_step": 1}, r"global_step = 1 is below the 2 steps"),
     "no record of the step": ({"global_step": 10_000}, r"has no train record .* step 10000"),
 }

@@ -66,6 +66,11 @@ def check_loop_state(
     best = loop.get("best_value")
     if best is not None and (type(best) not in (int, float) or not math.isfinite(best)):
         raise _fail(source, f"loop.best_value = {best!r} is not a finite number or null")
+    elapsed = loop.get("elapsed_s")  # absent or null in states saved before it was recorded
+    if elapsed is not None and (
+        type(elapsed) not in (int, float) or not math.isfinite(elapsed) or elapsed < 0
+    ):
+        raise _fail(source, f"loop.elapsed_s = {elapsed!r} is not a number >= 0 or null")
     index, epoch, iteration, step = (loop[k] for k in _COUNTERS)
     if index >= len(stages):
         raise _fail(source, f"loop.stage_index = {index}, but the run has {len(stages)} stage(s)")

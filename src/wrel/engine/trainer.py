@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,10 @@ class LoopState:
     iteration: int = 0  # iterations completed in the current epoch
     global_step: int = 0
     best_value: float | None = None
+    #: seconds the run had trained when this state was saved, counted over every process
+    #: that worked on it (a killed process up to its last checkpoint: the steps it did after
+    #: that are done again and counted once); None when a resumed state predates the field
+    elapsed_s: float | None = 0.0
 
 
 def train(cfg: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
@@ -142,11 +147,14 @@ class Trainer:
         self._last_is_damaged = False  # set when --resume fell back to last.prev
         self._initial_state: dict[str, torch.Tensor] | None = None  # student_init=pretrained
         self._tb: TensorBoardLog | None = None  # train.tensorboard, rank 0
+        self._clock0 = time.monotonic()  # this process's start (reset by run())
+        self._elapsed_before: float | None = 0.0  # the resumed state's elapsed_s
 
     # -- top level ----------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         """Train every stage, export the best student, evaluate it on test once."""
+        self._clock0 = time.monotonic()
         self.dist = init_distributed(self.device)
         try:
             if self.cfg.train.batch_size % self.dist.world_size:
@@ -156,6 +164,9 @@ class Trainer:
                 )
             self.samples = load_split_samples(self.cfg.data)
             resumed = self._prepare_run_dir()
+            if resumed is not None:  # a state saved before the field existed: time unknown
+                before = resumed["loop"].get("elapsed_s")
+                self._elapsed_before = None if before is None else float(before)
             self._record_paths()
             if self.cfg.train.tensorboard and self.dist.is_main:
                 # events after the resumed step go, as the lines metrics.jsonl drops
@@ -411,6 +422,7 @@ class Trainer:
         if self.cfg.train.keep_stage_checkpoints and state.stage_index < len(self.cfg.stages) - 1:
             if self.dist.is_main:  # the stage's end, for runs that share this prefix
                 stage_state = finished_stage_state(stage.state_dict())
+                state.elapsed_s = self._elapsed_s()
                 end = {"loop": asdict(state), "stage": stage_state, "rng": capture_rng()}
                 keep_stage_end(self.ckpt_dir, state.stage_index, end)
             barrier(self.dist)
@@ -582,7 +594,15 @@ class Trainer:
             save_model(self.ckpt_dir / folder, model, metadata)  # type: ignore[arg-type]
         barrier(self.dist)
 
+    def _elapsed_s(self) -> float | None:
+        """Seconds this run has trained, over every process that resumed it (None: a state
+        from before this was recorded is part of it)."""
+        if self._elapsed_before is None:
+            return None
+        return round(self._elapsed_before + time.monotonic() - self._clock0, 3)
+
     def _save_state(self, stage: Stage, state: LoopState) -> None:
+        state.elapsed_s = self._elapsed_s()
         if self.dist.is_main:
             save_resume_state(
                 self.ckpt_dir / "last",
@@ -741,6 +761,9 @@ class Trainer:
             result["warnings"] = _empty_warnings(result[share])
             for message in result["warnings"]:
                 log.warning("%s", message)
+            # the whole run, test included; a resumed run counts its killed processes up to
+            # their last checkpoint; None when part of it ran before this was recorded
+            result["wall_time_s"] = self._elapsed_s()
             path = self.run_dir / "final_metrics.json"
             path.with_suffix(".tmp").write_text(json.dumps(result, indent=2, sort_keys=True))
             os.replace(path.with_suffix(".tmp"), path)
@@ -752,6 +775,10 @@ class Trainer:
         return result
 
 
+#: LoopState fields added after states were first saved (older states resume without them)
+_LOOP_FIELDS_ADDED = frozenset({"elapsed_s"})
+
+
 def _check_resume_state(state: dict[str, Any], source: Path) -> None:
     """The parts the loop reads from a resume state exist (a checksum-valid folder of another
     format, or an edited one, fails here naming the folder)."""
@@ -759,7 +786,8 @@ def _check_resume_state(state: dict[str, Any], source: Path) -> None:
     names = {f.name for f in fields(LoopState)}
     if (
         not isinstance(loop, dict)
-        or set(loop) != names
+        # a state saved before `elapsed_s` was recorded lacks only that field
+        or set(loop) not in (names, names - _LOOP_FIELDS_ADDED)
         or not isinstance(state.get("stage"), dict)
         or not isinstance(state.get("rng"), dict)
     ):

@@ -717,8 +717,12 @@ def run_benchmark(
         else:
             result = train_fn(cfg, resume=resume)
         elapsed = time.perf_counter() - start
-        if resume:  # the killed part's time is unknown; say so rather than under-report
-            elapsed = float("nan")
+        if resume:
+            # the trainer's own count over every process that worked on the run (a killed
+            # one up to its last checkpoint); unknown (NaN) for a run whose checkpoints
+            # predate that count: say so rather than under-report
+            counted = result.get("wall_time_s")
+            elapsed = float(counted) if isinstance(counted, (int, float)) else float("nan")
         record = run_record(spec, cfg, result, elapsed, code=started_code)
         if shared is not None:
             record["shared_prefix"] = {"run": shared[0].name, "stages": shared[1]}
@@ -730,7 +734,7 @@ def run_benchmark(
         done_records[spec.name] = record
         test = record["test"] or {}
         echo(
-            f"    done in {'n/a (resumed)' if math.isnan(elapsed) else _fmt_s(elapsed)}: test "
+            f"    done in {'n/a (resumed, time not recorded)' if math.isnan(elapsed) else _fmt_s(elapsed)}: test "
             f"mIoU {test.get('mIoU', float('nan')):.2f}, oIoU {test.get('oIoU', float('nan')):.2f}"
         )
         write_report(out, title=title, allow_mixed_versions=allow_mixed_versions)
