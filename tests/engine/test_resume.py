@@ -49,16 +49,11 @@ def _final_state(run: Path) -> dict:
     return load_resume_state(run / "checkpoints" / "last")
 
 
-# mid stage 1; mid stage 3 (after a stage-2 -> 3 resume point); with half epochs (2 + 2 + 4
-# steps per epoch instead of 4 + 4 + 8): mid stage 3's first epoch, a resume point inside it
-@pytest.mark.parametrize(("crash_at", "fraction"), [(5, 1.0), (16, 1.0), (11, 0.5)])
-def test_resume_after_crash_matches_uninterrupted(
-    tmp_path: Path, make_cfg, monkeypatch, crash_at, fraction
-) -> None:
+def _train_until_killed(cfg, monkeypatch, crash_at: int) -> None:
+    """Train ``cfg`` and kill it (KeyboardInterrupt) at its ``crash_at``-th training step."""
     from wrel.engine.trainer import train
     from wrel.methods.base import Stage
 
-    reference = train(make_cfg("ref", fraction))
     calls = {"n": 0}
     stage_classes = [c for c in Stage.__subclasses__()] + [
         c for sub in Stage.__subclasses__() for c in sub.__subclasses__()
@@ -79,9 +74,21 @@ def test_resume_after_crash_matches_uninterrupted(
     for cls, original in originals.items():
         monkeypatch.setattr(cls, "training_step", crashing(original))
     with pytest.raises(KeyboardInterrupt):
-        train(make_cfg("crash", fraction))
+        train(cfg)
     for cls, original in originals.items():
         monkeypatch.setattr(cls, "training_step", original)
+
+
+# mid stage 1; mid stage 3 (after a stage-2 -> 3 resume point); with half epochs (2 + 2 + 4
+# steps per epoch instead of 4 + 4 + 8): mid stage 3's first epoch, a resume point inside it
+@pytest.mark.parametrize(("crash_at", "fraction"), [(5, 1.0), (16, 1.0), (11, 0.5)])
+def test_resume_after_crash_matches_uninterrupted(
+    tmp_path: Path, make_cfg, monkeypatch, crash_at, fraction
+) -> None:
+    from wrel.engine.trainer import train
+
+    reference = train(make_cfg("ref", fraction))
+    _train_until_killed(make_cfg("crash", fraction), monkeypatch, crash_at)
     resumed = train(make_cfg("crash", fraction), resume=True)
 
     assert resumed["test"] == reference["test"]
@@ -164,29 +171,8 @@ def test_a_resumed_run_counts_the_time_of_every_process(
 
     from wrel.core.config_io import dumps
     from wrel.engine.trainer import train
-    from wrel.methods.base import Stage
 
-    calls = {"n": 0}
-    classes = [c for c in Stage.__subclasses__()] + [
-        c for sub in Stage.__subclasses__() for c in sub.__subclasses__()
-    ]
-    originals = {c: c.__dict__["training_step"] for c in classes if "training_step" in c.__dict__}
-
-    def crashing(original):
-        def step(self, batch, progress):
-            calls["n"] += 1
-            if calls["n"] == 16:
-                raise KeyboardInterrupt("simulated kill")
-            return original(self, batch, progress)
-
-        return step
-
-    for cls, original in originals.items():
-        monkeypatch.setattr(cls, "training_step", crashing(original))
-    with pytest.raises(KeyboardInterrupt):
-        train(make_cfg("crash"))
-    for cls, original in originals.items():
-        monkeypatch.setattr(cls, "training_step", original)
+    _train_until_killed(make_cfg("crash"), monkeypatch, 16)
     before = _final_state(tmp_path / "crash")["loop"]["elapsed_s"]
     assert isinstance(before, float) and before > 0  # the killed process's time, saved
     shutil.copytree(tmp_path / "crash", tmp_path / "older")
