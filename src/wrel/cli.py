@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "predict",
     "serve",
     "bench",
+    "table",
     "bound",
     "bank",
 ]
