@@ -28,7 +28,7 @@ from wrel.core.config_io import flatten, from_dict, to_dict
 from wrel.core.outfiles import check_output_paths, write_file
 from wrel.data.splits import split_file_info
 from wrel.data.synth import generate_benchmark
-from wrel.data.synth.config import SynthConfig
+from wrel.data.synth.config import HASH_NEUTRAL, SynthConfig
 from wrel.engine.experiment import build_experiment
 from wrel.engine.shared_prefix import STORAGE_KEYS, start_from_shared_prefix
 from wrel.engine.state import find_resume_dir
@@ -112,6 +112,8 @@ def ensure_benchmark_data(profile: Profile, root: str | Path, *, workers: int = 
     meta_path = root / "synthetic" / "meta.json"
     if meta_path.is_file():
         found = load_json(meta_path, "benchmark meta file").get("config", {})
+        # a render made before a setting existed rendered as that setting's neutral value
+        found = {**HASH_NEUTRAL, **found}
         if found != to_dict(config):
             diff = sorted(k for k in to_dict(config) if found.get(k) != to_dict(config)[k])
             raise ValueError(

@@ -8,7 +8,7 @@ out the target. The data are written in the RRSIS-D refer layout (see ``docs/dat
 
     <root>/synthetic/refs(unc).p        pickled list of plain ref dicts (protocol 4)
     <root>/synthetic/instances.json     COCO-like images / annotations (RLE) / categories
-    <root>/synthetic/attributes.json    {ref_id: {class_name, expression, attributes, num_same_class}}
+    <root>/synthetic/attributes.json    {ref_id: {class_name, expression, attributes, num_same_class[, rough_position]}}
     <root>/synthetic/meta.json          the config and the generator version
     <root>/images/synthetic/JPEGImages/<image_id>.png
 

@@ -11,9 +11,10 @@ from wrel.data.synth.categories import CATEGORY_SPECS, spoken_name
 from wrel.data.synth.geometry import (
     CELL_NAMES,
     EXTREMES,
+    POSITION_MARGIN,
     SIZES,
     Instance,
-    clearly_holds,
+    cell_margin,
     scale_word,
     singles_out,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "choose_attributes",
     "describe_more",
     "phrase_expression",
+    "rough_position",
     "scale_word",
 ]
 
@@ -130,21 +132,22 @@ def describe_more(
     size: int,
     rng: np.random.Generator,
     position_prob: float = EXTRA_PROBS["position"],
+    position_margin: float = POSITION_MARGIN,
 ) -> dict[str, Any]:
     """Add true attributes the core does not need, as RRSIS-D's expressions do (``rrsisd``).
 
     The core still singles out the target; what is added is true of it (its grid cell when
     clearly inside one, its colour, its size word against its class), so it never misleads.
-    ``position_prob`` is the chance of adding the grid cell (``SynthConfig.position_extra``).
+    ``position_prob`` is the chance of adding the grid cell (``SynthConfig.position_extra``);
+    the target's centroid must lie ``position_margin`` (share of the image side) inside it
+    (``SynthConfig.extra_position_margin``; below :data:`POSITION_MARGIN` the cell of a target
+    near a grid line is named too, and :func:`rough_position` tells such a cell apart).
     """
     target = instances[target_index]
     out = dict(attributes)
-    same = [
-        o for i, o in enumerate(instances) if i != target_index and o.category == target.category
-    ]
     if "position" not in out and "extreme" not in out and rng.random() < position_prob:
         cells = [n for n in CELL_NAMES.values()
-                 if clearly_holds("position", n, target, same, instances, size)]  # fmt: skip
+                 if cell_margin(target, n, size) >= position_margin * size]  # fmt: skip
         if cells:
             out["position"] = cells[0]
     if "colour" not in out and rng.random() < EXTRA_PROBS["colour"]:
@@ -153,6 +156,16 @@ def describe_more(
     if word and "size" not in out and rng.random() < EXTRA_PROBS["scale"]:
         out["scale"] = word
     return out
+
+
+def rough_position(attributes: dict[str, Any], core: dict[str, Any], target: Instance,
+                   size: int) -> bool:  # fmt: skip
+    """Whether ``describe_more`` added a grid cell the target lies in by less than
+    :data:`POSITION_MARGIN` (``core``: the attributes it was given)."""
+    cell = attributes.get("position")
+    if cell is None or "position" in core:
+        return False
+    return cell_margin(target, cell, size) < POSITION_MARGIN * size
 
 
 def _pick(words: list[str], rng: np.random.Generator) -> str:

@@ -17,6 +17,7 @@ from wrel.data.synth.expressions import (
     choose_attributes,
     describe_more,
     phrase_expression,
+    rough_position,
 )
 from wrel.data.synth.geometry import Instance
 from wrel.data.synth.render import SceneParams, render_scene
@@ -55,7 +56,8 @@ def _choose_refs(
 ) -> list[dict[str, Any]]:
     """Refs of up to ``config.refs_per_image`` targets; with ``target_category`` (the ``rrsisd``
     regime) the targets are that class's instances first, and expressions name RRSIS-D's extra
-    attributes (mix set by ``config.relation_weight`` / ``position_extra``)."""
+    attributes (mix set by ``config.relation_weight``, ``position_extra`` and
+    ``extra_position_margin``)."""
     size, num_refs = config.image_size, config.refs_per_image
     refs = []
     order = rng.permutation(len(instances))
@@ -71,16 +73,21 @@ def _choose_refs(
         attributes = choose_attributes(int(target), instances, size, rng, weights)
         if attributes is None:
             continue
+        rough = False
         if target_category is not None:
+            core = attributes
             attributes = describe_more(
-                attributes, int(target), instances, size, rng, config.position_extra
-            )
+                attributes, int(target), instances, size, rng, config.position_extra,
+                config.extra_position_margin,
+            )  # fmt: skip
+            rough = rough_position(attributes, core, instances[target], size)
         category = instances[target].category
         refs.append({
             "target": int(target),
             "attributes": attributes,
             "expression": phrase_expression(category, attributes, instances, rng),
             "num_same_class": sum(o.category == category for o in instances),
+            **({"rough_position": True} if rough else {}),
         })  # fmt: skip
         if len(refs) == num_refs:
             break

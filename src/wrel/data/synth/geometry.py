@@ -16,7 +16,9 @@ __all__ = [
     "CELL_NAMES",
     "EXTREMES",
     "SIZES",
+    "POSITION_MARGIN",
     "Instance",
+    "cell_margin",
     "clearly_fails",
     "clearly_holds",
     "scale_word",
@@ -105,6 +107,11 @@ def _cell_offsets(inst: Instance, name: str, size: int) -> list[float]:
         hi = np.inf if index == 2 else (index + 1) * size / 3
         out.append(float(min(coord - lo, hi - coord)))
     return out
+
+
+def cell_margin(inst: Instance, name: str, size: int) -> float:
+    """How far (pixels) the centroid lies inside 3x3 cell ``name``; negative: outside."""
+    return min(_cell_offsets(inst, name, size))
 
 
 def _lead(target: Instance, other: Instance, key: str, value: str, size: int) -> bool:

@@ -91,6 +91,8 @@ class BenchmarkWriter:
             "expression": text,
             "attributes": ref["attributes"],
             "num_same_class": ref["num_same_class"],
+            # an extra grid cell named with SynthConfig.extra_position_margin < 0.05
+            **({"rough_position": True} if ref.get("rough_position") else {}),
         }
 
     def close(self, meta: dict[str, Any]) -> Path:
