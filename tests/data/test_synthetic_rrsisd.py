@@ -274,6 +274,24 @@ def test_a_setting_added_later_leaves_earlier_hashes_and_renders_alone(tmp_path:
                               "extra_position_margin": 0.0375}), root)  # fmt: skip
 
 
+def test_committed_records_ran_on_the_renders_they_name() -> None:
+    """Every record of the rrsisd table (docs/results/cpu) ran on today's default render, the
+    v7 table's (docs/results/cpu-v7) on v7, v8a's calibration runs on v8a."""
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    old = {"extra_position_margin": 0.05}
+    folders = {
+        "cpu/runs": SynthConfig(),
+        "cpu-v7/runs": SynthConfig(ambiguity=0.55, **old),
+        "calibration/v8a": SynthConfig(**old),
+    }
+    for folder, cfg in folders.items():
+        records = sorted((results / folder).glob("*.json"))
+        assert records or folder == "cpu/runs", folder  # the v8 table's first runs are running
+        for path in records:
+            data = json.loads(path.read_text())["data"]
+            assert data["settings_hash"] == cfg.settings_hash(), path
+
+
 def test_regimes_are_named_and_hashed() -> None:
     assert set(REGIMES) == {"rrsisd", "ambiguous"}
     with pytest.raises(ValueError, match="unknown regime"):
