@@ -78,6 +78,12 @@ def test_oiou_uses_the_papers_oiou() -> None:
     assert _rows(table)[("10%", PAPER_LABEL)][0] == "63.03"
     assert _rows(table)[("10%", "a")][1] == "70.00 (n=1)"
     assert PAPER_RRSISD[1.0]["full"] == (77.79, 64.20)
+    records = [_rec("only-accurate", 0.1, 0, 50.0), _rec("naive", 0.1, 0, 60.0),
+               _rec("full", 1.0, 0, 70.0)]  # fmt: skip
+    both = _rows(regimes_table([("a", records)], metric="both"))
+    assert both[("10%", PAPER_LABEL)][1] == "71.48 / 54.63; gap 58 %"  # gap on mIoU
+    assert both[("10%", "a")][1] == "70.00 / 60.00 (n=1); gap 50 %"
+    assert both[("100% (Full)", PAPER_LABEL)][0] == "77.79 / 64.20"
 
 
 def test_bad_input_is_refused() -> None:

@@ -136,8 +136,8 @@ def describe_more(
 ) -> dict[str, Any]:
     """Add true attributes the core does not need, as RRSIS-D's expressions do (``rrsisd``).
 
-    The core still singles out the target; what is added is true of it (its grid cell when
-    clearly inside one, its colour, its size word against its class), so it never misleads.
+    The core still singles out the target; what is added is true of it (the grid cell its
+    centroid lies in, its colour, its size word against its class), so it never misleads.
     ``position_prob`` is the chance of adding the grid cell (``SynthConfig.position_extra``);
     the target's centroid must lie ``position_margin`` (share of the image side) inside it
     (``SynthConfig.extra_position_margin``; below :data:`POSITION_MARGIN` the cell of a target
