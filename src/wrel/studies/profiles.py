@@ -7,7 +7,8 @@ the ``full`` profile's data and model with a short schedule, to fit 15 minutes o
 
 Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four methods, a smaller
 render) <= 15 minutes and ``demo`` <= 15 minutes are targets. ``demo`` meets it: 11.5 min on
-benchmark v7, 1.5 of them rendering (README; ``DEMO_EPOCH_FRACTIONS``); ``quick`` does not:
+benchmark v7, 1.5 of them rendering (README; ``DEMO_EPOCH_FRACTIONS``; v8 renders as many images
+and trains the same steps); ``quick`` does not:
 19.0 min (and a smaller render leaves its baselines at 0 mIoU).
 ``full`` (the complete one-seed table: Only-Accurate, Naive-WREL, the LRB-WREL paper recipe,
 the word bank and retrieved expressions at 10 / 30 / 50 % and Full) is about 24 hours of
