@@ -258,7 +258,10 @@ def data_version(root: str | Path) -> dict[str, Any] | None:
     settings = (
         meta.get("settings_hash")
         or (
-            from_dict(SynthConfig, {**to_dict(SynthConfig.for_regime(regime)), **config})
+            from_dict(
+                SynthConfig,
+                {**to_dict(SynthConfig.for_regime(regime)), **HASH_NEUTRAL, **config},
+            )
         ).settings_hash()
     )
     return {

@@ -99,7 +99,7 @@ class SynthConfig:
     # rrsisd: scale on each class's chance to occur more than once when it is referred
     # (1 - single_share); 1 keeps CategorySpec's density, lower makes class names single out
     # their object more often. Calibrated on the baselines (docs/results/calibration.md): 0.55
-    # in v7 (23 % of samples ambiguous; Naive-WREL tied Only-Accurate at 30 %), 0.2 since v8
+    # in v7 (24 % of samples ambiguous; Naive-WREL tied Only-Accurate at 30 %), 0.2 since v8
     # (9.5 %).
     ambiguity: float = 0.2
     # rrsisd: chance that the referred class's look-alike (CategorySpec.lookalike) joins its
