@@ -11,8 +11,8 @@ from wrel.studies.regimes import PAPER_LABEL, regimes_table, version_lines
 from wrel.studies.runner import load_records, mixed_cells
 
 _EPILOG = """example (the README's table):
-  wrel table docs/results/cpu docs/results/ambiguous \\
-      --labels "embedded, rrsisd regime" "embedded, ambiguous regime" --out table.md"""
+  wrel table docs/results/cpu-v7 docs/results/ambiguous \\
+      --labels "embedded, rrsisd regime, v7" "embedded, ambiguous regime" --out table.md"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
