@@ -40,6 +40,15 @@ def _attributes(root: Path) -> dict[str, dict]:
     return json.loads((root / "synthetic" / "attributes.json").read_text())
 
 
+def _digest(root: Path) -> str:
+    """sha256 of every rendered file under ``root`` but meta.json, in path order."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != "meta.json":
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def test_defaults_are_the_rrsisd_regime() -> None:
     cfg = SynthConfig()
     assert cfg.regime == "rrsisd"
@@ -99,11 +108,9 @@ def test_ambiguity_and_lookalikes_are_the_v4_levers(tmp_path: Path) -> None:
         target_first=False, relation_weight=4.0, position_extra=0.7, extra_position_margin=0.05,
     )  # fmt: skip
     generate_benchmark(tmp_path / "v3", v3, progress=False)
-    h = hashlib.sha256()
-    for path in sorted((tmp_path / "v3").rglob("*")):
-        if path.is_file() and path.name != "meta.json":
-            h.update(path.read_bytes())
-    assert h.hexdigest() == "f268162192fed57bb4bb29f24b4604a6c6d217f445b89ee688f857c08325b9cd"
+    assert _digest(tmp_path / "v3") == (
+        "f268162192fed57bb4bb29f24b4604a6c6d217f445b89ee688f857c08325b9cd"
+    )
 
     import numpy as np
 
@@ -201,19 +208,7 @@ def test_ambiguous_regime_renders_the_earlier_benchmark(tmp_path: Path) -> None:
     cfg = SynthConfig.for_regime("ambiguous", num_train=60, num_val=10, num_test=10)
     assert cfg.categories == list(AMBIGUOUS_CATEGORIES) and len(cfg.categories) == 12
     generate_benchmark(tmp_path, cfg, progress=False)
-    h = hashlib.sha256()
-    for path in sorted(tmp_path.rglob("*")):
-        if path.is_file() and path.name != "meta.json":
-            h.update(path.read_bytes())
-    assert h.hexdigest() == "cdd889c95ca3b1126ff3f5707a0b0eb6f1055b5b1ac4ee087d074ac7a12d450a"
-
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != "meta.json":
-            h.update(path.read_bytes())
-    return h.hexdigest()
+    assert _digest(tmp_path) == "cdd889c95ca3b1126ff3f5707a0b0eb6f1055b5b1ac4ee087d074ac7a12d450a"
 
 
 def test_v7_v8a_and_v8b_stay_reproducible(tmp_path: Path) -> None:
