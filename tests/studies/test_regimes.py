@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from wrel.cli import main
-from wrel.studies.regimes import PAPER_LABEL, PAPER_RRSISD, regimes_table
+from wrel.studies.regimes import (
+    PAPER_LABEL,
+    PAPER_RRSISD,
+    regimes_table,
+    shape_checks,
+    shape_table,
+)
 
 
 def _rec(
@@ -134,3 +140,75 @@ def test_command_refuses_bad_folders_labels_and_mixed_cells(tmp_path: Path, caps
     assert main(["table", str(mixed), "--allow-mixed-versions"]) == 0
     printed = capsys.readouterr().out
     assert "mixed, naive at 10%: code cccccccccc / data d1; code cccccccccc / data d2" in printed
+
+
+def _shaped() -> list[dict[str, Any]]:
+    """Three seeds at 10 % with RRSIS-D's shape, and one seed at 30 % where class names hurt."""
+    return [
+        _rec("only-accurate", 0.1, 0, 50.0), _rec("only-accurate", 0.1, 1, 48.0),
+        _rec("only-accurate", 0.1, 2, 52.0),
+        _rec("naive", 0.1, 0, 60.0), _rec("naive", 0.1, 1, 59.0), _rec("naive", 0.1, 2, 61.5),
+        _rec("full", 1.0, 0, 70.0), _rec("full", 1.0, 1, 69.0), _rec("full", 1.0, 2, 72.0),
+        _rec("only-accurate", 0.3, 0, 60.0), _rec("naive", 0.3, 0, 59.0),
+        _rec("lrb-paper", 0.1, 0, 10.0),  # never checked: its difference is the finding
+    ]  # fmt: skip
+
+
+def test_shape_checks_pair_by_seed_and_hold_the_bands() -> None:
+    checks = {c.name: c for c in shape_checks(_shaped())}
+    assert list(checks) == [
+        "10%: Naive-WREL above Only-Accurate", "30%: Naive-WREL above Only-Accurate",
+        "10%: Full above Naive-WREL", "10%: Naive-WREL's share of the Only-Accurate -> Full gap",
+        "10%: Only-Accurate / Full", "Full", "baseline runs at their plateau",
+    ]  # fmt: skip
+    # diffs 10, 11, 9.5: the paired t rule calls it from three seeds
+    assert checks["10%: Naive-WREL above Only-Accurate"].results["test"] == (
+        "+10.17 ± 0.76 (n=3): above", True)  # fmt: skip
+    # one seed is checked by its sign, and says so
+    assert checks["30%: Naive-WREL above Only-Accurate"].results["val"] == (
+        "-1.00 (one seed: sign only)", False)  # fmt: skip
+    assert checks["30%: Naive-WREL above Only-Accurate"].failed
+    # shares per seed: 10/20, 11/21, 9.5/20 -> mean 49.96 %, std 2.44
+    share = checks["10%: Naive-WREL's share of the Only-Accurate -> Full gap"]
+    assert share.results["test"] == ("50.0 ± 2.4 % (n=3)", True)
+    ratio = (50 / 70 + 48 / 69 + 52 / 72) / 3
+    assert checks["10%: Only-Accurate / Full"].results["test"][0].startswith(f"{ratio:.3f} ± ")
+    assert checks["Full"].results["val"] == ("70.33 ± 1.53 (n=3)", True)
+    assert checks["baseline runs at their plateau"].results["test"] == ("11 of 11", True)
+    failed = [c.name for c in checks.values() if c.failed]
+    assert failed == ["30%: Naive-WREL above Only-Accurate"]
+
+
+def test_shape_checks_fail_out_of_band_short_runs_and_say_not_run() -> None:
+    records = [
+        _rec("only-accurate", 0.1, 0, 50.0), _rec("naive", 0.1, 0, 69.0, climbing=True),
+        _rec("full", 1.0, 0, 70.0),
+    ]  # fmt: skip
+    checks = {c.name: c for c in shape_checks(records, splits=("test",))}
+    share = checks["10%: Naive-WREL's share of the Only-Accurate -> Full gap"]
+    assert share.results == {"test": ("95.0 %", False)}  # 19 / 20: above the 75 % ceiling
+    assert checks["10%: Only-Accurate / Full"].results["test"] == ("0.714", True)
+    assert checks["baseline runs at their plateau"].results["test"] == (
+        "2 of 3 (short: naive-r10-s0)", False)  # fmt: skip
+    lone = {c.name: c for c in shape_checks([_rec("naive", 0.1, 0, 60.0)])}
+    assert lone["10%: Naive-WREL above Only-Accurate"].results["val"] == ("not run", None)
+    assert lone["Full"].results["test"] == ("not run", None)
+    assert not any(c.failed for c in lone.values())
+    table = shape_table(shape_checks(records, splits=("test",)), splits=("test",))
+    assert "| 10%: Naive-WREL's share of the Only-Accurate -> Full gap | 40-75 % (paper 58 %) | " \
+        "95.0 %: **FAIL** |" in table  # fmt: skip
+    assert "| Full | 60-78 (paper 64.20) | 70.00: pass |" in table
+
+
+def test_command_check_prints_the_checks_and_exits_1_on_a_failure(tmp_path: Path, capsys) -> None:
+    good = [r for r in _shaped() if r["accurate_ratio"] != 0.3]
+    a = _folder(tmp_path / "good", good)
+    assert main(["table", str(a), "--check", "--no-paper"]) == 0
+    printed = capsys.readouterr().out
+    assert "Baselines of good against RRSIS-D's shape:" in printed
+    assert "| 10%: Full above Naive-WREL | above | " in printed and "FAIL" not in printed
+    b = _folder(tmp_path / "bad", _shaped())
+    assert main(["table", str(a), str(b), "--check"]) == 1
+    printed = capsys.readouterr().out
+    assert "1 check(s) failed: bad: 30%: Naive-WREL above Only-Accurate" in printed
+    assert main(["table", str(b)]) == 0  # without --check the table alone, as before

@@ -7,12 +7,23 @@ from pathlib import Path
 
 from wrel.core.outfiles import check_output_paths, write_file
 from wrel.core.paths import require_folder
-from wrel.studies.regimes import PAPER_LABEL, regimes_table, version_lines
+from wrel.studies.regimes import (
+    PAPER_LABEL,
+    SHAPE_TARGETS,
+    regimes_table,
+    shape_checks,
+    shape_table,
+    version_lines,
+)
 from wrel.studies.runner import load_records, mixed_cells
 
 _EPILOG = """example (the README's table):
   wrel table docs/results/cpu-v7 docs/results/ambiguous \\
-      --labels "embedded, rrsisd regime, v7" "embedded, ambiguous regime" --out table.md"""
+      --labels "embedded, rrsisd regime, v7" "embedded, ambiguous regime" --out table.md
+
+  wrel table docs/results/cpu-v7 --check   # do its baselines have RRSIS-D's shape?
+
+exit status: 0; 1 with --check when a check fails on a split (val or test)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +55,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="test metric; both: oIoU / mIoU as the paper's table, the gap share on mIoU",
     )
     p.add_argument("--no-paper", action="store_true", help=f"leave out the row {PAPER_LABEL!r}")
+    share, ratio, full = (SHAPE_TARGETS[k] for k in ("share", "oa_over_full", "full"))
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "also check each folder's baselines against RRSIS-D's shape, on val and test: "
+            "Naive-WREL above Only-Accurate at every ratio; at 10 %%, Full above Naive-WREL, "
+            f"Naive-WREL closing {share[0]:.0f}-{share[1]:.0f} %% of the Only-Accurate -> Full "
+            f"gap, Only-Accurate / Full {ratio[0]}-{ratio[1]}, Full {full[0]:.0f}-{full[1]:.0f}; "
+            "every baseline run at its plateau. Paired by seed; from two seeds by the report's "
+            "rule for 'above', one seed by its sign (and says so). LRB-WREL is never checked"
+        ),
+    )
     p.add_argument("--out", help="also write the table (markdown) here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
@@ -88,10 +112,19 @@ def run(args: argparse.Namespace) -> int:
     ]
     if mixed_notes:
         text += ["", "Cells that mix versions (--allow-mixed-versions):", "", *mixed_notes]
+    failed = []
+    if args.check:
+        for label, records in folders:
+            checks = shape_checks(records, metric="oIoU" if args.metric == "oIoU" else "mIoU")
+            failed += [f"{label}: {c.name}" for c in checks if c.failed]
+            text += ["", f"Baselines of {label} against RRSIS-D's shape:", "", shape_table(checks)]
     text.append("")
     markdown = "\n".join(text)
     print(markdown, end="")
     if args.out:
         write_file(args.out, markdown, name="--out", overwrite=args.overwrite, suffixes=(".md",))
         print(f"written: {args.out}")
+    if failed:
+        print(f"{len(failed)} check(s) failed: " + "; ".join(failed))
+        return 1
     return 0
