@@ -212,3 +212,6 @@ def test_command_check_prints_the_checks_and_exits_1_on_a_failure(tmp_path: Path
     printed = capsys.readouterr().out
     assert "1 check(s) failed: bad: 30%: Naive-WREL above Only-Accurate" in printed
     assert main(["table", str(b)]) == 0  # without --check the table alone, as before
+    # the bands are on mIoU whatever the table shows (oIoU here is mIoU + 10: Full 80.33)
+    assert main(["table", str(a), "--check", "--metric", "oIoU"]) == 0
+    assert "| Full | 60-78 (paper 64.20) | 70.33 ± 1.53 (n=3): pass |" in capsys.readouterr().out

@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--check",
         action="store_true",
         help=(
-            "also check each folder's baselines against RRSIS-D's shape, on val and test: "
+            "also check each folder's baselines against RRSIS-D's shape, on val and test mIoU: "
             "Naive-WREL above Only-Accurate at every ratio; at 10 %%, Full above Naive-WREL, "
             f"Naive-WREL closing {share[0]:.0f}-{share[1]:.0f} %% of the Only-Accurate -> Full "
             f"gap, Only-Accurate / Full {ratio[0]}-{ratio[1]}, Full {full[0]:.0f}-{full[1]:.0f}; "
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     failed = []
     if args.check:
         for label, records in folders:
-            checks = shape_checks(records, metric="oIoU" if args.metric == "oIoU" else "mIoU")
+            checks = shape_checks(records)
             failed += [f"{label}: {c.name}" for c in checks if c.failed]
             text += ["", f"Baselines of {label} against RRSIS-D's shape:", "", shape_table(checks)]
     text.append("")
