@@ -31,11 +31,14 @@ from typing import Any
 
 from wrel.studies.report import METHOD_LABELS  # the report's method order
 
-#: attributes.json keys -> the kind of attribute they name
+#: attributes.json keys -> the kind of attribute they name ("size": a superlative that singles
+#: the target out, "scale": the size word the ``rrsisd`` regime adds, true of the target against
+#: its class; both name a size, as ``wrel.data.expression_mix`` counts them)
 KIND_OF = {
     "position": "position",
     "extreme": "position",
     "size": "size",
+    "scale": "size",
     "colour": "colour",
     "next_to": "relation",
 }

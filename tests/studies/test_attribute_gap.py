@@ -33,6 +33,11 @@ def test_groups_shares_and_the_val_choice_among_traced_checkpoints(
     assert groups[0] == {"all", "ambiguous", "colour"}
     assert groups[1] == {"all", "ambiguous", "position", "relation"}
     assert groups[2] == {"all", "unique", "position"}
+    # a superlative and the rrsisd regime's descriptive size word both name a size
+    more = gap.sample_groups(
+        {"3": {"attributes": {"scale": "huge"}}, "4": {"attributes": {"size": "largest"}}}
+    )
+    assert more[3] == more[4] == {"all", "unique", "size"}
 
     # Only-Accurate IoU 0.2 everywhere, Full 1.0; the method 0.6 on its better traced point
     _write_run(tmp_path, "oa", "only-accurate", 0.1, 0, [(0.8, [0.8] * 3, [0.9] * 3)])
