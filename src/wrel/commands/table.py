@@ -18,10 +18,11 @@ from wrel.studies.regimes import (
 from wrel.studies.runner import load_records, mixed_cells
 
 _EPILOG = """example (the README's table):
-  wrel table docs/results/cpu-v7 docs/results/ambiguous \\
-      --labels "embedded, rrsisd regime, v7" "embedded, ambiguous regime" --out table.md
+  wrel table docs/results/cpu docs/results/cpu-v7 docs/results/ambiguous \\
+      --labels "embedded, rrsisd regime, v8b" "embedded, rrsisd regime, v7" \\
+      "embedded, ambiguous regime" --out table.md
 
-  wrel table docs/results/cpu-v7 --check   # do its baselines have RRSIS-D's shape?
+  wrel table docs/results/cpu --check   # do its baselines have RRSIS-D's shape?
 
 exit status: 0; 1 with --check when a check fails on a split (val or test)."""
 
