@@ -174,10 +174,10 @@ def version_lines(folders: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> li
     return out
 
 
-#: The shape of RRSIS-D's baselines that a regime is checked against at 10 % accurate (the
-#: paper's values in brackets, from :data:`PAPER_RRSISD`'s test mIoU): Naive-WREL's share of the
-#: Only-Accurate -> Full gap (58 %), Only-Accurate / Full (0.64) and Full (64.20), each a band
-#: around the paper's value wide enough for a different network and data.
+#: The shape of RRSIS-D's baselines that a regime is checked against at 10 % accurate:
+#: Naive-WREL's share of the Only-Accurate -> Full gap (the paper: 58 %), Only-Accurate / Full
+#: (0.64) and Full (64.20), from :data:`PAPER_RRSISD`'s test mIoU; each a band around the
+#: paper's value wide enough for a different network and data.
 SHAPE_TARGETS: dict[str, tuple[float, float]] = {
     "share": (40.0, 75.0),
     "oa_over_full": (0.55, 0.75),
@@ -189,7 +189,7 @@ SHAPE_RATIO = 0.1  # the accurate ratio the bands hold at
 @dataclass(frozen=True)
 class ShapeCheck:
     """One check of a regime's baselines: what, its target, and per split the measured text and
-    whether it passed (``None``: not run, or one seed where the rule needs two)."""
+    whether it passed (``None``: nothing to check yet)."""
 
     name: str
     target: str
