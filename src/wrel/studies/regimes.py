@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from wrel.studies.plateau import plateau_check
-from wrel.studies.report import METHOD_LABELS, gap_share_by_seed, paired_verdict, summarize
+from wrel.studies.report import (
+    METHOD_LABELS,
+    Summary,
+    gap_share_by_seed,
+    paired_verdict,
+    summarize,
+)
 from wrel.studies.runner import record_version
 
 __all__ = [
@@ -222,12 +228,11 @@ def _above(diffs: list[float]) -> tuple[str, bool | None]:
 
 
 def _band(
-    values: list[float], band: tuple[float, float], fmt: str, unit: str = ""
+    s: Summary | None, band: tuple[float, float], fmt: str, unit: str = ""
 ) -> tuple[str, bool | None]:
     """Mean (± std, n) of per-seed values and whether the mean lies inside ``band``."""
-    if not values:
+    if s is None:
         return "not run", None
-    s = summarize(values)
     text = f"{s.mean:{fmt}}" + (
         f" ± {s.std:{fmt}}{unit} (n={s.num_seeds})" if s.num_seeds > 1 else unit
     )
@@ -275,30 +280,18 @@ def shape_checks(
         ))  # fmt: skip
     r0 = SHAPE_RATIO
 
-    def seeds3(v: dict[tuple, float]) -> list[int]:
-        return sorted(
-            s for (m, r, s) in v
-            if (m, r) == ("naive", r0) and ("only-accurate", r0, s) in v and ("full", 1.0, s) in v
-        )  # fmt: skip
-
-    def share(v: dict[tuple, float]) -> tuple[str, bool | None]:
-        values = []
-        for s in seeds3(v):
-            low, high = v[("only-accurate", r0, s)], v[("full", 1.0, s)]
-            if high > low:
-                values.append(100.0 * (v[("naive", r0, s)] - low) / (high - low))
-        return _band(values, SHAPE_TARGETS["share"], ".1f", " %")
+    def share(split: str) -> tuple[str, bool | None]:
+        summary = gap_share_by_seed(records, r0, "naive", "mIoU", split)
+        return _band(summary, SHAPE_TARGETS["share"], ".1f", " %")
 
     def oa_full(v: dict[tuple, float]) -> tuple[str, bool | None]:
-        seeds = sorted(
-            s for (m, r, s) in v if (m, r) == ("only-accurate", r0) and ("full", 1.0, s) in v
-        )
-        return _band([v[("only-accurate", r0, s)] / v[("full", 1.0, s)] for s in seeds],
-                     SHAPE_TARGETS["oa_over_full"], ".3f")  # fmt: skip
+        seeds = [s for (m, r, s) in v if (m, r) == ("only-accurate", r0) and ("full", 1.0, s) in v]
+        ratios = [v[("only-accurate", r0, s)] / v[("full", 1.0, s)] for s in seeds]
+        return _band(summarize(ratios) if ratios else None, SHAPE_TARGETS["oa_over_full"], ".3f")
 
     def full(v: dict[tuple, float]) -> tuple[str, bool | None]:
-        return _band([x for (m, _, _), x in sorted(v.items()) if m == "full"],
-                     SHAPE_TARGETS["full"], ".2f")  # fmt: skip
+        values = [x for (m, _, _), x in v.items() if m == "full"]
+        return _band(summarize(values) if values else None, SHAPE_TARGETS["full"], ".2f")
 
     lo, hi = SHAPE_TARGETS["share"]
     p_share, p_ratio, p_full = _paper_shape()
@@ -306,7 +299,8 @@ def shape_checks(
         ShapeCheck(f"{r0:.0%}: Full above Naive-WREL", "above",
                    per_split(paired(("full", 1.0), ("naive", r0)))),
         ShapeCheck(f"{r0:.0%}: Naive-WREL's share of the Only-Accurate -> Full gap",
-                   f"{lo:.0f}-{hi:.0f} % (paper {p_share:.0f} %)", per_split(share)),
+                   f"{lo:.0f}-{hi:.0f} % (paper {p_share:.0f} %)",
+                   {split: share(split) for split in splits}),
         ShapeCheck(f"{r0:.0%}: Only-Accurate / Full",
                    "{:.2f}-{:.2f} (paper {:.2f})".format(*SHAPE_TARGETS["oa_over_full"], p_ratio),
                    per_split(oa_full)),

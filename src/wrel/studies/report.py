@@ -302,15 +302,19 @@ def chosen_variants(records: Sequence[dict[str, Any]], metric: str = "mIoU") -> 
 
 
 def gap_share_by_seed(
-    records: Sequence[dict[str, Any]], ratio: float, method: str, metric: str = "mIoU"
+    records: Sequence[dict[str, Any]],
+    ratio: float,
+    method: str,
+    metric: str = "mIoU",
+    split: str = "test",
 ) -> Summary | None:
-    """The share of the Only-Accurate -> Full test ``metric`` gap that ``method`` closes at
+    """The share of the Only-Accurate -> Full ``split`` ``metric`` gap that ``method`` closes at
     ``ratio``, computed per seed (the seed's own Only-Accurate and Full runs) and summarised
     over the seeds that have all three; ``None`` when no seed has them (or no positive gap)."""
     by: dict[tuple[str, float, int], float] = {}
     for rec in records:
         r = 1.0 if rec["method"] == "full" else round(float(rec["accurate_ratio"]), 4)
-        by[(rec["method"], r, int(rec.get("seed", 0)))] = float(rec["test"][metric])
+        by[(rec["method"], r, int(rec.get("seed", 0)))] = float(rec[split][metric])
     key = round(ratio, 4)
     shares = []
     for (m, r, seed), value in sorted(by.items()):
