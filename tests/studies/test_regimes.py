@@ -190,6 +190,11 @@ def test_shape_checks_fail_out_of_band_short_runs_and_say_not_run() -> None:
     assert checks["10%: Only-Accurate / Full"].results["test"] == ("0.714", True)
     assert checks["baseline runs at their plateau"].results["test"] == (
         "2 of 3 (short: naive-r10-s0)", False)  # fmt: skip
+    no_val = [{k: v for k, v in r.items() if k != "val"} for r in records]
+    share = {c.name: c for c in shape_checks(no_val)}[
+        "10%: Naive-WREL's share of the Only-Accurate -> Full gap"
+    ]
+    assert share.results == {"val": ("not run", None), "test": ("95.0 %", False)}
     lone = {c.name: c for c in shape_checks([_rec("naive", 0.1, 0, 60.0)])}
     assert lone["10%: Naive-WREL above Only-Accurate"].results["val"] == ("not run", None)
     assert lone["Full"].results["test"] == ("not run", None)

@@ -313,6 +313,8 @@ def gap_share_by_seed(
     over the seeds that have all three; ``None`` when no seed has them (or no positive gap)."""
     by: dict[tuple[str, float, int], float] = {}
     for rec in records:
+        if metric not in (rec.get(split) or {}):
+            continue  # a record without that split's metric has no share to give
         r = 1.0 if rec["method"] == "full" else round(float(rec["accurate_ratio"]), 4)
         by[(rec["method"], r, int(rec.get("seed", 0)))] = float(rec[split][metric])
     key = round(ratio, 4)
