@@ -247,10 +247,15 @@ def test_a_setting_added_later_leaves_earlier_hashes_and_renders_alone(tmp_path:
     from wrel.studies.profiles import PROFILES
     from wrel.studies.runner import ensure_benchmark_data
 
-    assert HASH_NEUTRAL == {"extra_position_margin": POSITION_MARGIN}
+    assert HASH_NEUTRAL == {
+        "extra_position_margin": POSITION_MARGIN,
+        "styles": 1,
+        "style_tail": 1.0,
+    }
     neutral = SynthConfig(extra_position_margin=0.05)
     settings = dataclasses.asdict(neutral)
-    del settings["extra_position_margin"]
+    for key in HASH_NEUTRAL:  # every later setting at its neutral value is left out
+        del settings[key]
     text = json.dumps(settings, sort_keys=True)
     assert neutral.settings_hash() == hashlib.sha256(text.encode()).hexdigest()[:12]
     assert SynthConfig().settings_hash() != neutral.settings_hash()

@@ -117,6 +117,8 @@ def scene_params(config: SynthConfig) -> SceneParams:
         ambiguity=config.ambiguity,
         lookalike_prob=config.lookalike_prob,
         target_first=config.target_first,
+        styles=config.styles,
+        style_tail=config.style_tail,
     )  # fmt: skip
 
 
@@ -139,5 +141,7 @@ def build_image(config: SynthConfig, split_index: int, index: int) -> ImageRecor
         })  # fmt: skip
         if config.regime == "rrsisd":  # what its size word is measured against
             records[-1]["relative_size"] = obj.relative_size
+        if config.styles > 1:  # which look of its class (absent: plain, as before styles)
+            records[-1]["style"] = obj.style
     refs = _choose_refs(geometry, config, rng, scene.target_category)
     return ImageRecord(png=encode_png(scene.image), instances=records, refs=refs)

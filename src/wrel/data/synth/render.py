@@ -132,6 +132,8 @@ class SceneParams:
     ambiguity: float = 1.0  # rrsisd: scale on the referred class's chance of repeats
     lookalike_prob: float = 0.0  # rrsisd: chance that the referred class's look-alike joins
     target_first: bool = False  # rrsisd: place the referred class before the larger others
+    styles: int = 1  # appearance styles per class (wrel.data.synth.styles); 1: plain only
+    style_tail: float = 1.0  # Zipf exponent of the styles' frequencies
 
 
 def render_scene(
@@ -170,7 +172,7 @@ def render_scene(
         spec = CATEGORY_SPECS[name]
         obj = _place(
             spec, scale, objects, occupied, water_mask, rng, p.min_object_pixels,
-            colour_sd=p.colour_sd, base_scale=base,
+            colour_sd=p.colour_sd, base_scale=base, styles=p.styles, style_tail=p.style_tail,
         )  # fmt: skip
         if obj is not None:
             objects.append(obj)

@@ -8,6 +8,7 @@ import numpy as np
 
 from wrel.data.synth.categories import CATEGORY_SPECS, COLOURS, CategorySpec
 from wrel.data.synth.shapes import draw_shape
+from wrel.data.synth.styles import PLAIN, Style, class_style, draw_style
 
 __all__ = [
     "CLUTTER_SPECS",
@@ -38,6 +39,7 @@ class PlacedObject:
     # Drawn length over the class's mid length at the scene's base scale (after the per-scene
     # scale factor and the legibility floor): what "tiny" / "huge" describe.
     relative_size: float = 1.0
+    style: int = 0  # index of the class's appearance style (wrel.data.synth.styles); 0: plain
 
     def full_mask(self, size: int) -> Array:
         """The object's mask on the whole image, ``(S, S)`` bool."""
@@ -129,7 +131,13 @@ def plan_referred_scene(
 
 
 def _patch(
-    spec: CategorySpec, centre: Array, length: float, width: float, angle: float, rgb: Array
+    spec: CategorySpec,
+    centre: Array,
+    length: float,
+    width: float,
+    angle: float,
+    rgb: Array,
+    style: Style = PLAIN,
 ) -> tuple[int, int, Array, Array]:
     radius = int(np.ceil(0.5 * np.hypot(length, width))) + 1
     y0, x0 = int(np.floor(centre[1])) - radius, int(np.floor(centre[0])) - radius
@@ -137,8 +145,31 @@ def _patch(
     dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]  # pixel centres relative to the object
     u = dx * np.cos(angle) + dy * np.sin(angle)
     v = -dx * np.sin(angle) + dy * np.cos(angle)
-    mask, colours = draw_shape(spec.shape, u, v, length, width, rgb)
+    if style.warp > 0:  # the wobble can push the outline out by up to ``warp`` of the radius
+        grow = int(np.ceil(style.warp * radius))
+        if grow:
+            y0, x0 = y0 - grow, x0 - grow
+            side = 2 * (radius + grow) + 1
+            yy, xx = np.mgrid[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
+            dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]
+            u = dx * np.cos(angle) + dy * np.sin(angle)
+            v = -dx * np.sin(angle) + dy * np.cos(angle)
+        wu, wv = style.warp_coords(u, v)
+        mask, colours = draw_shape(spec.shape, wu, wv, length, width, rgb)
+    else:
+        mask, colours = draw_shape(spec.shape, u, v, length, width, rgb)
+    style.paint(colours, mask, u, v, length)
     return y0, x0, mask, colours
+
+
+def _crop_patch(
+    y0: int, x0: int, mask: Array, colours: Array, size: int
+) -> tuple[int, int, Array, Array]:
+    """The part of a patch at ``(y0, x0)`` that lies inside a ``size`` x ``size`` image."""
+    top, left = max(0, -y0), max(0, -x0)
+    bottom = min(mask.shape[0], size - y0)
+    right = min(mask.shape[1], size - x0)
+    return y0 + top, x0 + left, mask[top:bottom, left:right], colours[top:bottom, left:right]
 
 
 def _candidate_centre(
@@ -191,12 +222,19 @@ def _anchored(
 
 
 def _legible(
-    spec: CategorySpec, length: float, width: float, angle: float, rgb: Array, min_pixels: int
+    spec: CategorySpec,
+    length: float,
+    width: float,
+    angle: float,
+    rgb: Array,
+    min_pixels: int,
+    style: Style = PLAIN,
 ) -> tuple[float, float]:
     """Grow ``length`` and ``width`` together until the drawn mask covers ``min_pixels``."""
     for _ in range(4):  # area grows with the square of the factor: converges in 1-2 rounds
         radius = np.hypot(length, width)
-        _, _, mask, _ = _patch(spec, np.array([radius, radius]), length, width, angle, rgb)
+        centre = np.array([radius, radius])
+        _, _, mask, _ = _patch(spec, centre, length, width, angle, rgb, style)
         count = int(mask.sum())
         if count >= min_pixels:
             break
@@ -254,11 +292,15 @@ def _place(
     palette: dict[str, tuple[int, int, int]] = COLOURS,
     colour_sd: float = 7.0,
     base_scale: float | None = None,
+    styles: int = 1,
+    style_tail: float = 1.0,
 ) -> PlacedObject | None:
     """Place one object of ``spec`` drawn ``scale`` times its class size (None if no room).
 
     ``colour_sd`` is the per-object colour variation (grey levels); ``base_scale`` the scene's
-    scale before any per-scene factor, against which ``relative_size`` is measured.
+    scale before any per-scene factor, against which ``relative_size`` is measured; ``styles``
+    > 1 draws the object in one of its class's appearance styles (``style_tail``: the Zipf
+    exponent of their frequencies; wrel.data.synth.styles).
     """
     size = occupied.shape[0]
     length = rng.uniform(*spec.length) * scale
@@ -267,9 +309,14 @@ def _place(
     colour = str(rng.choice(spec.colours))
     rgb = np.asarray(palette[colour], dtype=np.float32)
     rgb = rgb + rng.normal(0, colour_sd, 3).astype(np.float32)
+    style_index = draw_style(rng, styles, style_tail)  # no draw when styles is 1
+    style = class_style(spec.name, style_index)
+    width *= style.aspect
     if min_pixels > 0:
-        length, width = _legible(spec, length, width, angle, rgb, min_pixels)
+        length, width = _legible(spec, length, width, angle, rgb, min_pixels, style)
     radius = 0.5 * np.hypot(length, width) + 1
+    if style.warp > 0:  # the outline's wobble reaches out by up to ``warp`` of the radius
+        radius *= 1.0 + style.warp
     if radius > 0.45 * size:  # larger than the image allows: shrink to fit (shape kept)
         shrink = 0.45 * size / radius
         length, width, radius = length * shrink, width * shrink, radius * shrink
@@ -285,7 +332,9 @@ def _place(
         if spec.land_anchor and not _anchored(spec, centre, length, width, angle, water, strict):
             angle = rng.uniform(0.0, np.pi)
             continue
-        y0, x0, mask, colours = _patch(spec, centre, length, width, angle, rgb)
+        y0, x0, mask, colours = _patch(spec, centre, length, width, angle, rgb, style)
+        if style.warp > 0:  # a wobbled patch's margin (never its mask) may leave the image
+            y0, x0, mask, colours = _crop_patch(y0, x0, mask, colours, size)
         ys, xs = np.nonzero(mask)
         if len(ys) < max(4.0, 12.0 * scale**2):  # too small to see: try another draw
             continue
@@ -294,6 +343,7 @@ def _place(
             continue
         occupied[y0 + ys.min() : y0 + ys.max() + 1, x0 + xs.min() : x0 + xs.max() + 1] = True
         return PlacedObject(
-            spec.name, colour, y0, x0, mask, colours, spec.height * scale, round(float(relative), 4)
-        )
+            spec.name, colour, y0, x0, mask, colours, spec.height * scale,
+            round(float(relative), 4), style_index,
+        )  # fmt: skip
     return None

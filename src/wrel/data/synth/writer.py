@@ -61,6 +61,8 @@ class BenchmarkWriter:
             })  # fmt: skip
             if "relative_size" in inst:  # rrsisd regime: what "tiny" / "huge" are said against
                 self.annotations[-1]["relative_size"] = inst["relative_size"]
+            if "style" in inst:  # styles > 1: which look of its class (wrel.data.synth.styles)
+                self.annotations[-1]["style"] = inst["style"]
         for ref in record.refs:
             self._add_ref(split, image_id, file_name, ann_ids[ref["target"]], record, ref)
 
