@@ -276,13 +276,14 @@ def test_a_setting_added_later_leaves_earlier_hashes_and_renders_alone(tmp_path:
 
 def test_committed_records_ran_on_the_renders_they_name() -> None:
     """Every record of the rrsisd table (docs/results/cpu) ran on today's default render, the
-    v7 table's (docs/results/cpu-v7) on v7, v8a's calibration runs on v8a."""
+    v7 table's (docs/results/cpu-v7) on v7, v8a's and v9a's calibration runs on theirs."""
     results = Path(__file__).resolve().parents[2] / "docs" / "results"
     old = {"extra_position_margin": 0.05}
     folders = {
         "cpu/runs": SynthConfig(),
         "cpu-v7/runs": SynthConfig(ambiguity=0.55, **old),
         "calibration/v8a": SynthConfig(**old),
+        "calibration/v9a/runs": SynthConfig(styles=16, ambiguity=0.55, **old),
     }
     for folder, cfg in folders.items():
         records = sorted((results / folder).glob("*.json"))
