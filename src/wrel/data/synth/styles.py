@@ -10,8 +10,8 @@ class, style k with probability proportional to ``(k + 1) ** -style_tail`` (a Zi
   stays the object's dominant one).
 
 So the common styles are learnt from a few hundred samples of a class, the rare ones only from
-thousands: perception that 1,200 masks do not teach but 12,000 do (docs/data.md). ``styles`` = 1 draws nothing and renders what
-the generator did before the setting existed.
+thousands: perception that 1,200 masks do not teach but 12,000 do (docs/data.md). ``styles`` = 1
+draws nothing and renders what the generator did before the setting existed.
 """
 
 from __future__ import annotations
