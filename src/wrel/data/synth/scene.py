@@ -140,24 +140,15 @@ def _patch(
     style: Style = PLAIN,
 ) -> tuple[int, int, Array, Array]:
     radius = int(np.ceil(0.5 * np.hypot(length, width))) + 1
+    if style.warp > 0:  # the wobble can push the outline out by up to ``warp`` of the radius
+        radius += int(np.ceil(style.warp * radius))
     y0, x0 = int(np.floor(centre[1])) - radius, int(np.floor(centre[0])) - radius
     yy, xx = np.mgrid[y0 : y0 + 2 * radius + 1, x0 : x0 + 2 * radius + 1].astype(np.float32)
     dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]  # pixel centres relative to the object
     u = dx * np.cos(angle) + dy * np.sin(angle)
     v = -dx * np.sin(angle) + dy * np.cos(angle)
-    if style.warp > 0:  # the wobble can push the outline out by up to ``warp`` of the radius
-        grow = int(np.ceil(style.warp * radius))
-        if grow:
-            y0, x0 = y0 - grow, x0 - grow
-            side = 2 * (radius + grow) + 1
-            yy, xx = np.mgrid[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
-            dx, dy = xx + 0.5 - centre[0], yy + 0.5 - centre[1]
-            u = dx * np.cos(angle) + dy * np.sin(angle)
-            v = -dx * np.sin(angle) + dy * np.cos(angle)
-        wu, wv = style.warp_coords(u, v)
-        mask, colours = draw_shape(spec.shape, wu, wv, length, width, rgb)
-    else:
-        mask, colours = draw_shape(spec.shape, u, v, length, width, rgb)
+    wu, wv = style.warp_coords(u, v)  # u, v themselves when the style does not wobble
+    mask, colours = draw_shape(spec.shape, wu, wv, length, width, rgb)
     style.paint(colours, mask, u, v, length)
     return y0, x0, mask, colours
 
@@ -333,8 +324,8 @@ def _place(
             angle = rng.uniform(0.0, np.pi)
             continue
         y0, x0, mask, colours = _patch(spec, centre, length, width, angle, rgb, style)
-        if style.warp > 0:  # a wobbled patch's margin (never its mask) may leave the image
-            y0, x0, mask, colours = _crop_patch(y0, x0, mask, colours, size)
+        # a wobbled patch's margin (never its mask) may leave the image; else this keeps it all
+        y0, x0, mask, colours = _crop_patch(y0, x0, mask, colours, size)
         ys, xs = np.nonzero(mask)
         if len(ys) < max(4.0, 12.0 * scale**2):  # too small to see: try another draw
             continue

@@ -87,12 +87,16 @@ def class_style(category: str, index: int) -> Style:
     )
 
 
+@lru_cache(maxsize=64)
 def style_weights(styles: int, tail: float) -> Array:
-    """Probabilities of styles ``0..styles-1``: proportional to ``(k + 1) ** -tail``."""
+    """Probabilities of styles ``0..styles-1``: proportional to ``(k + 1) ** -tail`` (cached and
+    read-only: every object of a render draws from the same weights)."""
     if styles < 1:
         raise ValueError(f"styles must be >= 1, got {styles}")
     w = np.arange(1, styles + 1, dtype=np.float64) ** -float(tail)
-    return w / w.sum()
+    w /= w.sum()
+    w.flags.writeable = False
+    return w
 
 
 def draw_style(rng: np.random.Generator, styles: int, tail: float) -> int:
