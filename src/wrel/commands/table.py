@@ -18,9 +18,9 @@ from wrel.studies.regimes import (
 from wrel.studies.runner import load_records, mixed_cells
 
 _EPILOG = """example (the README's table):
-  wrel table docs/results/cpu docs/results/cpu-v7 docs/results/ambiguous \\
-      --labels "embedded, rrsisd regime, v8b" "embedded, rrsisd regime, v7" \\
-      "embedded, ambiguous regime" --out table.md
+  wrel table docs/results/cpu docs/results/ambiguous \\
+      --labels "embedded, rrsisd regime, v9a" "embedded, ambiguous regime" --out table.md
+  (earlier versions of the rrsisd regime: docs/results/cpu-v8b, docs/results/cpu-v7)
 
   wrel table docs/results/cpu --check   # do its baselines have RRSIS-D's shape?
 

@@ -28,6 +28,7 @@ REGIMES: dict[str, dict[str, Any]] = {
         # not read by its planner; pinned so that its settings hash stays put
         "ambiguity": 0.55,
         "extra_position_margin": POSITION_MARGIN,
+        "styles": 1,  # plain looks, as rendered for its records
     },
 }
 
@@ -103,9 +104,10 @@ class SynthConfig:
     # rrsisd: scale on each class's chance to occur more than once when it is referred
     # (1 - single_share); 1 keeps CategorySpec's density, lower makes class names single out
     # their object more often. Calibrated on the baselines (docs/results/calibration.md): 0.55
-    # in v7 (24 % of samples ambiguous; Naive-WREL tied Only-Accurate at 30 %), 0.2 since v8
-    # (9.5 %).
-    ambiguity: float = 0.2
+    # in v7 (24 % of samples ambiguous; Naive-WREL tied Only-Accurate at 30 %), 0.2 in v8b
+    # (9.5 %; Naive-WREL closed too much of the 10 % gap over seeds), 0.55 again since v9a,
+    # whose appearance styles give class names something to teach.
+    ambiguity: float = 0.55
     # rrsisd: chance that the referred class's look-alike (CategorySpec.lookalike) joins its
     # scene, so that telling the two apart takes the samples that name the class; 0: never.
     lookalike_prob: float = 1.0
@@ -125,14 +127,15 @@ class SynthConfig:
     # uses; v3-v7) keeps extras as clear as cores; lower also names the cell of a target nearer
     # a grid line, as RRSIS-D's annotators do. With fewer repeated classes (v8) fewer
     # expressions need a position: at 0.05 53 % name one, at 0.0375 64 % (RRSIS-D: 64.3 %).
-    # attributes.json marks such a position ("rough_position").
-    extra_position_margin: float = 0.0375
+    # v9a (ambiguity 0.55, as v7) keeps 0.05: 59.7 % name one. attributes.json marks a position
+    # named inside the narrower margin ("rough_position").
+    extra_position_margin: float = POSITION_MARGIN
     # Appearance styles within a class (wrel.data.synth.styles): each annotated object is drawn
     # in one of ``styles`` looks of its class (outline wobble, proportions, stripes), look k with
     # probability proportional to (k + 1) ** -style_tail. A long tail of looks is perception
     # that 1,200 masks do not cover but 12,000 do. 1: every object in its class's plain look
-    # (no draw; the renders of v3-v8b).
-    styles: int = 1
+    # (no draw; the renders of v3-v8b); 16 since v9a.
+    styles: int = 16
     style_tail: float = 1.0
     blur_sigma: float = 0.6  # optics: a light blur, in pixels at the chosen image size
     noise_std: float = 3.0  # sensor noise, in 0..255 grey levels
