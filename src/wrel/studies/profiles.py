@@ -6,8 +6,8 @@ accurate ratios and seeds run. ``wrel demo`` trains LRB-WREL at 10 % with the ``
 the ``full`` profile's data and model with a short schedule, to fit 15 minutes on a 2-core CPU.
 
 Budgets (this project's idle 2-core CPU): ``quick`` (10 %, one seed, four methods, a smaller
-render) <= 15 minutes and ``demo`` <= 15 minutes are targets. ``demo`` meets it: 10.9 min on
-benchmark v8b, 1.6 of them rendering, 12.8 with a fresh clone's venv set-up (README;
+render) <= 15 minutes and ``demo`` <= 15 minutes are targets. ``demo`` meets it: 9.0 min on
+benchmark v9a, 1.3 of them rendering, 10.4 with a fresh clone's venv set-up (README;
 ``DEMO_EPOCH_FRACTIONS``); ``quick`` does not:
 19.0 min (and a smaller render leaves its baselines at 0 mIoU).
 ``full`` (the complete one-seed table: Only-Accurate, Naive-WREL, the LRB-WREL paper recipe,
@@ -189,7 +189,7 @@ _CPU_SETS = (
 #: which start from it, are shortened. At 0.4 and 0.6 a fresh clone's `make demo` took 13.6
 #: minutes on benchmark v7 but 15.1 on v8b (idle, 2 threads; the joint stage 4.3 min at 0.8
 #: steps/s), over the budget, hence 0.3 and 0.5: 12.8 minutes (joint stage 3.3 min at 0.9
-#: steps/s; test mIoU 52.23 against 53.00).
+#: steps/s; test mIoU 52.23 against 53.00); on v9a 10.4 minutes, test mIoU 46.20.
 DEMO_EPOCH_FRACTIONS = {"teacher-warmup": 1.0, "bank-init": 0.3, "joint": 0.5}
 
 #: Stage epochs of the CPU profiles (stage names of wrel.engine.experiment.METHOD_PRESETS). An epoch
