@@ -64,7 +64,7 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pinned = dict(
         ambiguity=1.0, lookalike_prob=0.0, target_first=False, relation_weight=4.0,
         position_extra=0.7, scale_jitter=1.4, colour_sd=12.0, extra_position_margin=0.05,
-        styles=1,
+        styles=1, fill_splits=False,
     )  # fmt: skip
     cfg = SynthConfig(image_size=32, num_train=8, num_val=2, num_test=2, refs_per_image=2, **pinned)
     generate_benchmark(root, cfg, progress=False)

@@ -275,6 +275,7 @@ def test_a_setting_added_later_leaves_earlier_hashes_and_renders_alone(tmp_path:
         "extra_position_margin": POSITION_MARGIN,
         "styles": 1,
         "style_tail": 1.0,
+        "fill_splits": False,
     }
     neutral = SynthConfig(styles=1)
     settings = dataclasses.asdict(neutral)

@@ -32,7 +32,7 @@ from pathlib import Path
 from wrel.core.config_io import to_dict
 from wrel.core.progress import Progress
 from wrel.data.synth.categories import CATEGORY_SPECS, DEFAULT_CATEGORIES, RRSISD_CATEGORY_IDS
-from wrel.data.synth.config import SynthConfig
+from wrel.data.synth.config import MAX_SYNTH_IMAGES, SynthConfig
 from wrel.data.synth.generate import ImageRecord, build_image
 from wrel.data.synth.geometry import Instance, singles_out
 from wrel.data.synth.writer import DATASET_NAME, SPLITS, BenchmarkWriter
@@ -98,6 +98,37 @@ def _meta(config: SynthConfig, writer: BenchmarkWriter, counts: tuple[int, ...])
     }
 
 
+def _filled(
+    config: SynthConfig, split_index: int, need: int, num_workers: int
+) -> Iterator[ImageRecord]:
+    """The records of one split in image-index order, those without a ref left out, until
+    their refs number ``need`` (the last image's surplus refs dropped).
+
+    Images are rendered in batches (the first of ``need`` images, then twice the shortfall), so
+    the output depends on the config alone, not on the workers or the batches.
+    """
+    limit = min(4 * need + 64, MAX_SYNTH_IMAGES)  # a config that refers to almost nothing
+    start, have, batch = 0, 0, need
+    while have < need:
+        if start >= limit:
+            raise ValueError(
+                f"{SPLITS[split_index]}: {start:,} images gave only {have:,} of {need:,} "
+                "samples; these settings leave too few objects that an expression can refer "
+                "to (or set fill_splits=false to keep the images asked for)"
+            )
+        tasks = [(split_index, i) for i in range(start, min(start + batch, limit))]
+        for record in _records(config, tasks, num_workers):
+            if not record.refs:
+                continue
+            record.refs = record.refs[: need - have]
+            have += len(record.refs)
+            yield record
+            if have == need:
+                return
+        start += len(tasks)
+        batch = max(16, 2 * (need - have))
+
+
 def generate_benchmark(
     root: str | Path,
     config: SynthConfig | None = None,
@@ -116,20 +147,31 @@ def generate_benchmark(
         progress: show progress (a bar on a terminal, a line every 30 s in a log).
 
     Raises:
-        ValueError: the benchmark already exists and ``overwrite`` is false.
+        ValueError: the benchmark already exists and ``overwrite`` is false, or (with
+            ``fill_splits``) the settings refer to too few objects to fill a split.
     """
     config = config or SynthConfig()
     config.validate()
     root = Path(root)
     _prepare_output(root, overwrite)
-    counts = (config.num_train, config.num_val, config.num_test)
-    tasks = [(s, i) for s, n in enumerate(counts) for i in range(n)]
+    counts: tuple[int, ...] = (config.num_train, config.num_val, config.num_test)
     writer = BenchmarkWriter(root, list(config.categories))
-    records = _records(config, tasks, num_workers)
-    with Progress(len(tasks), "synth", unit="img", enabled=progress) as bar:
-        for (split_index, _), record in zip(tasks, records, strict=True):
-            writer.add(SPLITS[split_index], record, config.image_size)
-            bar.update(1)
+    if config.fill_splits:  # counts are samples
+        images = [0, 0, 0]
+        with Progress(sum(counts), "synth", unit="sample", enabled=progress) as bar:
+            for split_index, need in enumerate(counts):
+                for record in _filled(config, split_index, need, num_workers):
+                    writer.add(SPLITS[split_index], record, config.image_size)
+                    images[split_index] += 1
+                    bar.update(len(record.refs))
+        counts = tuple(images)
+    else:  # counts are images
+        tasks = [(s, i) for s, n in enumerate(counts) for i in range(n)]
+        records = _records(config, tasks, num_workers)
+        with Progress(len(tasks), "synth", unit="img", enabled=progress) as bar:
+            for (split_index, _), record in zip(tasks, records, strict=True):
+                writer.add(SPLITS[split_index], record, config.image_size)
+                bar.update(1)
     out = writer.close(_meta(config, writer, counts))
     logger.info("wrote %d images, %d refs to %s", len(writer.images), len(writer.refs), out)
     return out
