@@ -28,7 +28,10 @@ SMALL = {"num_train": 600, "num_val": 0, "num_test": 0, "seed": 3}
 RRSISD_MIX = {"position": 0.643, "relation": 0.143, "colour": 0.314, "size": 0.391}
 RRSISD_WORDS = 6.81
 #: v8b, the default before v9a: fewer repeated classes, plain looks, rough extra positions.
-V8B = {"ambiguity": 0.2, "extra_position_margin": 0.0375, "styles": 1}
+V8B = {"ambiguity": 0.2, "extra_position_margin": 0.0375, "styles": 1, "fill_splits": False}
+#: v9a, the default before v9b: splits of 12,000 / 1,000 / 2,000 images, not samples.
+V9A = {"fill_splits": False}
+V9B_DIGEST = "085b1f0e5d227583f12bd6156bde52254a94071250316b2d30f61b1433ac12a5"
 V9A_DIGEST = "b1c36de213e8db1f993554f67e52c66c3c6e0b6ded3dbac6a4f56ea59eba13e8"
 
 
@@ -109,7 +112,7 @@ def test_ambiguity_and_lookalikes_are_the_v4_levers(tmp_path: Path) -> None:
     v3 = SynthConfig(
         **small, ambiguity=1.0, lookalike_prob=0.0, scale_jitter=1.4, colour_sd=12.0,
         target_first=False, relation_weight=4.0, position_extra=0.7, extra_position_margin=0.05,
-        styles=1,
+        styles=1, fill_splits=False,
     )  # fmt: skip
     generate_benchmark(tmp_path / "v3", v3, progress=False)
     assert _digest(tmp_path / "v3") == (
@@ -231,36 +234,38 @@ def test_ambiguous_regime_renders_the_earlier_benchmark(tmp_path: Path) -> None:
     assert _digest(tmp_path) == "cdd889c95ca3b1126ff3f5707a0b0eb6f1055b5b1ac4ee087d074ac7a12d450a"
 
 
-def test_v7_v8a_v8b_and_v9a_stay_reproducible(tmp_path: Path) -> None:
-    """v9a (the default) is v7 with 16 appearance styles per class; v8b, the default before
-    it, is v7 with ambiguity 0.2 instead of 0.55 and extra positions named 0.0375 instead of
-    0.05 inside their cell; v8a, v8b's first candidate, had the ambiguity alone. The v7 and v8a
-    digests were taken at commit c99a3a4 (generator 2.1, before ``extra_position_margin`` and
-    ``styles`` existed), v8b's at c457c74 and v9a's at bea9e95, where their records ran; the
-    settings hashes are the ones their records name."""
+def test_v7_v8a_v8b_v9a_and_v9b_stay_reproducible(tmp_path: Path) -> None:
+    """v9b (the default) is v9a with its splits filled to the samples asked; v9a is v7 with 16
+    appearance styles per class; v8b, the default before v9a, is v7 with ambiguity 0.2 instead
+    of 0.55 and extra positions named 0.0375 instead of 0.05 inside their cell; v8a, v8b's
+    first candidate, had the ambiguity alone. The v7 and v8a digests were taken at commit c99a3a4 (generator 2.1, before ``extra_position_margin`` and
+    ``styles`` existed), v8b's at c457c74, v9a's at bea9e95 and v9b's with the code of 769db8d,
+    where their records ran; the settings hashes are the ones their records name."""
     small = {"num_train": 60, "num_val": 10, "num_test": 10}
     renders = {
-        "v9a": ({}, V9A_DIGEST),
+        "v9b": ({}, V9B_DIGEST),
+        "v9a": (V9A, V9A_DIGEST),
         "v8b": (
             V8B,
             "7cb0cdc8ae93dedc164bffef1d4483196bc64ae6d3063a83e3676587913f4b5f",
         ),
         "v8a": (
-            {"ambiguity": 0.2, "styles": 1},
+            {"ambiguity": 0.2, "styles": 1, **V9A},
             "3cea9016817fb7baec61a347c56f0be00a796b638c7934a7576b3e661e6fae63",
         ),
         "v7": (
-            {"styles": 1},
+            {"styles": 1, **V9A},
             "9d5f10b44bd450774f05540f5b89aff02717e8efa2003d3779b6d19aa90d2113",
         ),
     }
     for name, (settings, digest) in renders.items():
         generate_benchmark(tmp_path / name, SynthConfig(**small, **settings), progress=False)
         assert _digest(tmp_path / name) == digest, name
-    assert SynthConfig().settings_hash() == "2d5a18a07c7a"
+    assert SynthConfig().settings_hash() == "6807aa7899ee"
+    assert SynthConfig(**V9A).settings_hash() == "2d5a18a07c7a"
     assert SynthConfig(**V8B).settings_hash() == "98c1ad130e94"
-    assert SynthConfig(ambiguity=0.2, styles=1).settings_hash() == "13c2b9b16852"
-    assert SynthConfig(styles=1).settings_hash() == "fe24e61c35af"
+    assert SynthConfig(ambiguity=0.2, styles=1, **V9A).settings_hash() == "13c2b9b16852"
+    assert SynthConfig(styles=1, **V9A).settings_hash() == "fe24e61c35af"
 
 
 def test_a_setting_added_later_leaves_earlier_hashes_and_renders_alone(tmp_path: Path) -> None:
@@ -277,7 +282,7 @@ def test_a_setting_added_later_leaves_earlier_hashes_and_renders_alone(tmp_path:
         "style_tail": 1.0,
         "fill_splits": False,
     }
-    neutral = SynthConfig(styles=1)
+    neutral = SynthConfig(styles=1, fill_splits=False)
     settings = dataclasses.asdict(neutral)
     for key in HASH_NEUTRAL:  # every later setting at its neutral value is left out
         del settings[key]
@@ -300,15 +305,17 @@ def test_a_setting_added_later_leaves_earlier_hashes_and_renders_alone(tmp_path:
 
 
 def test_committed_records_ran_on_the_renders_they_name() -> None:
-    """Every record of the table on the default version v9a (docs/results/cpu, its calibration
-    runs included) ran on today's default render, v8b's table (docs/results/cpu-v8b) on v8b's,
-    v7's (docs/results/cpu-v7) on v7 and v8a's calibration runs on v8a."""
+    """Every record of the table on the default version v9b (docs/results/cpu, its calibration
+    runs included) ran on today's default render, v9a's (docs/results/cpu-v9a) on v9a's, v8b's
+    (docs/results/cpu-v8b) on v8b's, v7's (docs/results/cpu-v7) on v7 and v8a's calibration runs
+    on v8a."""
     results = Path(__file__).resolve().parents[2] / "docs" / "results"
     folders = {
         "cpu/runs": SynthConfig(),
+        "cpu-v9a/runs": SynthConfig(**V9A),
         "cpu-v8b/runs": SynthConfig(**V8B),
-        "cpu-v7/runs": SynthConfig(styles=1),
-        "calibration/v8a": SynthConfig(ambiguity=0.2, styles=1),
+        "cpu-v7/runs": SynthConfig(styles=1, **V9A),
+        "calibration/v8a": SynthConfig(ambiguity=0.2, styles=1, **V9A),
     }
     for folder, cfg in folders.items():
         records = sorted((results / folder).glob("*.json"))

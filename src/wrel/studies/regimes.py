@@ -1,7 +1,7 @@
 """The table in the paper's layout across benchmark folders, beside RRSIS-D's reported row.
 
 One ``wrel bench`` result folder holds one benchmark regime (docs/results/cpu: the default
-``rrsisd`` regime at its version v9a, cpu-v8b and cpu-v7 its earlier versions;
+``rrsisd`` regime at its version v9b, cpu-v9a, cpu-v8b and cpu-v7 its earlier versions;
 docs/results/ambiguous: the ``ambiguous`` one). :func:`regimes_table` puts
 their records side by side per accurate ratio, under the numbers the LRB-WREL paper reports on
 RRSIS-D (:data:`PAPER_RRSISD`), so that a reader sees at once whether a regime's baselines

@@ -55,10 +55,10 @@ MAX_INSTANCES = 256
 class SynthConfig:
     """Configuration of :func:`wrel.data.synth.generate_benchmark`.
 
-    Counts are images, each giving up to ``refs_per_image`` samples (refs), or samples when
-    ``fill_splits`` is on: then an image without a ref (its target found no room) is left out
-    and the split goes on to its next image until it holds exactly that many. Each ref has its
-    own target instance, in its image's split.
+    Counts are samples (refs) while ``fill_splits`` is on (the default): an image without a
+    ref (its target found no room) is left out and the split goes on to its next image until
+    it holds exactly that many. With ``fill_splits`` off they are images, each giving up to
+    ``refs_per_image`` samples. Each ref has its own target instance, in its image's split.
     """
 
     # Calibrated to RRSIS-D's structure (docs/data.md): 96 px images trained at 96 px keep a
@@ -69,11 +69,12 @@ class SynthConfig:
     num_train: int = 12000
     num_val: int = 1000
     num_test: int = 2000
-    # On: counts are samples. A split renders further images (the next image indices, so its
-    # first images are those of an unfilled render) until it holds num_* refs, leaving out
-    # images without one. Off: counts are images, and a split loses the samples of images whose
-    # target found no room (v9a: 11,939 / 994 / 1,976 from 12,000 / 1,000 / 2,000 images).
-    fill_splits: bool = False
+    # On (since v9b): counts are samples. A split renders further images (the next image
+    # indices, so its first images are those of an unfilled render) until it holds num_* refs,
+    # leaving out images without one. Off (v3-v9a): counts are images, and a split loses the
+    # samples of images whose target found no room (v9a: 11,939 / 994 / 1,976 from 12,000 /
+    # 1,000 / 2,000 images).
+    fill_splits: bool = True
     # RRSIS-D has exactly one ref per image. With two, an image whose two refs are weak and of
     # the same class gives identical inputs with different masks.
     refs_per_image: int = 1
