@@ -189,7 +189,8 @@ _CPU_SETS = (
 #: which start from it, are shortened. At 0.4 and 0.6 a fresh clone's `make demo` took 13.6
 #: minutes on benchmark v7 but 15.1 on v8b (idle, 2 threads; the joint stage 4.3 min at 0.8
 #: steps/s), over the budget, hence 0.3 and 0.5: 12.8 minutes (joint stage 3.3 min at 0.9
-#: steps/s; test mIoU 52.23 against 53.00); on v9a 10.4 minutes, test mIoU 46.20.
+#: steps/s; test mIoU 52.23 against 53.00); on v9a 10.4 minutes, test mIoU 46.20; on v9b
+#: test mIoU 43.93 (timed only on a loaded machine).
 DEMO_EPOCH_FRACTIONS = {"teacher-warmup": 1.0, "bank-init": 0.3, "joint": 0.5}
 
 #: Stage epochs of the CPU profiles (stage names of wrel.engine.experiment.METHOD_PRESETS). An epoch
