@@ -238,9 +238,10 @@ def test_v7_v8a_v8b_v9a_and_v9b_stay_reproducible(tmp_path: Path) -> None:
     """v9b (the default) is v9a with its splits filled to the samples asked; v9a is v7 with 16
     appearance styles per class; v8b, the default before v9a, is v7 with ambiguity 0.2 instead
     of 0.55 and extra positions named 0.0375 instead of 0.05 inside their cell; v8a, v8b's
-    first candidate, had the ambiguity alone. The v7 and v8a digests were taken at commit c99a3a4 (generator 2.1, before ``extra_position_margin`` and
-    ``styles`` existed), v8b's at c457c74, v9a's at bea9e95 and v9b's with the code of 769db8d,
-    where their records ran; the settings hashes are the ones their records name."""
+    first candidate, had the ambiguity alone. The v7 and v8a digests were taken at commit
+    c99a3a4 (generator 2.1, before ``extra_position_margin`` and ``styles`` existed), v8b's at
+    c457c74, v9a's at bea9e95 and v9b's with the code of 769db8d, where their records ran; the
+    settings hashes are the ones their records name."""
     small = {"num_train": 60, "num_val": 10, "num_test": 10}
     renders = {
         "v9b": ({}, V9B_DIGEST),

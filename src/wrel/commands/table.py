@@ -20,7 +20,8 @@ from wrel.studies.runner import load_records, mixed_cells
 _EPILOG = """example (the README's table):
   wrel table docs/results/cpu docs/results/ambiguous \\
       --labels "embedded, rrsisd regime, v9b" "embedded, ambiguous regime" --out table.md
-  (earlier versions of the rrsisd regime: docs/results/cpu-v8b, docs/results/cpu-v7)
+  (earlier versions of the rrsisd regime: docs/results/cpu-v9a, docs/results/cpu-v8b,
+  docs/results/cpu-v7)
 
   wrel table docs/results/cpu --check   # do its baselines have RRSIS-D's shape?
 
